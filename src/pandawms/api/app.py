@@ -1,0 +1,335 @@
+"""The ASGI application: routing, body limits, parsing, identity, encoding, errors, access log.
+
+Two URL families share one core: ``/api/v1/<module>/<method>`` (JSON envelope) and
+``/server/panda/<method>`` (PanDA's legacy dispatcher replies). Handlers run in a thread pool
+because the database layer is synchronous.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+
+from pandawms.api import legacy, v1
+from pandawms.api.auth import identify
+from pandawms.api.context import RequestContext
+from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
+from pandawms.api.params import bind
+from pandawms.core.runtime import Runtime
+from pandawms.model.errors import PandaError, StatusCode
+from pandawms.model.states import IllegalMove
+
+log = logging.getLogger("pandawms.api")
+access_log = logging.getLogger("pandawms.access")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyTooLarge(PandaError):
+    """The request body exceeds ``max_body_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes", http_status=413)
+
+
+async def _read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge(limit)
+        except ValueError:
+            raise PandaError("Content-Length is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise PandaError("client disconnected", http_status=400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress with a ceiling, so a small bomb cannot become gigabytes."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise PandaError(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge(limit)
+    return out
+
+
+def _query(scope: Scope) -> dict[str, Any]:
+    pairs = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return _collect(pairs)
+
+
+def _collect(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            existing = out[key]
+            out[key] = existing + [value] if isinstance(existing, list) else [existing, value]
+        else:
+            out[key] = value
+    return out
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PandaError(f"failed to load JSON: {exc}") from None
+
+
+def _form(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PandaError("form body is not UTF-8") from None
+    try:
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, strict_parsing=False, max_num_fields=10000
+        )
+    except ValueError as exc:
+        raise PandaError(f"malformed form body: {exc}") from None
+    return _collect(pairs)
+
+
+def _media_type(headers: Headers) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+class PandaApp:
+    """ASGI callable serving the PanDA APIs for one :class:`Runtime`."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.max_body = rt.settings.max_body_bytes
+        self.requests_total = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex[:12]
+        headers = Headers(scope=scope)
+        status, body, content_type, extra = await self._handle(scope, receive, headers, request_id)
+        response_headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+        self.requests_total += 1
+        client = scope.get("client") or ("-", 0)
+        access_log.info(
+            "%s %s %s %s %d %d %.1fms",
+            request_id,
+            client[0],
+            scope.get("method"),
+            scope.get("path"),
+            status,
+            len(body),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.rt.engine.dispose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, headers: Headers, request_id: str
+    ) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
+        path: str = scope.get("path", "")
+        parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] == "api" and parts[1] == "v1":
+            return await self._v1(scope, receive, headers, request_id, parts[2], parts[3])
+        if len(parts) == 3 and parts[0] == "server" and parts[1] == "panda":
+            return await self._legacy(scope, receive, headers, request_id, parts[2])
+        if path in ("/", "/health"):
+            return 200, b"OK\n", "text/plain", []
+        return 404, f"ERROR : no such path {path[:200]}\n".encode(), "text/plain", []
+
+    def _context(self, scope: Scope, headers: Headers, request_id: str, accept_json: bool) -> RequestContext:
+        client = scope.get("client") or ("", 0)
+        who = identify(headers, client[0], self.rt.settings)
+        return RequestContext(self.rt, who, scope.get("scheme") == "https", accept_json, request_id)
+
+    # --- v1 -------------------------------------------------------------------------------
+
+    async def _v1(
+        self, scope: Scope, receive: Receive, headers: Headers, request_id: str, module: str, name: str
+    ) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
+        def reply(status: int, success: bool, message: str, data: Any) -> tuple[int, bytes, str, list]:
+            body = dumps_v1({"success": success, "message": message, "data": data})
+            return status, body, "application/json", []
+
+        method = v1.METHODS.get((module, name))
+        if method is None:
+            return reply(404, False, f"no such method: {module}/{name}", None)
+        verb = scope.get("method", "GET")
+        try:
+            if verb not in (method.verb, "HEAD") and not (method.verb == "GET" and verb == "POST"):
+                return reply(405, False, f"expecting {method.verb}, received {verb}", None)
+            given, from_text = await self._v1_params(scope, receive, headers, verb)
+            kwargs = bind(method.params, given, from_text)
+            ctx = self._context(scope, headers, request_id, True)
+            success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
+            return reply(200, success, message, data)
+        except PandaError as exc:
+            log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
+            return reply(exc.http_status, False, exc.message, None)
+        except IllegalMove as exc:
+            return reply(409, False, str(exc), None)
+        except (OperationalError, DBAPIError) as exc:
+            log.error("%s %s/%s database error: %s", request_id, module, name, exc)
+            status, body, ctype, _ = reply(
+                503, False, "database error in the PanDA server; retry later", None
+            )
+            return status, body, ctype, [(b"retry-after", b"5")]
+        except Exception:
+            log.exception("%s %s/%s failed", request_id, module, name)
+            return reply(500, False, f"internal server error (request {request_id})", None)
+
+    async def _v1_params(
+        self, scope: Scope, receive: Receive, headers: Headers, verb: str
+    ) -> tuple[dict[str, Any], bool]:
+        if verb in ("GET", "HEAD"):
+            return _query(scope), True
+        body = await _read_body(receive, self.max_body, headers.get("content-length"))
+        if headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip(body, self.max_body)
+        query = _query(scope)
+        media = _media_type(headers)
+        if not body.strip():
+            return query, True
+        if media in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            if media == "multipart/form-data":
+                raise PandaError("this method takes JSON, not multipart form data", http_status=415)
+            return {**query, **_form(body)}, True
+        data = _load_json(body)
+        if not isinstance(data, dict):
+            raise PandaError("the JSON body must be an object of named arguments")
+        return {**query, **data}, False
+
+    # --- legacy ---------------------------------------------------------------------------
+
+    async def _legacy(
+        self, scope: Scope, receive: Receive, headers: Headers, request_id: str, name: str
+    ) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
+        accept_json = "application/json" in headers.get("accept", "")
+
+        def render(status: int, reply: legacy.Reply) -> tuple[int, bytes, str, list]:
+            form = reply.form
+            if form == "text":
+                return status, str(reply.body).encode(), "text/plain", []
+            if form == "json" or (form == "negotiate" and accept_json) or not isinstance(reply.body, dict):
+                return status, dumps_plain(reply.body), "application/json", []
+            return status, urlencode_reply(reply.body), "text/plain", []
+
+        handler = legacy.METHODS.get(name)
+        if handler is None:
+            return render(
+                404,
+                legacy.Reply(
+                    {
+                        "StatusCode": int(StatusCode.INVALID),
+                        "errorDialog": f"method {name[:100]} is not known",
+                    }
+                ),
+            )
+        try:
+            params = await self._legacy_params(scope, receive, headers)
+            ctx = self._context(scope, headers, request_id, accept_json)
+            if name in legacy.PILOT_ONLY and self.rt.settings.auth_mode == "strict" and not ctx.who.is_pilot:
+                return render(
+                    403,
+                    legacy.Reply(
+                        {
+                            "StatusCode": int(StatusCode.ROLE),
+                            "errorDialog": "no production/pilot role in VOMS FQANs or non pilot owner",
+                        }
+                    ),
+                )
+            return render(200, await run_in_threadpool(handler, ctx, params))
+        except PandaError as exc:
+            log.info("%s %s refused: %s", request_id, name, exc.message)
+            return render(exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message}))
+        except (OperationalError, DBAPIError) as exc:
+            log.error("%s %s database error: %s", request_id, name, exc)
+            status, body, ctype, _ = render(
+                503, legacy.Reply({"StatusCode": int(StatusCode.TIMEOUT), "errorDialog": "database timeout"})
+            )
+            return status, body, ctype, [(b"retry-after", b"5")]
+        except Exception:
+            log.exception("%s %s failed", request_id, name)
+            return render(
+                500,
+                legacy.Reply(
+                    {
+                        "StatusCode": int(StatusCode.FAILED),
+                        "errorDialog": f"internal server error (request {request_id})",
+                    }
+                ),
+            )
+
+    async def _legacy_params(self, scope: Scope, receive: Receive, headers: Headers) -> dict[str, Any]:
+        query = _query(scope)
+        if scope.get("method", "GET") in ("GET", "HEAD"):
+            return query
+        body = await _read_body(receive, self.max_body, headers.get("content-length"))
+        media = _media_type(headers)
+        if body[:2] == b"\x1f\x8b":
+            # pilot 3.11 gzips its JSON body without saying so in Content-Encoding.
+            body = _gunzip(body, self.max_body)
+        if not body.strip():
+            return query
+        if media == "application/json" or body.lstrip()[:1] == b"{":
+            data = _load_json(body)
+            if not isinstance(data, dict):
+                raise PandaError("the JSON body must be an object of named parameters")
+            # Legacy handlers compare flags with "True"/"False", as the real server does.
+            return {**query, **{k: (str(v) if isinstance(v, bool) else v) for k, v in data.items()}}
+        if media == "multipart/form-data":
+            raise PandaError("multipart bodies are only accepted for file uploads", http_status=415)
+        return {**query, **_form(body)}
+
+
+def create_app(rt: Runtime) -> PandaApp:
+    """The ASGI app for ``rt``."""
+    return PandaApp(rt)
+
+
+__all__ = ["PandaApp", "create_app"]

@@ -1,0 +1,242 @@
+"""The legacy pilot API: ``/server/panda/<method>``.
+
+Every released pilot (3.7 up to 3.11) still speaks this, with form-encoded or gzip-compressed
+JSON bodies. Replies are PanDA's flat dictionaries with a ``StatusCode``, JSON when the client
+accepts it and url-encoded otherwise (:mod:`pandawms.api.app` does the encoding).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pandawms.api.context import RequestContext
+from pandawms.api.pilot_codec import job_for_pilot, parse_update
+from pandawms.core import dispatch, heartbeat, jobs_read
+from pandawms.core.jobs_read import MAX_IDS_PER_READ
+from pandawms.model.errors import PandaError, StatusCode
+
+log = logging.getLogger("pandawms.api.legacy")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A legacy reply: a dict rendered per Accept, or fixed text/JSON for the methods that demand it."""
+
+    body: dict[str, Any] | list[Any] | str
+    #: "negotiate" (JSON if accepted, else url-encoded), "json" or "text" or "urlencoded".
+    form: str = "negotiate"
+
+
+LegacyHandler = Callable[[RequestContext, dict[str, Any]], Reply]
+METHODS: dict[str, LegacyHandler] = {}
+#: Methods a pilot role is needed for when the server runs in strict mode.
+PILOT_ONLY: set[str] = set()
+
+
+def legacy(name: str, pilot_role: bool = False) -> Callable[[LegacyHandler], LegacyHandler]:
+    """Register a handler as ``/server/panda/<name>``."""
+
+    def register(func: LegacyHandler) -> LegacyHandler:
+        METHODS[name] = func
+        if pilot_role:
+            PILOT_ONLY.add(name)
+        return func
+
+    return register
+
+
+def _int_param(params: dict[str, Any], name: str, default: int = 0) -> int:
+    raw = params.get(name)
+    if raw is None or str(raw).strip() in ("", "NULL", "None"):
+        return default
+    try:
+        return int(float(str(raw)))
+    except ValueError:
+        raise PandaError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
+
+
+def _ids(params: dict[str, Any], name: str, separator: str | None) -> list[int]:
+    raw = params.get(name)
+    if raw is None:
+        raise PandaError(f"{name} is required")
+    items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split(separator)
+    try:
+        ids = [int(str(item).strip()) for item in items if str(item).strip()]
+    except ValueError:
+        raise PandaError(f"{name} must be a list of PandaIDs") from None
+    if len(ids) > MAX_IDS_PER_READ:
+        raise PandaError(f"{name} has more than {MAX_IDS_PER_READ} IDs", http_status=413)
+    return ids
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    return str(params.get(name, "")).strip().lower() in ("true", "1", "yes")
+
+
+@legacy("isAlive")
+def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """``alive=yes``, as load balancers and old clients expect."""
+    return Reply("alive=yes", "text")
+
+
+@legacy("getJob", pilot_role=True)
+def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot."""
+    bulk = "nJobs" in params
+    req = dispatch.DispatchRequest(
+        site=str(params.get("siteName") or ""),
+        n_jobs=_int_param(params, "nJobs", 1) if bulk else 1,
+        prod_source_label=(str(params["prodSourceLabel"]) if params.get("prodSourceLabel") else None),
+        computing_element=str(params.get("computingElement") or "") or None,
+        node=str(params.get("node") or "") or None,
+        memory_mb=max(_int_param(params, "mem"), 0),
+        disk_mb=max(_int_param(params, "diskSpace"), 0),
+        remaining_time=max(_int_param(params, "remaining_time"), 0),
+        resource_type=str(params.get("resourceType") or "") or None,
+        task_id=_int_param(params, "taskID") or None,
+        prod_user_id=str(params.get("prodUserID") or "") or None,
+        scheduler_id=str(params.get("schedulerID") or "") or None,
+        background=_flag(params, "background"),
+        job_type=str(params.get("jobType") or "") or None,
+    )
+    if not req.site:
+        raise PandaError("siteName is required")
+    found = dispatch.acquire_jobs(ctx.rt, req, ctx.who)
+    if not found:
+        return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
+    n_sent = (
+        dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
+    )
+    described = [job_for_pilot(job, n_sent) for job in found]
+    if bulk:
+        return Reply({"StatusCode": 0, "jobs": described})
+    return Reply(described[0])
+
+
+@legacy("updateJob", pilot_role=True)
+def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Heartbeat, state change or final report; answers the back-channel command."""
+    if str(params.get("jobId", "")) == "NULL":
+        return Reply({"StatusCode": 0, "command": "NULL"})
+    upd = parse_update(params)
+    if upd.state not in heartbeat.PILOT_REPORTABLE:
+        # The real server answers 0 and ignores unknown states; say why as well.
+        return Reply({"StatusCode": 0, "command": "NULL", "errorDialog": f"state {upd.state!r} ignored"})
+    result = heartbeat.update_job(ctx.rt, upd)
+    return Reply({"StatusCode": int(result.status_code), "command": result.command})
+
+
+@legacy("updateJobsInBulk", pilot_role=True)
+def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``."""
+    import json
+
+    raw = params.get("jobList")
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        raise PandaError("jobList is not valid JSON") from None
+    if not isinstance(items, list):
+        raise PandaError("jobList must be a JSON list")
+    if len(items) > 1000:
+        raise PandaError("jobList has more than 1000 entries", http_status=413)
+    results: list[Any] = []
+    for item in items:
+        if not isinstance(item, dict):
+            results.append({"StatusCode": int(StatusCode.INVALID), "errorDialog": "entry is not an object"})
+            continue
+        try:
+            reply = update_job(ctx, {k: (v if isinstance(v, str) else str(v)) for k, v in item.items()})
+            results.append(reply.body)
+        except PandaError as exc:
+            results.append({"StatusCode": int(StatusCode.INVALID), "errorDialog": exc.message})
+    return Reply([True, results], "json")
+
+
+@legacy("getStatus")
+def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Statuses and attempts, space separated, always url-encoded."""
+    ids = _ids(params, "ids", None)
+    found = jobs_read.get_statuses(ctx.rt, ids)
+    statuses = [found[i]["jobStatus"] if i in found else "notfound" for i in ids]
+    attempts = [str(found[i]["attemptNr"] or 0) if i in found else "0" for i in ids]
+    return Reply(
+        {"StatusCode": 0, "status": " ".join(statuses), "attemptNr": " ".join(attempts)}, "urlencoded"
+    )
+
+
+@legacy("checkJobStatus")
+def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Status and command per job, always JSON."""
+    ids = _ids(params, "ids", ",")
+    found = jobs_read.get_statuses(ctx.rt, ids)
+    out = [
+        {"status": found[i]["jobStatus"], "command": found[i]["commandToPilot"] or "NULL"}
+        if i in found
+        else {"status": "unknown", "command": "tobekilled"}
+        for i in ids
+    ]
+    return Reply(out, "json")
+
+
+@legacy("getEventRanges", pilot_role=True)
+def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """No job has event ranges until the event service exists: an empty list, said plainly."""
+    panda_id = _int_param(params, "pandaID", -1)
+    if panda_id < 0:
+        raise PandaError("pandaID is required")
+    return Reply(
+        {"StatusCode": 0, "eventRanges": [], "errorDialog": "no event ranges: event service not enabled"}
+    )
+
+
+@legacy("updateEventRanges", pilot_role=True)
+def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Every range is refused (False): this server has no event ranges to update."""
+    import json
+
+    raw = params.get("eventRanges")
+    try:
+        ranges = json.loads(raw) if isinstance(raw, str) else (raw or [])
+    except ValueError:
+        raise PandaError("eventRanges is not valid JSON") from None
+    if not isinstance(ranges, list):
+        raise PandaError("eventRanges must be a JSON list")
+    return Reply(
+        {
+            "StatusCode": 0,
+            "Returns": [False] * len(ranges),
+            "Command": {},
+            "errorDialog": "event service not enabled",
+        }
+    )
+
+
+@legacy("updateWorkerPilotStatus", pilot_role=True)
+def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Accepted and logged; worker bookkeeping arrives with the Harvester interface."""
+    status = str(params.get("status", ""))
+    if status not in ("started", "finished"):
+        raise PandaError(f"status must be started or finished, got {status[:20]!r}")
+    log.info("worker %s of harvester %s: pilot %s", params.get("workerID"), params.get("harvesterID"), status)
+    return Reply({"StatusCode": 0})
+
+
+@legacy("getKeyPair", pilot_role=True)
+def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """No key pairs are configured on this server."""
+    return Reply(
+        {"StatusCode": int(StatusCode.PERMS), "errorDialog": "no key pairs are configured on this server"}
+    )
+
+
+@legacy("getProxy", pilot_role=True)
+def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """No proxy cache is configured on this server."""
+    return Reply(
+        {"StatusCode": int(StatusCode.PERMS), "errorDialog": "no proxy cache is configured on this server"},
+        "json",
+    )

@@ -1,0 +1,149 @@
+"""Declared parameters of API methods, and their checking.
+
+Each method lists its parameters with a kind; a request's values are checked (and, for query
+strings, converted) against that list, so every handler receives clean Python values and every
+client mistake gets a message naming the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pandawms.model.errors import PandaError
+
+ParamKind = Literal["int", "str", "bool", "float", "int_list", "str_list", "dict", "list", "json", "any"]
+REQUIRED: Any = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: kind, default (REQUIRED when none) and the largest list it may be."""
+
+    kind: ParamKind
+    default: Any = REQUIRED
+    max_items: int = 10000
+
+
+def _bad(name: str, what: str, value: Any) -> PandaError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return PandaError(f"Argument error: {name} must be {what}, got {shown}")
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise _bad(name, "an integer", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                as_float = float(value)
+                if as_float.is_integer():
+                    return int(as_float)
+            except ValueError:
+                pass
+    raise _bad(name, "an integer", value)
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise _bad(name, "true or false", value)
+
+
+def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
+    """Check one value against its declared kind (``from_text``: it came from a query string)."""
+    if value is None:
+        if spec.default is REQUIRED:
+            raise PandaError(f"Argument error: {name} must not be null")
+        return None
+    kind = spec.kind
+    if kind == "any":
+        return value
+    if kind == "int":
+        return _to_int(name, value)
+    if kind == "float":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise _bad(name, "a number", value) from None
+    if kind == "bool":
+        return _to_bool(name, value)
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise _bad(name, "a string", value)
+    if kind in ("int_list", "str_list", "list"):
+        items = value
+        if from_text and isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    items = json.loads(text)
+                except ValueError:
+                    raise _bad(name, "a list", value) from None
+            else:
+                items = [part for part in text.split(",") if part.strip()]
+        if not isinstance(items, list):
+            items = [items] if kind != "list" else items
+        if not isinstance(items, list):
+            raise _bad(name, "a list", value)
+        if len(items) > spec.max_items:
+            raise PandaError(
+                f"Argument error: {name} has {len(items)} items, at most {spec.max_items} allowed", 413
+            )
+        if kind == "int_list":
+            return [_to_int(name, item) for item in items]
+        if kind == "str_list":
+            return [convert(name, Param("str"), item, from_text) for item in items]
+        return items
+    if kind == "dict":
+        if from_text and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise _bad(name, "a JSON object", value) from None
+        if not isinstance(value, dict):
+            raise _bad(name, "an object", value)
+        return value
+    if kind == "json":
+        # A value that is itself JSON: accept the text or the already-decoded structure.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise PandaError(f"Argument error: {name} is not valid JSON: {exc}") from None
+        return value
+    raise AssertionError(kind)
+
+
+def bind(params: dict[str, Param], given: dict[str, Any], from_text: bool) -> dict[str, Any]:
+    """Check ``given`` against the declaration; return keyword arguments for the handler."""
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise PandaError(f"Argument error: unexpected argument(s) {', '.join(unknown[:5])}")
+    bound: dict[str, Any] = {}
+    for name, spec in params.items():
+        if name in given:
+            bound[name] = convert(name, spec, given[name], from_text)
+        elif spec.default is REQUIRED:
+            raise PandaError(f"Argument error: missing required argument {name}")
+        else:
+            bound[name] = spec.default
+    return bound

@@ -1,0 +1,400 @@
+"""The pilot's view of a job: getJob's flat reply and updateJob's parameters.
+
+Both the legacy ``/server/panda`` calls and v1 ``pilot/*`` (Harvester) use these, so a pilot
+gets the same job description whichever way it asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pandawms.core.heartbeat import PilotUpdate
+from pandawms.model.errors import PandaError
+from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
+from pandawms.model.values import NULL, BadValue, coerce, parse_datetime
+
+log = logging.getLogger("pandawms.api.pilot")
+
+_MULTI_STEP = re.compile(r"<MULTI_STEP_EXEC>.*?</MULTI_STEP_EXEC>", re.S)
+
+
+def _v(value: Any) -> Any:
+    """PanDA's unset marker for the pilot: "NULL"."""
+    return NULL if value is None else value
+
+
+def _join(files: list[dict[str, Any]], key: str, transform: Callable[[Any], Any] | None = None) -> str:
+    values = []
+    for f in files:
+        value = f.get(key)
+        if transform is not None:
+            value = transform(value)
+        values.append("" if value is None else str(value))
+    return ",".join(values)
+
+
+def _input_checksum(f: dict[str, Any]) -> str:
+    return f.get("checksum") or f.get("md5sum") or ""
+
+
+def _first_token(value: Any) -> str:
+    text = (value or "").split(",")[0]
+    return text.replace("ddd:", "dst:")
+
+
+def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
+    """The flat getJob reply for one job (StatusCode 0 included)."""
+    files = job.get("Files", [])
+    seen: set[str] = set()
+    inputs = []
+    for f in files:
+        if f.get("type") == "input" and f.get("lfn") not in seen:
+            seen.add(f["lfn"])
+            inputs.append(f)
+    outputs = [f for f in files if f.get("type") in ("output", "log")]
+    logs = [f for f in files if f.get("type") == "log"]
+    only_outputs = [f for f in files if f.get("type") == "output"]
+    handling = (job.get("specialHandling") or "").split(",")
+    params = _MULTI_STEP.sub("", job.get("jobParameters") or "")
+    if "ej" in handling:
+        params = base64.b64encode(params.encode()).decode()
+    task_id = (
+        job.get("jediTaskID") if job.get("lockedby") == "jedi" or job.get("jediTaskID") else job.get("taskID")
+    )
+    reply: dict[str, Any] = {
+        "StatusCode": 0,
+        "PandaID": job["PandaID"],
+        "prodSourceLabel": _v(job.get("prodSourceLabel")),
+        "swRelease": _v(job.get("AtlasRelease")),
+        "homepackage": _v(job.get("homepackage")),
+        "transformation": _v(job.get("transformation")),
+        "jobName": _v(job.get("jobName")),
+        "jobDefinitionID": _v(job.get("jobDefinitionID")),
+        "cloud": _v(job.get("cloud")),
+        "inFiles": _join(inputs, "lfn"),
+        "dispatchDblock": _join(inputs, "dispatchDBlock"),
+        "dispatchDBlockToken": _join(inputs, "dispatchDBlockToken"),
+        "dispatchDBlockTokenForOut": _join(outputs, "dispatchDBlockToken"),
+        "destinationDBlockToken": _join(outputs, "destinationDBlockToken", _first_token),
+        "prodDBlocks": _join(inputs, "prodDBlock"),
+        "prodDBlockToken": _join(inputs, "prodDBlockToken"),
+        "prodDBlockTokenForOutput": _join(outputs, "prodDBlockToken"),
+        "realDatasetsIn": _join(inputs, "dataset"),
+        "GUID": _join(inputs, "GUID"),
+        "fsize": ",".join(str(f.get("fsize") or 0) for f in inputs),
+        "checksum": ",".join(_input_checksum(f) for f in inputs),
+        "scopeIn": _join(inputs, "scope"),
+        "ddmEndPointIn": ",".join("" for _ in inputs),
+        "outFiles": _join(outputs, "lfn"),
+        "destinationDblock": _join(outputs, "destinationDBlock"),
+        "realDatasets": _join(outputs, "dataset"),
+        "fileDestinationSE": _join(outputs, "destinationSE"),
+        "destinationSE": _v(job.get("destinationSE")),
+        "ddmEndPointOut": _join(outputs, "destinationDBlockToken", _endpoint),
+        "scopeOut": _join(only_outputs, "scope"),
+        "logFile": logs[0]["lfn"] if logs else "",
+        "logGUID": (logs[0].get("GUID") or "") if logs else "",
+        "scopeLog": (logs[0].get("scope") or "") if logs else "",
+        "jobPars": params,
+        "attemptNr": job.get("attemptNr") or 0,
+        "maxCpuCount": job.get("maxCpuCount") or 0,
+        "maxDiskCount": job.get("maxDiskCount") or 0,
+        "minRamCount": job.get("minRamCount") or 0,
+        "maxWalltime": _v(job.get("maxWalltime")),
+        "coreCount": job.get("coreCount") or 1,
+        "cmtConfig": job.get("cmtConfig") or "",
+        "currentPriority": job.get("currentPriority") or 0,
+        "taskID": _v(task_id),
+        "jobsetID": _v(job.get("jobsetID")),
+        "reqID": _v(job.get("reqID")),
+        "processingType": _v(job.get("processingType")),
+        "transferType": _v(job.get("transferType")),
+        "sourceSite": _v(job.get("sourceSite")),
+        "nucleus": _v(job.get("nucleus")),
+        "prodUserID": _v(job.get("prodUserID")),
+        "resource_type": _v(job.get("resource_type")),
+        "ioIntensity": NULL,
+        "ioIntensityUnit": NULL,
+        "nSent": n_sent,
+    }
+    if job.get("container_name"):
+        reply["container_name"] = job["container_name"]
+    if "lc" in handling:
+        reply["loopingCheck"] = False
+    if "dm" in handling or "debug" in handling:
+        reply["debug"] = "True"
+    for tag, key in (
+        ("nc", "noExecStrCnv"),
+        ("po", "putLogToOS"),
+        ("up", "usePrefetcher"),
+        ("om", "onSiteMerging"),
+        ("if", "inFilePosEvtNum"),
+    ):
+        if tag in handling:
+            reply[key] = "True"
+    no_output = [f["lfn"] for f in outputs if "an" in (f.get("dispatchDBlockToken") or "").split(",")]
+    if no_output:
+        reply["allowNoOutput"] = ",".join(no_output)
+    return reply
+
+
+def _endpoint(token: Any) -> str:
+    first = (token or "").split(",")[0]
+    for prefix in ("dst:", "ddd:"):
+        if first.startswith(prefix):
+            return first[len(prefix) :]
+    return ""
+
+
+# updateJob parameter -> (column, conversion). Conversions raise ValueError on bad input.
+def _int(value: str) -> int:
+    return int(float(value))
+
+
+def _abs_int(value: str) -> int:
+    return abs(_int(value))
+
+
+def _kb(value: str) -> int:
+    return min(int(float(value) / 1024), 10**10 - 1)
+
+
+def _capped(value: str) -> int:
+    return min(_int(value), 10**10 - 1)
+
+
+def _float(value: str) -> float:
+    result = float(value)
+    if result != result or result in (float("inf"), float("-inf")):
+        raise ValueError("not finite")
+    return result
+
+
+def _text(column: str) -> Callable[[str], str]:
+    attr = JOB_ATTRIBUTE_BY_NAME[column]
+
+    def convert(value: str) -> str:
+        return str(coerce(attr, value, truncate=True))
+
+    return convert
+
+
+def _time(value: str) -> Any:
+    try:
+        return parse_datetime(value)
+    except BadValue as exc:
+        raise ValueError(str(exc)) from None
+
+
+UPDATE_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "cpuConsumptionTime": ("cpuConsumptionTime", _int),
+    "cpuConsumptionUnit": ("cpuConsumptionUnit", _text("cpuConsumptionUnit")),
+    "cpuConversionFactor": ("cpuConversion", _float),
+    "cpu_architecture_level": ("cpu_architecture_level", _text("cpu_architecture_level")),
+    "node": ("modificationHost", _text("modificationHost")),
+    "transExitCode": ("transExitCode", _text("transExitCode")),
+    "pilotErrorCode": ("pilotErrorCode", _abs_int),
+    "exeErrorCode": ("exeErrorCode", _int),
+    "pilotErrorDiag": ("pilotErrorDiag", _text("pilotErrorDiag")),
+    "exeErrorDiag": ("exeErrorDiag", _text("exeErrorDiag")),
+    "jobMetrics": ("jobMetrics", _text("jobMetrics")),
+    "schedulerID": ("schedulerID", _text("schedulerID")),
+    "pilotID": ("pilotID", _text("pilotID")),
+    "batchID": ("batchID", _text("batchID")),
+    "pilotTiming": ("pilotTiming", _text("pilotTiming")),
+    "nEvents": ("nEvents", _int),
+    "nInputFiles": ("nInputFiles", _int),
+    "jobSubStatus": ("jobSubStatus", _text("jobSubStatus")),
+    "coreCount": ("actualCoreCount", _int),
+    "meanCoreCount": ("meanCoreCount", _float),
+    "maxRSS": ("maxRSS", _int),
+    "maxVMEM": ("maxVMEM", _int),
+    "maxSWAP": ("maxSWAP", _int),
+    "maxPSS": ("maxPSS", _int),
+    "avgRSS": ("avgRSS", _int),
+    "avgVMEM": ("avgVMEM", _int),
+    "avgSWAP": ("avgSWAP", _int),
+    "avgPSS": ("avgPSS", _int),
+    "totRCHAR": ("totRCHAR", _kb),
+    "totWCHAR": ("totWCHAR", _kb),
+    "totRBYTES": ("totRBYTES", _kb),
+    "totWBYTES": ("totWBYTES", _kb),
+    "rateRCHAR": ("rateRCHAR", _capped),
+    "rateWCHAR": ("rateWCHAR", _capped),
+    "rateRBYTES": ("rateRBYTES", _capped),
+    "rateWBYTES": ("rateWBYTES", _capped),
+    "startTime": ("startTime", _time),
+    "endTime": ("endTime", _time),
+    "grid": ("grid", _text("grid")),
+    "source_site": ("sourceSite", _text("sourceSite")),
+    "destination_site": ("destinationSite", _text("destinationSite")),
+}
+#: Parameters the pilot sends that carry nothing to store.
+IGNORED_UPDATE_FIELDS = frozenset(
+    {
+        "jobId",
+        "state",
+        "attemptNr",
+        "xml",
+        "metaData",
+        "pilotLog",
+        "stdout",
+        "token",
+        "timestamp",
+        "workdir",
+        "remainingSpace",
+        "siteName",
+        "messageLevel",
+        "computingElement",
+        "timeout",
+        "corruptedFiles",
+        "harvester_id",
+        "worker_id",
+        "version",
+    }
+)
+#: Largest report, job report or log accepted in one update (bytes of text).
+MAX_SIDE_TEXT = 8 * 1024 * 1024
+
+
+def _parse_int(name: str, value: Any, required: bool) -> int | None:
+    if value is None or value == "" or value == NULL:
+        if required:
+            raise PandaError(f"{name} is required")
+        return None
+    try:
+        result = int(str(value).strip())
+    except ValueError:
+        raise PandaError(f"{name} must be an integer, got {str(value)[:40]!r}") from None
+    if not 0 <= result < 2**63:
+        raise PandaError(f"{name} is out of range: {result}")
+    return result
+
+
+def _side_text(name: str, value: Any) -> str | None:
+    if value is None or value == "" or value == NULL:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_SIDE_TEXT:
+        raise PandaError(f"{name} is larger than {MAX_SIDE_TEXT} bytes", http_status=413)
+    return text
+
+
+def parse_update(params: Mapping[str, Any]) -> PilotUpdate:
+    """updateJob's parameters (legacy names, string values) -> a :class:`PilotUpdate`.
+
+    ``jobId``, ``state`` and ``attemptNr`` must be right or the update is refused; a metric
+    that does not parse is dropped with a log line, as one bad number must not lose a heartbeat.
+    """
+    panda_id = _parse_int("jobId", params.get("jobId"), required=True)
+    state = str(params.get("state") or "")
+    attempt = _parse_int("attemptNr", params.get("attemptNr"), required=False)
+    values: dict[str, Any] = {}
+    for name, raw in params.items():
+        target = UPDATE_FIELDS.get(name)
+        if target is None or raw is None or raw == "" or raw == NULL:
+            continue
+        column, convert = target
+        try:
+            values[column] = convert(str(raw))
+        except (ValueError, OverflowError) as exc:
+            log.warning("job %s: dropped %s=%r from pilot update: %s", panda_id, name, str(raw)[:60], exc)
+    metrics = values.get("jobMetrics") or ""
+    for item in metrics.split():
+        key, _, number = item.partition("=")
+        try:
+            if key == "leak":
+                values["memory_leak"] = int(float(number))
+            elif key == "chi2":
+                values["memory_leak_x2"] = float(number)
+        except ValueError:
+            continue
+    assert panda_id is not None
+    return PilotUpdate(
+        panda_id=panda_id,
+        state=state,
+        attempt_nr=attempt,
+        values=values,
+        report=_side_text("xml", params.get("xml")),
+        metadata=_side_text("metaData", params.get("metaData")),
+        pilot_log=_side_text("pilotLog", params.get("pilotLog")),
+    )
+
+
+#: v1 snake_case update parameters -> legacy names.
+V1_UPDATE_NAMES: dict[str, str] = {
+    "job_id": "jobId",
+    "job_status": "state",
+    "job_output_report": "xml",
+    "node": "node",
+    "cpu_consumption_time": "cpuConsumptionTime",
+    "cpu_consumption_unit": "cpuConsumptionUnit",
+    "scheduler_id": "schedulerID",
+    "pilot_id": "pilotID",
+    "site_name": "siteName",
+    "pilot_log": "pilotLog",
+    "meta_data": "metaData",
+    "cpu_conversion_factor": "cpuConversionFactor",
+    "trans_exit_code": "transExitCode",
+    "pilot_error_code": "pilotErrorCode",
+    "pilot_error_diag": "pilotErrorDiag",
+    "exe_error_code": "exeErrorCode",
+    "exe_error_diag": "exeErrorDiag",
+    "pilot_timing": "pilotTiming",
+    "start_time": "startTime",
+    "end_time": "endTime",
+    "n_events": "nEvents",
+    "n_input_files": "nInputFiles",
+    "batch_id": "batchID",
+    "attempt_nr": "attemptNr",
+    "job_metrics": "jobMetrics",
+    "stdout": "stdout",
+    "job_sub_status": "jobSubStatus",
+    "core_count": "coreCount",
+    "max_rss": "maxRSS",
+    "max_vmem": "maxVMEM",
+    "max_swap": "maxSWAP",
+    "max_pss": "maxPSS",
+    "avg_rss": "avgRSS",
+    "avg_vmem": "avgVMEM",
+    "avg_swap": "avgSWAP",
+    "avg_pss": "avgPSS",
+    "tot_rchar": "totRCHAR",
+    "tot_wchar": "totWCHAR",
+    "tot_rbytes": "totRBYTES",
+    "tot_wbytes": "totWBYTES",
+    "rate_rchar": "rateRCHAR",
+    "rate_wchar": "rateWCHAR",
+    "rate_rbytes": "rateRBYTES",
+    "rate_wbytes": "rateWBYTES",
+    "corrupted_files": "corruptedFiles",
+    "mean_core_count": "meanCoreCount",
+    "cpu_architecture_level": "cpu_architecture_level",
+    "grid": "grid",
+    "source_site": "source_site",
+    "destination_site": "destination_site",
+    "timeout": "timeout",
+}
+
+
+def v1_to_legacy(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename v1 update parameters to the legacy names; unknown names are refused."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        legacy = V1_UPDATE_NAMES.get(name)
+        if legacy is None:
+            raise PandaError(f"Argument error: unexpected argument {name!r}")
+        out[legacy] = value if isinstance(value, str) or value is None else _stringify(value)
+    return out
+
+
+def _stringify(value: Any) -> str:
+    if isinstance(value, dict | list):
+        import orjson
+
+        return orjson.dumps(value).decode()
+    return str(value)

@@ -1,0 +1,125 @@
+"""``pandawms``: run the server and manage its database.
+
+pandawms serve                      the HTTP API on 127.0.0.1:25080 with SQLite under ./var
+pandawms db init|upgrade|check      create, migrate or check the schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pandawms import __version__
+from pandawms.config import ConfigError, Settings, load_settings
+from pandawms.logsetup import setup_logging
+
+log = logging.getLogger("pandawms.cli")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "db_url": getattr(args, "db_url", None),
+        "log_dir": getattr(args, "log_dir", None),
+    }
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pandawms.api.app import create_app
+    from pandawms.core.runtime import Runtime
+    from pandawms.db.versioning import check_schema, database_version, init_schema
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_dir, "panda-httpd")
+    rt = Runtime.from_settings(settings)
+    if database_version(rt.engine) is None:
+        log.info("empty database: %s", init_schema(rt.engine))
+    status = check_schema(rt.engine)
+    print(status.line, file=sys.stderr, flush=True)
+    if not status.ok and settings.schema_check == "fail":
+        return 3
+    app = create_app(rt)
+    log.info(
+        "pandawms %s listening on http://%s:%d (database: %s)",
+        __version__,
+        settings.host,
+        settings.port,
+        rt.engine.url.render_as_string(hide_password=True),
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from pandawms.db.engine import make_engine
+    from pandawms.db.versioning import check_schema, init_schema, upgrade_schema
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    engine = make_engine(settings.effective_db_url, pool_size=1, max_overflow=0)
+    try:
+        if args.action == "init":
+            print(init_schema(engine))
+            return 0
+        if args.action == "upgrade":
+            print(upgrade_schema(engine))
+            return 0
+        status = check_schema(engine)
+        print(status.line)
+        return 0 if status.ok or settings.schema_check == "warn" else 1
+    finally:
+        engine.dispose()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs)."""
+    parser = argparse.ArgumentParser(prog="pandawms", description="An independent PanDA server.")
+    parser.add_argument("--version", action="version", version=f"pandawms {__version__}")
+    parser.add_argument("--config", help="INI file with a [server] section (default: $PANDA_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API in one process (laptop, tests)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 25080)")
+    serve.add_argument("--data-dir", help="where the embedded SQLite database lives (default ./var)")
+    serve.add_argument("--db-url", help="SQLAlchemy database URL (default: SQLite in the data dir)")
+    serve.add_argument("--log-dir", help="directory for log files (default: stderr only)")
+    serve.set_defaults(func=_cmd_serve)
+
+    db = sub.add_parser("db", help="create, upgrade or check the database schema")
+    db.add_argument("action", choices=("init", "upgrade", "check"))
+    db.add_argument("--data-dir")
+    db.add_argument("--db-url")
+    db.set_defaults(func=_cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pandawms`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"pandawms: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

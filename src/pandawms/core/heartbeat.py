@@ -1,0 +1,157 @@
+"""Pilot updates: heartbeats, state changes and the final report, with the back channel.
+
+Every update answers with a ``command`` for the pilot: ``NULL`` when there is nothing to say,
+the job's ``commandToPilot`` (``tobekilled`` after a kill), ``tobekilled`` when the pilot holds a
+job that is not its to run (unknown PandaID, wrong attemptNr, a job the server already ended),
+or ``alreadydone`` when a final report arrives twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from pandawms.core.output_report import finalize
+from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.transitions import move_job
+from pandawms.db.engine import write_tx
+from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
+from pandawms.model.errors import StatusCode
+from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
+
+TOBEKILLED = "tobekilled"
+ALREADYDONE = "alreadydone"
+FINAL_REPORTS = ("finished", "failed")
+
+_READ_COLUMNS = (
+    "PandaID",
+    "jobStatus",
+    "attemptNr",
+    "commandToPilot",
+    "specialHandling",
+    "prodSourceLabel",
+    "computingSite",
+    "modificationHost",
+    "startTime",
+    "endTime",
+    "taskBufferErrorCode",
+    "jobDispatcherErrorDiag",
+)
+
+
+@dataclass
+class PilotUpdate:
+    """One updateJob call, already converted to column names and types."""
+
+    panda_id: int
+    state: str
+    attempt_nr: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+    metadata: str | None = None
+    pilot_log: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """StatusCode and back-channel command for the pilot."""
+
+    status_code: int
+    command: str
+    job_status: str | None = None
+
+
+def _command_for(job: dict[str, Any]) -> str:
+    parts = []
+    handling = (job.get("specialHandling") or "").split(",")
+    if "dm" in handling or "debug" in handling:
+        parts.append("debug")
+    if job.get("commandToPilot"):
+        parts.append(job["commandToPilot"])
+    return ",".join(parts) if parts else "NULL"
+
+
+def _store_side_data(conn: Connection, upd: PilotUpdate, now: Any) -> None:
+    """Keep the final report, job report (metadata) and pilot log; replace an earlier copy."""
+    pid = upd.panda_id
+    if upd.state in FINAL_REPORTS:
+        conn.execute(job_output_reports.delete().where(job_output_reports.c.PandaID == pid))
+        conn.execute(
+            job_output_reports.insert().values(
+                PandaID=pid, attemptNr=upd.attempt_nr, jobStatus=upd.state, data=upd.report, timeStamp=now
+            )
+        )
+    if upd.metadata:
+        conn.execute(job_metadata.delete().where(job_metadata.c.PandaID == pid))
+        conn.execute(job_metadata.insert().values(PandaID=pid, metaData=upd.metadata))
+    if upd.pilot_log:
+        conn.execute(pilot_logs.delete().where(pilot_logs.c.PandaID == pid))
+        conn.execute(pilot_logs.insert().values(PandaID=pid, log=upd.pilot_log, timeStamp=now))
+
+
+def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
+    """(target status or None to skip, command overriding the normal one or None)."""
+    old = job["jobStatus"]
+    final = state in FINAL_REPORTS
+    target = JobStatus.HOLDING.value if final else state
+    if old in TERMINAL:
+        return None, ALREADYDONE if final else TOBEKILLED
+    if old == JobStatus.HOLDING.value:
+        # The pilot said "holding" earlier; its final report now closes the job. Anything
+        # else (recovery heartbeats, a late "running") leaves the job as it is.
+        return (target, None) if final else (None, None)
+    if old == JobStatus.MERGING.value:
+        return None, None
+    if old == JobStatus.TRANSFERRING.value and state in ("running", "starting"):
+        return None, None
+    if old == JobStatus.RUNNING.value and state == "starting":
+        target = JobStatus.RUNNING.value
+    if target == old:
+        return target, None
+    if not is_allowed(old, target):
+        return None, TOBEKILLED
+    return target, None
+
+
+def update_job(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
+    """Apply one pilot update in one transaction and say what the pilot should do next."""
+    if upd.state not in PILOT_REPORTABLE:
+        return UpdateResult(StatusCode.INVALID, "NULL")
+    now = utcnow()
+    stmt = select(*[jobs.c[c] for c in _READ_COLUMNS]).where(jobs.c.PandaID == upd.panda_id)
+    if rt.backend != "sqlite":
+        stmt = stmt.with_for_update()
+    with write_tx(rt.engine) as conn:
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
+        job = dict(row)
+        if upd.attempt_nr is not None and job["attemptNr"] is not None and upd.attempt_nr != job["attemptNr"]:
+            return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
+        target, override = _decide(job, upd.state)
+        if target is None:
+            return UpdateResult(StatusCode.SUCCESS, override or _command_for(job), job["jobStatus"])
+        values = dict(upd.values)
+        if (
+            target == JobStatus.RUNNING.value
+            and job["jobStatus"] in ("sent", "starting")
+            and "startTime" not in values
+        ):
+            values["startTime"] = now
+        if target == JobStatus.HOLDING.value and "endTime" not in values:
+            values["endTime"] = now
+        if target in ("holding", "transferring") and upd.state == target:
+            values["jobDispatcherErrorDiag"] = f"set to {target} by the pilot at {now:%Y-%m-%d %H:%M:%S}"
+        if target == job["jobStatus"]:
+            values["modificationTime"] = now
+            conn.execute(jobs.update().where(jobs.c.PandaID == upd.panda_id).values(**values))
+        else:
+            move_job(conn, job, target, now, values, reason=f"pilot reported {upd.state}")
+        _store_side_data(conn, upd, now)
+        status = target
+        if upd.state in FINAL_REPORTS:
+            job.update(values, jobStatus=JobStatus.HOLDING.value)
+            status = finalize(conn, job, upd.state, upd.report, now)
+    return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)

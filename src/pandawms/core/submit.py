@@ -1,0 +1,205 @@
+"""Job submission: validate, fill the server's defaults, store and activate, in one transaction.
+
+Either every job of a submission is stored or none is, so a client retrying after an error
+never finds half of its batch already queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.transitions import log_statuses
+from pandawms.db.engine import write_tx
+from pandawms.db.schema import files, job_metadata, job_params, jobs
+from pandawms.model.errors import Forbidden, PandaError
+from pandawms.model.identity import Identity, clean_user_id
+from pandawms.model.jobspec import (
+    FILE_ATTRIBUTES,
+    FILE_TYPES,
+    FILE_ZERO_ATTRIBUTES,
+    JOB_ATTRIBUTES,
+    JOB_COLUMNS,
+    JOB_ZERO_ATTRIBUTES,
+    PRODUCTION_LABELS,
+    RETRY_RAISED_LABELS,
+    USER_LABELS,
+)
+from pandawms.model.states import JobStatus
+from pandawms.model.values import BadValue, coerce
+
+#: Attributes the server sets itself, whatever the client sent.
+SERVER_OWNED = frozenset(
+    {
+        "PandaID",
+        "jobStatus",
+        "creationTime",
+        "modificationTime",
+        "stateChangeTime",
+        "modificationHost",
+        "startTime",
+        "endTime",
+        "commandToPilot",
+        "prodUserName",
+        "lockedby",
+    }
+)
+_VALID_JOB_LABELS = (None, "user", "managed")
+
+
+def _typed_job(index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
+    job: dict[str, Any] = {}
+    for attr in JOB_ATTRIBUTES:
+        try:
+            job[attr.name] = coerce(attr, raw.get(attr.name))
+        except BadValue as exc:
+            raise PandaError(f"job {index}: {exc}") from None
+    raw_files = raw.get("Files") or []
+    if not isinstance(raw_files, list):
+        raise PandaError(f"job {index}: Files must be a list")
+    typed_files = []
+    for f_index, raw_file in enumerate(raw_files):
+        if not isinstance(raw_file, Mapping):
+            raise PandaError(f"job {index} file {f_index}: a file must be an object")
+        typed: dict[str, Any] = {}
+        for attr in FILE_ATTRIBUTES:
+            try:
+                typed[attr.name] = coerce(attr, raw_file.get(attr.name))
+            except BadValue as exc:
+                raise PandaError(f"job {index} file {f_index}: {exc}") from None
+        if not typed["lfn"]:
+            raise PandaError(f"job {index} file {f_index}: lfn is required")
+        if typed["type"] not in FILE_TYPES:
+            raise PandaError(
+                f"job {index} file {f_index}: type must be one of {', '.join(sorted(FILE_TYPES))}, got {typed['type']!r}"
+            )
+        typed_files.append(typed)
+    job["Files"] = typed_files
+    return job
+
+
+def _apply_defaults(job: dict[str, Any], who: Identity, rt: Runtime, now: Any) -> None:
+    for name in SERVER_OWNED:
+        job[name] = None
+    label = job["prodSourceLabel"] or "managed"
+    job["prodSourceLabel"] = label
+    if label in USER_LABELS or not job["prodUserID"]:
+        if who.dn:
+            job["prodUserID"] = who.dn[:250]
+    job["prodUserName"] = (clean_user_id(job["prodUserID"] or "") or who.name)[:60]
+    job["VO"] = job["VO"] or "atlas"
+    job["creationTime"] = job["modificationTime"] = job["stateChangeTime"] = now
+    job["modificationHost"] = rt.node[:128]
+    if job["assignedPriority"] is not None:
+        job["currentPriority"] = job["assignedPriority"]
+    for name in JOB_ZERO_ATTRIBUTES:
+        if job[name] is None:
+            job[name] = 0
+    if label in RETRY_RAISED_LABELS:
+        if job["maxAttempt"] == -1:
+            job["maxAttempt"] = job["attemptNr"]
+        elif job["maxAttempt"] <= job["attemptNr"]:
+            job["maxAttempt"] = job["attemptNr"] + 2
+    if not job["jobParameters"]:
+        job["jobParameters"] = " "
+    if job["computingSite"]:
+        if job["relocationFlag"] != 2:
+            job["relocationFlag"] = 1
+        job["jobStatus"] = JobStatus.ACTIVATED.value
+    else:
+        job["jobStatus"] = JobStatus.DEFINED.value
+    if job["resource_type"] is None:
+        job["resource_type"] = "MCORE" if (job["coreCount"] or 1) > 1 else "SCORE"
+    if job["job_label"] is None:
+        job["job_label"] = "user" if label in USER_LABELS else "managed"
+    for f in job["Files"]:
+        for name in FILE_ZERO_ATTRIBUTES:
+            if f[name] is None:
+                f[name] = 0
+        if f["status"] is None or (f["type"] == "input" and f["status"] not in ("ready", "cached")):
+            f["status"] = "unknown"
+        f["modificationTime"] = now
+
+
+def validate_jobs(raw_jobs: Sequence[Mapping[str, Any]], who: Identity, rt: Runtime) -> list[dict[str, Any]]:
+    """Type-check every job and apply the submission rules; raise on the first problem."""
+    if not raw_jobs:
+        raise PandaError("No jobs were submitted")
+    limit = rt.settings.max_jobs_per_submit
+    if len(raw_jobs) > limit:
+        raise PandaError(f"too many jobs in one submission: {len(raw_jobs)} > {limit}", http_status=413)
+    typed = [_typed_job(i, raw) for i, raw in enumerate(raw_jobs)]
+    for i, job in enumerate(typed):
+        if (
+            job["prodSourceLabel"] in PRODUCTION_LABELS
+            and rt.settings.auth_mode == "strict"
+            and not who.is_production
+        ):
+            raise Forbidden(
+                f"{who.name} is missing production for prodSourceLabel={job['prodSourceLabel']} submission"
+            )
+        if job["job_label"] not in _VALID_JOB_LABELS:
+            raise PandaError(f"job {i}: job_label={job['job_label']} is not valid (user or managed)")
+    return typed
+
+
+def _insert(conn: Connection, typed: list[dict[str, Any]]) -> list[int]:
+    names = [a.name for a in JOB_COLUMNS if a.name != "PandaID"]
+    rows = [{name: job[name] for name in names} for job in typed]
+    result = conn.execute(insert(jobs).returning(jobs.c.PandaID, sort_by_parameter_order=True), rows)
+    panda_ids = [int(r[0]) for r in result]
+    file_rows = []
+    for panda_id, job in zip(panda_ids, typed, strict=True):
+        job["PandaID"] = panda_id
+        for f in job["Files"]:
+            f["PandaID"] = panda_id
+            file_rows.append({k: v for k, v in f.items() if k != "rowID"})
+    if file_rows:
+        conn.execute(insert(files), file_rows)
+    conn.execute(
+        insert(job_params), [{"PandaID": j["PandaID"], "jobParameters": j["jobParameters"]} for j in typed]
+    )
+    metas = [{"PandaID": j["PandaID"], "metaData": j["metadata"]} for j in typed if j["metadata"]]
+    if metas:
+        conn.execute(insert(job_metadata), metas)
+    return panda_ids
+
+
+def _assign_jobsets(conn: Connection, typed: list[dict[str, Any]]) -> None:
+    """User jobs without a jobsetID share one: the first PandaID of their jobDefinitionID group."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for job in typed:
+        if job["prodSourceLabel"] in RETRY_RAISED_LABELS and job["jobsetID"] is None:
+            groups.setdefault(job["jobDefinitionID"], []).append(job)
+    for members in groups.values():
+        jobset = members[0]["PandaID"]
+        ids = [j["PandaID"] for j in members]
+        conn.execute(jobs.update().where(jobs.c.PandaID.in_(ids)).values(jobsetID=jobset))
+        for job in members:
+            job["jobsetID"] = jobset
+
+
+def submit_jobs(rt: Runtime, raw_jobs: Sequence[Mapping[str, Any]], who: Identity) -> list[list[Any]]:
+    """Store ``raw_jobs`` (attribute dicts with ``Files``) and answer as ``storeJobs`` does.
+
+    Each answer is ``[PandaID, jobDefinitionID, {"jobsetID": n}]`` for user-style labels and
+    ``[PandaID, jobDefinitionID, jobName]`` for production ones.
+    """
+    typed = validate_jobs(raw_jobs, who, rt)
+    now = utcnow()
+    for job in typed:
+        _apply_defaults(job, who, rt, now)
+    with write_tx(rt.engine) as conn:
+        _insert(conn, typed)
+        _assign_jobsets(conn, typed)
+        log_statuses(conn, typed, None, now, reason="submitted")
+    answers: list[list[Any]] = []
+    for job in typed:
+        if job["prodSourceLabel"] in RETRY_RAISED_LABELS:
+            answers.append([job["PandaID"], job["jobDefinitionID"], {"jobsetID": job["jobsetID"]}])
+        else:
+            answers.append([job["PandaID"], job["jobDefinitionID"], job["jobName"]])
+    return answers

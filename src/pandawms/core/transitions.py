@@ -1,0 +1,100 @@
+"""The one place a job's status changes.
+
+:func:`move_jobs` checks every move against :data:`pandawms.model.states.ALLOWED_MOVES`,
+writes the new status with a guard on the old one (so a concurrent change is detected, not
+overwritten), stamps stateChangeTime and modificationTime, and writes the status log, all in
+the caller's transaction. An illegal or lost move raises, which rolls the whole transaction
+back: a refused change changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, and_
+
+from pandawms.db.schema import job_status_log, jobs
+from pandawms.model.errors import PandaError
+from pandawms.model.states import check_move
+
+#: Columns every caller of move_jobs must have read for each job.
+MOVE_COLUMNS = ("PandaID", "jobStatus", "prodSourceLabel", "computingSite", "attemptNr", "modificationHost")
+
+
+class ConcurrentChange(PandaError):
+    """Another request changed the job between our read and our write."""
+
+    def __init__(self, panda_ids: Iterable[int]) -> None:
+        ids = ", ".join(str(i) for i in sorted(panda_ids))
+        super().__init__(f"job(s) {ids} changed concurrently; try again", http_status=409)
+
+
+def log_statuses(
+    conn: Connection,
+    entries: Iterable[Mapping[str, Any]],
+    new_status: str | None,
+    now: dt.datetime,
+    reason: str | None = None,
+) -> None:
+    """Append status-log rows; ``new_status`` None means each entry's own jobStatus (creation)."""
+    rows = [
+        {
+            "PandaID": job["PandaID"],
+            "modificationTime": now,
+            "jobStatus": new_status or job["jobStatus"],
+            "oldStatus": job["jobStatus"] if new_status else None,
+            "prodSourceLabel": job.get("prodSourceLabel"),
+            "computingSite": job.get("computingSite"),
+            "modificationHost": job.get("modificationHost"),
+            "attemptNr": job.get("attemptNr"),
+            "reason": (reason or "")[:250] or None,
+        }
+        for job in entries
+    ]
+    if rows:
+        conn.execute(job_status_log.insert(), rows)
+
+
+def move_jobs(
+    conn: Connection,
+    current: Iterable[Mapping[str, Any]],
+    new_status: str,
+    now: dt.datetime,
+    values: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+) -> int:
+    """Move every job in ``current`` (rows with :data:`MOVE_COLUMNS`) to ``new_status``.
+
+    ``values`` are extra columns written with the move. Returns the number of jobs moved.
+    """
+    by_old: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for job in current:
+        check_move(job["jobStatus"], new_status, job["PandaID"])
+        by_old[job["jobStatus"]].append(job)
+    moved = 0
+    for old, group in by_old.items():
+        ids = [job["PandaID"] for job in group]
+        update = {**(values or {}), "jobStatus": new_status, "stateChangeTime": now, "modificationTime": now}
+        count = conn.execute(
+            jobs.update().where(and_(jobs.c.PandaID.in_(ids), jobs.c.jobStatus == old)).values(**update)
+        ).rowcount
+        if count != len(ids):
+            raise ConcurrentChange(ids)
+        log_statuses(conn, [{**job, **(values or {})} for job in group], new_status, now, reason)
+        moved += count
+    return moved
+
+
+def move_job(
+    conn: Connection,
+    job: Mapping[str, Any],
+    new_status: str,
+    now: dt.datetime,
+    values: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+) -> None:
+    """:func:`move_jobs` for one job."""
+    move_jobs(conn, [job], new_status, now, values, reason)

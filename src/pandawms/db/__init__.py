@@ -1,0 +1,1 @@
+"""Database access: tables, engines per backend, schema version and migrations."""

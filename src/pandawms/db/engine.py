@@ -1,0 +1,124 @@
+"""Engines per backend, set up so that every backend gives the same guarantees.
+
+SQLite: WAL journal, a long busy timeout, and write transactions that take the write lock at
+BEGIN (``BEGIN IMMEDIATE``) so two writers never interleave and dispatch needs no row locks.
+PostgreSQL and MariaDB: READ COMMITTED, pre-ping, a fixed pool per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
+
+from pandawms.model.errors import PandaError
+
+#: Driver used when a URL names only the database kind.
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "oracle": "oracle+oracledb",
+}
+
+
+def normalise_url(url: str) -> str:
+    """Pick our driver for bare ``postgresql://``, ``mysql://`` and ``mariadb://`` URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise PandaError(f"database URL {url!r} has no scheme (e.g. sqlite:///path or postgresql://host/db)")
+    if "+" not in scheme and scheme in _DRIVERS:
+        return _DRIVERS[scheme] + "://" + rest
+    return url
+
+
+def backend_name(engine: Engine) -> str:
+    """'sqlite', 'postgresql', 'mysql' (MariaDB too) or 'oracle'."""
+    return engine.dialect.name
+
+
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5, echo: bool = False) -> Engine:
+    """Create the engine for ``url`` with the per-backend settings above."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    kind = parsed.get_backend_name()
+    if kind == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            echo=echo,
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            connect_args={"timeout": 60, "check_same_thread": False},
+        )
+        _setup_sqlite(engine)
+        return engine
+    kwargs: dict[str, Any] = {
+        "echo": echo,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_pre_ping": True,
+        "pool_recycle": 3600,
+    }
+    if kind in ("postgresql", "mysql", "mariadb"):
+        kwargs["isolation_level"] = "READ COMMITTED"
+    if kind in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"charset": "utf8mb4"}
+    return create_engine(url, **kwargs)
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control away from the driver so BEGIN is ours to choose.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextlib.contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: commits on success, rolls back on any exception."""
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction; on SQLite it does not take the write lock."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="DEFERRED")
+        with conn.begin():
+            yield conn
+
+
+def supports_skip_locked(engine: Engine) -> bool:
+    """True where ``SELECT ... FOR UPDATE SKIP LOCKED`` exists (PostgreSQL, MariaDB >= 10.6, Oracle)."""
+    name = backend_name(engine)
+    if name in ("postgresql", "oracle"):
+        return True
+    if name == "mysql":
+        info = engine.dialect.server_version_info or ()
+        if engine.dialect.is_mariadb:  # type: ignore[attr-defined]
+            return tuple(info[:2]) >= (10, 6)
+        return tuple(info[:1]) >= (8,)
+    return False

@@ -1,0 +1,177 @@
+"""The tables, as SQLAlchemy Core.
+
+Column names are PanDA's attribute names (PandaID, jobStatus, computingSite...) so an operator
+reading the database sees the names the clients use. Live jobs sit in ``jobs``; final jobs move
+to ``jobs_archive`` with the same columns, which keeps the table that dispatch scans small.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
+
+from pandawms.model.jobspec import FILE_ATTRIBUTES, JOB_COLUMNS, Attribute
+
+#: Bumped by every migration; ``pandawms db check`` compares it with the database's row.
+CODE_SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+#: Datetimes with microseconds everywhere (MariaDB's DATETIME drops them unless asked).
+Timestamp: TypeEngine = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+#: Large text: MariaDB's TEXT stops at 64 KiB, job parameters and reports can be larger.
+LongText: TypeEngine = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+#: Auto-increment 64-bit keys that also work on SQLite (which only autoincrements INTEGER).
+IdType: TypeEngine = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _column_type(attr: Attribute) -> TypeEngine:
+    if attr.kind == "int":
+        return BigInteger()
+    if attr.kind == "float":
+        return Float()
+    if attr.kind == "datetime":
+        return Timestamp
+    if attr.kind == "text":
+        return LongText
+    return String(attr.length)
+
+
+def _job_columns(autoincrement: bool) -> list[Column]:
+    cols: list[Column] = []
+    for attr in JOB_COLUMNS:
+        if attr.name == "PandaID":
+            cols.append(Column("PandaID", IdType, primary_key=True, autoincrement=autoincrement))
+        else:
+            cols.append(Column(attr.name, _column_type(attr), nullable=True))
+    # Written by updateJob but not part of the client's JobSpec.
+    cols.append(Column("meanCoreCount", Float, nullable=True))
+    return cols
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    *_job_columns(autoincrement=True),
+    Index("ix_jobs_dispatch", "computingSite", "jobStatus", "currentPriority", "PandaID"),
+    Index("ix_jobs_status_mod", "jobStatus", "modificationTime"),
+    Index("ix_jobs_task", "jediTaskID"),
+    Index("ix_jobs_user", "prodUserName"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
+jobs_archive = Table(
+    "jobs_archive",
+    metadata,
+    *_job_columns(autoincrement=False),
+    Index("ix_jobs_archive_mod", "modificationTime"),
+    Index("ix_jobs_archive_task", "jediTaskID"),
+    Index("ix_jobs_archive_user", "prodUserName"),
+    mysql_engine="InnoDB",
+)
+
+
+def _file_columns() -> list[Column]:
+    cols: list[Column] = []
+    for attr in FILE_ATTRIBUTES:
+        if attr.name == "rowID":
+            cols.append(Column("rowID", IdType, primary_key=True, autoincrement=True))
+        elif attr.name == "PandaID":
+            cols.append(Column("PandaID", BigInteger, nullable=False))
+        else:
+            cols.append(Column(attr.name, _column_type(attr), nullable=True))
+    cols.append(Column("modificationTime", Timestamp, nullable=True))
+    return cols
+
+
+files = Table(
+    "files",
+    metadata,
+    *_file_columns(),
+    Index("ix_files_pandaid", "PandaID"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
+job_params = Table(
+    "job_params",
+    metadata,
+    Column("PandaID", BigInteger, primary_key=True, autoincrement=False),
+    Column("jobParameters", LongText, nullable=True),
+    mysql_engine="InnoDB",
+)
+
+job_metadata = Table(
+    "job_metadata",
+    metadata,
+    Column("PandaID", BigInteger, primary_key=True, autoincrement=False),
+    Column("metaData", LongText, nullable=True),
+    mysql_engine="InnoDB",
+)
+
+#: What the pilot reported at the end (the output file report), kept for the record.
+job_output_reports = Table(
+    "job_output_reports",
+    metadata,
+    Column("PandaID", BigInteger, primary_key=True, autoincrement=False),
+    Column("attemptNr", Integer, nullable=True),
+    Column("jobStatus", String(15), nullable=False),
+    Column("data", LongText, nullable=True),
+    Column("timeStamp", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+)
+
+#: Pilot log tails sent with the final update.
+pilot_logs = Table(
+    "pilot_logs",
+    metadata,
+    Column("PandaID", BigInteger, primary_key=True, autoincrement=False),
+    Column("log", LongText, nullable=True),
+    Column("timeStamp", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+)
+
+#: One row per status change: the job's history.
+job_status_log = Table(
+    "job_status_log",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("PandaID", BigInteger, nullable=False),
+    Column("modificationTime", Timestamp, nullable=False),
+    Column("jobStatus", String(15), nullable=False),
+    Column("oldStatus", String(15), nullable=True),
+    Column("prodSourceLabel", String(20), nullable=True),
+    Column("computingSite", String(128), nullable=True),
+    Column("modificationHost", String(128), nullable=True),
+    Column("attemptNr", Integer, nullable=True),
+    Column("reason", String(250), nullable=True),
+    Index("ix_status_log_pandaid", "PandaID"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
+#: The schema version this database is at (one row per component).
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("component", String(32), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated", Timestamp, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    mysql_engine="InnoDB",
+)
+
+SCHEMA_COMPONENT = "pandawms"
