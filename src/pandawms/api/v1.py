@@ -65,18 +65,20 @@ def is_alive(ctx: RequestContext) -> Result:
 
 @v1("system", "get_attributes", "GET")
 def get_attributes(ctx: RequestContext) -> Result:
-    """The caller as the server sees it (panda-client get_cert_attributes)."""
+    """The caller as the server sees it, in the gridsite variables panda-client's get_cert_attributes reads."""
     who = ctx.who
-    env = {
+    env: dict[str, Any] = {
         "SSL_CLIENT_S_DN": who.dn or None,
         "PANDA_USER_NAME": who.name,
         "PANDA_AUTH_METHOD": who.method,
-        "PANDA_FQANS": list(who.fqans),
-        "PANDA_ROLES": sorted(who.roles)
-        + (["production"] if who.is_production and "production" not in who.roles else []),
+        "PANDA_PRODUCTION_ROLE": who.is_production,
         "REMOTE_ADDR": who.remote_host,
         "HTTPS": "on" if ctx.secure else "off",
     }
+    if who.dn:
+        env["GRST_CRED_0"] = f"X509USER 0 0 0 {who.dn}"
+    for index, fqan in enumerate(who.fqans, start=1):
+        env[f"GRST_CRED_{index}"] = f"VOMS 0 0 0 {fqan}"
     return ok({"environment": env})
 
 
