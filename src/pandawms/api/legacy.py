@@ -58,11 +58,12 @@ def _int_param(params: dict[str, Any], name: str, default: int = 0) -> int:
         raise PandaError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
 
 
-def _ids(params: dict[str, Any], name: str, separator: str | None) -> list[int]:
+def _ids(params: dict[str, Any], name: str) -> list[int]:
+    """PandaIDs given as a list, or as one string separated by spaces or commas."""
     raw = params.get(name)
     if raw is None:
         raise PandaError(f"{name} is required")
-    items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split(separator)
+    items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
     try:
         ids = [int(str(item).strip()) for item in items if str(item).strip()]
     except ValueError:
@@ -159,7 +160,7 @@ def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @legacy("getStatus")
 def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Statuses and attempts, space separated, always url-encoded."""
-    ids = _ids(params, "ids", None)
+    ids = _ids(params, "ids")
     found = jobs_read.get_statuses(ctx.rt, ids)
     statuses = [found[i]["jobStatus"] if i in found else "notfound" for i in ids]
     attempts = [str(found[i]["attemptNr"] or 0) if i in found else "0" for i in ids]
@@ -171,7 +172,7 @@ def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @legacy("checkJobStatus")
 def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Status and command per job, always JSON."""
-    ids = _ids(params, "ids", ",")
+    ids = _ids(params, "ids")
     found = jobs_read.get_statuses(ctx.rt, ids)
     out = [
         {"status": found[i]["jobStatus"], "command": found[i]["commandToPilot"] or "NULL"}
