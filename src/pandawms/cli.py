@@ -65,6 +65,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_schema_or_exit(settings: Settings) -> int:
+    """Print the schema line; non-zero when the database is older than the code and that is fatal."""
+    from pandawms.db.engine import make_engine
+    from pandawms.db.versioning import check_schema
+
+    engine = make_engine(settings.effective_db_url, pool_size=1, max_overflow=0)
+    try:
+        status = check_schema(engine)
+    finally:
+        engine.dispose()
+    print(status.line, file=sys.stderr, flush=True)
+    log.info("%s", status.line)
+    return 0 if status.ok or settings.schema_check == "warn" else 3
+
+
+def _cmd_httpd(args: argparse.Namespace) -> int:
+    from pandawms.httpd.master import run_httpd
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_dir, "httpd")
+    code = _check_schema_or_exit(settings)
+    if code:
+        return code
+    return run_httpd(settings)
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from pandawms.db.engine import make_engine
     from pandawms.db.versioning import check_schema, init_schema, upgrade_schema
@@ -101,11 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-dir", help="directory for log files (default: stderr only)")
     serve.set_defaults(func=_cmd_serve)
 
+    httpd = sub.add_parser("httpd", help="the production HTTP service: N workers, HTTP and HTTPS (systemd)")
+    httpd.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    httpd.add_argument("--port", type=int, help="HTTP port (default 25080)")
+    httpd.add_argument("--data-dir")
+    httpd.add_argument("--db-url")
+    httpd.add_argument("--log-dir", help="log directory (default: stderr)")
+    httpd.set_defaults(func=_cmd_httpd)
+
     db = sub.add_parser("db", help="create, upgrade or check the database schema")
     db.add_argument("action", choices=("init", "upgrade", "check"))
     db.add_argument("--data-dir")
     db.add_argument("--db-url")
     db.set_defaults(func=_cmd_db)
+
+    from pandawms.deploy.render import configure_parser as configure_deploy
+
+    configure_deploy(sub.add_parser("deploy", help="render systemd units, the env file and logrotate config"))
     return parser
 
 

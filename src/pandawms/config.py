@@ -41,6 +41,17 @@ class Settings:
     log_level: str = "INFO"
     #: HTTP worker processes for ``pandawms httpd`` (0 = number of cores).
     workers: int = 0
+    #: Requests one worker process serves at once (its thread pool size).
+    worker_threads: int = 40
+    #: Host certificate and key for HTTPS; HTTPS is off when the certificate file is not set.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Hashed CA directory (like /etc/grid-security/certificates) to verify client certificates.
+    tls_ca_dir: str = ""
+    #: A file whose presence makes /health answer 503, so the balancer drains the node.
+    drain_file: str = ""
+    #: Seconds between two status lines sent to systemd.
+    status_interval: int = 5
     #: DB connection pool per process.
     db_pool_size: int = 10
     db_max_overflow: int = 5
@@ -76,6 +87,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "port": (1, 65535),
     "https_port": (1, 65535),
     "workers": (0, 512),
+    "worker_threads": (1, 1000),
+    "status_interval": (1, 3600),
     "db_pool_size": (1, 1000),
     "db_max_overflow": (0, 1000),
     "max_body_bytes": (1024, 10 * 1024**3),

@@ -8,12 +8,13 @@ because the database layer is synchronous.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import urllib.parse
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -123,10 +124,10 @@ def _media_type(headers: Headers) -> str:
 class PandaApp:
     """ASGI callable serving the PanDA APIs for one :class:`Runtime`."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, stats: RequestStats | None = None) -> None:
         self.rt = rt
         self.max_body = rt.settings.max_body_bytes
-        self.requests_total = 0
+        self.stats = stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -137,16 +138,22 @@ class PandaApp:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:12]
         headers = Headers(scope=scope)
-        status, body, content_type, extra = await self._handle(scope, receive, headers, request_id)
-        response_headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
-        self.requests_total += 1
+        if self.stats is not None:
+            self.stats.begin()
+        body = b""
+        try:
+            status, body, content_type, extra = await self._handle(scope, receive, headers, request_id)
+            response_headers = [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                *extra,
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            if self.stats is not None:
+                self.stats.end(len(body))
         client = scope.get("client") or ("-", 0)
         access_log.info(
             "%s %s %s %s %d %d %.1fms",
@@ -178,13 +185,28 @@ class PandaApp:
             return await self._v1(scope, receive, headers, request_id, parts[2], parts[3])
         if len(parts) == 3 and parts[0] == "server" and parts[1] == "panda":
             return await self._legacy(scope, receive, headers, request_id, parts[2])
-        if path in ("/", "/health"):
-            return 200, b"OK\n", "text/plain", []
+        if path == "/health":
+            return await run_in_threadpool(self._health)
+        if path == "/":
+            return 200, b"pandawms\n", "text/plain", []
         return 404, f"ERROR : no such path {path[:200]}\n".encode(), "text/plain", []
+
+    def _health(self) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
+        """For the load balancer: 503 while the drain file exists or the database does not answer."""
+        drain = self.rt.settings.drain_file
+        if drain and os.path.exists(drain):
+            return 503, b"draining\n", "text/plain", [(b"cache-control", b"no-store")]
+        try:
+            with self.rt.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except (OperationalError, DBAPIError):
+            return 503, b"database unavailable\n", "text/plain", [(b"cache-control", b"no-store")]
+        return 200, b"OK\n", "text/plain", [(b"cache-control", b"no-store")]
 
     def _context(self, scope: Scope, headers: Headers, request_id: str, accept_json: bool) -> RequestContext:
         client = scope.get("client") or ("", 0)
-        who = identify(headers, client[0], self.rt.settings)
+        tls = (scope.get("extensions") or {}).get("tls")
+        who = identify(headers, client[0], self.rt.settings, tls)
         return RequestContext(self.rt, who, scope.get("scheme") == "https", accept_json, request_id)
 
     # --- v1 -------------------------------------------------------------------------------
@@ -327,9 +349,17 @@ class PandaApp:
         return {**query, **_form(body)}
 
 
-def create_app(rt: Runtime) -> PandaApp:
+class RequestStats(Protocol):
+    """Where the app reports each request (the httpd's shared counters)."""
+
+    def begin(self) -> None: ...
+
+    def end(self, sent_bytes: int) -> None: ...
+
+
+def create_app(rt: Runtime, stats: RequestStats | None = None) -> PandaApp:
     """The ASGI app for ``rt``."""
-    return PandaApp(rt)
+    return PandaApp(rt, stats)
 
 
 __all__ = ["PandaApp", "create_app"]

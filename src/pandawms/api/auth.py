@@ -38,8 +38,18 @@ def _token_dn(claims: Mapping[str, object]) -> str:
     return f"/CN={subject}" if subject else ""
 
 
-def identify(headers: Mapping[str, str], remote: str, settings: Settings) -> Identity:
-    """The caller's identity from the request headers and connection."""
+def _roles(dn: str, settings: Settings) -> frozenset[str]:
+    production = [p.strip() for p in settings.production_dns.split(",") if p.strip()]
+    return frozenset({"production"}) if any(p in dn for p in production) else frozenset()
+
+
+def identify(
+    headers: Mapping[str, str], remote: str, settings: Settings, tls: Mapping[str, object] | None = None
+) -> Identity:
+    """The caller's identity from the TLS client certificate, a token, or nothing."""
+    client_dn = str((tls or {}).get("client_dn") or "")
+    if client_dn:
+        return Identity(dn=client_dn, roles=_roles(client_dn, settings), method="x509", remote_host=remote)
     auth = headers.get("authorization", "")
     if settings.auth_mode == "open" and auth.lower().startswith("bearer "):
         claims = _unverified_claims(auth[7:].strip())
@@ -52,6 +62,4 @@ def identify(headers: Mapping[str, str], remote: str, settings: Settings) -> Ide
         )
         if dn:
             return Identity(dn=dn, fqans=fqans, method="token", remote_host=remote)
-    production = [p.strip() for p in settings.production_dns.split(",") if p.strip()]
-    del production  # DN-based roles need a verified DN; they arrive with certificate support.
     return Identity(remote_host=remote)

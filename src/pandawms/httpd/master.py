@@ -1,0 +1,136 @@
+"""The httpd master: sockets, workers, supervision, signals and the systemd status line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+
+from pandawms.config import Settings
+from pandawms.httpd.notify import sd_notify
+from pandawms.httpd.stats import SharedStats, StatusLine
+from pandawms.logsetup import reopen_logs
+
+log = logging.getLogger("pandawms.httpd")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Master:
+    """Forks and supervises the workers until told to stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.n_workers = settings.workers or os.cpu_count() or 1
+        self.stats = SharedStats(self.n_workers, settings.worker_threads)
+        self.status = StatusLine(self.stats)
+        self.http_sock = _listen(settings.host, settings.port)
+        self.https_sock = _listen(settings.host, settings.https_port) if settings.tls_cert else None
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+        self.hup = False
+
+    def _spawn(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                from pandawms.httpd.worker import run_worker
+
+                run_worker(slot, self.settings, self.stats, self.http_sock, self.https_sock)
+            except BaseException:  # noqa: BLE001 - a child must never return into the master's code
+                log.exception("worker %d crashed", slot)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = slot
+
+    def _on_term(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _on_hup(self, signum: int, _frame: FrameType | None) -> None:
+        self.hup = True
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None:
+                continue
+            if not self.stopping:
+                log.error("worker %d (pid %d) exited with status %d; starting a new one", slot, pid, status)
+                time.sleep(0.5)
+                self._spawn(slot)
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the exit code."""
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        for slot in range(self.n_workers):
+            self._spawn(slot)
+        where = f"http://{self.settings.host}:{self.settings.port}"
+        if self.https_sock is not None:
+            where += f" and https://{self.settings.host}:{self.settings.https_port}"
+        log.info("httpd master %d: %d workers on %s", os.getpid(), self.n_workers, where)
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status.render()}")
+        next_status = time.monotonic() + self.settings.status_interval
+        while not self.stopping:
+            time.sleep(0.2)
+            if self.hup:
+                self.hup = False
+                reopen_logs()
+                for pid in list(self.children):
+                    os.kill(pid, signal.SIGHUP)
+                log.info("log files reopened")
+            self._reap()
+            if time.monotonic() >= next_status:
+                sd_notify("STATUS=" + self.status.render())
+                next_status = time.monotonic() + self.settings.status_interval
+        sd_notify("STOPPING=1")
+        log.info("stopping %d workers", len(self.children))
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 30
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.1)
+        for pid in list(self.children):
+            os.kill(pid, signal.SIGKILL)
+        self.http_sock.close()
+        if self.https_sock is not None:
+            self.https_sock.close()
+        return 0
+
+
+def run_httpd(settings: Settings) -> int:
+    """``pandawms httpd``."""
+    try:
+        master = Master(settings)
+    except OSError as exc:
+        print(f"pandawms httpd: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return master.run()

@@ -1,0 +1,91 @@
+"""One httpd worker process: the app served on the inherited HTTP and HTTPS sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from anyio import to_thread
+
+from pandawms.api.app import create_app
+from pandawms.config import Settings
+from pandawms.core.runtime import Runtime
+from pandawms.httpd.protocol import TLSIdentityProtocol
+from pandawms.httpd.stats import SharedStats
+from pandawms.httpd.tls import make_server_context
+from pandawms.logsetup import reopen_logs
+
+log = logging.getLogger("pandawms.httpd")
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the worker (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(
+    settings: Settings, stats: SharedStats, http_sock: socket.socket, https_sock: socket.socket | None
+) -> None:
+    to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+    rt = Runtime.from_settings(settings)
+    app = create_app(rt, stats)
+    servers: list[_QuietServer] = []
+    common: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "off",
+        "timeout_keep_alive": 75,
+        "timeout_graceful_shutdown": 20,
+        "server_header": False,
+    }
+    servers.append(_QuietServer(uvicorn.Config(app, http=TLSIdentityProtocol, **common)))
+    socks = [http_sock]
+    if https_sock is not None:
+        context = make_server_context(settings)
+        https_config = uvicorn.Config(
+            app,
+            http=TLSIdentityProtocol,
+            ssl_certfile=settings.tls_cert,
+            ssl_context_factory=lambda _config, _default: context,
+            **common,
+        )
+        servers.append(_QuietServer(https_config))
+        socks.append(https_sock)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGHUP, reopen_logs)
+    try:
+        await asyncio.gather(
+            *(server.serve(sockets=[sock]) for server, sock in zip(servers, socks, strict=True))
+        )
+    finally:
+        rt.engine.dispose()
+
+
+def run_worker(
+    slot: int,
+    settings: Settings,
+    stats: SharedStats,
+    http_sock: socket.socket,
+    https_sock: socket.socket | None,
+) -> None:
+    """Entry point in the forked child; returns when the worker has stopped."""
+    stats.bind(slot)
+    stats.reset_slot(slot)
+    log.info("worker %d serving", slot)
+    asyncio.run(_serve(settings, stats, http_sock, https_sock))
