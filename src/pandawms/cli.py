@@ -91,6 +91,43 @@ def _cmd_httpd(args: argparse.Namespace) -> int:
     return run_httpd(settings)
 
 
+def _fmt_time(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from pandawms.daemon.runner import Runner, describe, run_once
+    from pandawms.model.errors import PandaError
+
+    settings = _settings(args)
+    try:
+        if args.list:
+            setup_logging("WARNING")
+            rows = describe(settings)
+            header = f"{'TASK':<12} {'PERIOD':>7} {'SCOPE':<6} {'LAST RUN':<19} {'OUTCOME':<8} {'NODE':<16} {'NEXT RUN':<19} LEASE"
+            print(header)
+            for row in rows:
+                print(
+                    f"{row['task']:<12} {row['period']:>6}s {'fleet' if row['fleet_wide'] else 'node':<6} "
+                    f"{_fmt_time(row['last_run']):<19} {row['last_outcome'] or '-':<8} {(row['last_node'] or '-')[:16]:<16} "
+                    f"{_fmt_time(row['next_run']):<19} {row['lease_holder'] or '-'}"
+                )
+            return 0
+        if args.once:
+            setup_logging(settings.log_level)
+            outcome, message = run_once(settings, args.once)
+            print(f"{args.once}: {outcome}: {message}")
+            return 0
+        setup_logging(settings.log_level, settings.log_dir, "daemon")
+        code = _check_schema_or_exit(settings)
+        if code:
+            return code
+        return Runner(settings).run()
+    except PandaError as exc:
+        print(f"pandawms daemon: {exc.message}", file=sys.stderr)
+        return 2
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from pandawms.db.engine import make_engine
     from pandawms.db.versioning import check_schema, init_schema, upgrade_schema
@@ -134,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     httpd.add_argument("--db-url")
     httpd.add_argument("--log-dir", help="log directory (default: stderr)")
     httpd.set_defaults(func=_cmd_httpd)
+
+    daemon = sub.add_parser("daemon", help="the periodic server-side tasks (systemd)")
+    daemon.add_argument(
+        "--list", action="store_true", help="show the tasks, their last and next run and lease holder"
+    )
+    daemon.add_argument("--once", metavar="TASK", help="run one task now in the foreground and exit")
+    daemon.add_argument("--data-dir")
+    daemon.add_argument("--db-url")
+    daemon.add_argument("--log-dir")
+    daemon.set_defaults(func=_cmd_daemon)
 
     db = sub.add_parser("db", help="create, upgrade or check the database schema")
     db.add_argument("action", choices=("init", "upgrade", "check"))

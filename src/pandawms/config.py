@@ -52,6 +52,16 @@ class Settings:
     drain_file: str = ""
     #: Seconds between two status lines sent to systemd.
     status_interval: int = 5
+    #: Daemon tasks to run ("all" or a comma list) and period overrides ("watcher=60,archiver=600").
+    daemon_tasks: str = "all"
+    daemon_periods: str = ""
+    #: Heartbeat limits (seconds) after which the watcher fails a job, by the state it is stuck in.
+    timeout_sent: int = 1800
+    timeout_running: int = 7200
+    timeout_holding: int = 172800
+    timeout_transferring: int = 7200
+    #: Seconds a final job stays in the live table before the archiver moves it.
+    archive_delay: int = 3600
     #: DB connection pool per process.
     db_pool_size: int = 10
     db_max_overflow: int = 5
@@ -89,6 +99,11 @@ _RANGES: dict[str, tuple[int, int]] = {
     "workers": (0, 512),
     "worker_threads": (1, 1000),
     "status_interval": (1, 3600),
+    "timeout_sent": (10, 10**7),
+    "timeout_running": (10, 10**7),
+    "timeout_holding": (10, 10**8),
+    "timeout_transferring": (10, 10**7),
+    "archive_delay": (0, 10**8),
     "db_pool_size": (1, 1000),
     "db_max_overflow": (0, 1000),
     "max_body_bytes": (1024, 10 * 1024**3),

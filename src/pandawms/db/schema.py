@@ -164,6 +164,33 @@ job_status_log = Table(
     mysql_engine="InnoDB",
 )
 
+#: Fleet-wide daemon tasks: who may run each task until when. One row per task.
+daemon_leases = Table(
+    "daemon_leases",
+    metadata,
+    Column("task", String(64), primary_key=True),
+    Column("owner", String(200), nullable=True),
+    Column("expires", Timestamp, nullable=False),
+    Column("acquired", Timestamp, nullable=True),
+    mysql_engine="InnoDB",
+)
+
+#: One row per daemon task run: when, where, how long and how it ended.
+daemon_runs = Table(
+    "daemon_runs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("task", String(64), nullable=False),
+    Column("node", String(200), nullable=False),
+    Column("started", Timestamp, nullable=False),
+    Column("finished", Timestamp, nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("message", String(1000), nullable=True),
+    Index("ix_daemon_runs_task", "task", "started"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
 #: The schema version this database is at (one row per component).
 schema_version = Table(
     "schema_version",

@@ -1,0 +1,1 @@
+"""The periodic server-side work (``pandawms daemon``): a runner and its tasks."""

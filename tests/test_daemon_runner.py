@@ -1,0 +1,109 @@
+"""The daemon runner: periods, fleet-wide leases across processes, time limits, failures."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+
+from pandawms.config import load_settings
+from pandawms.core.runtime import Runtime
+from pandawms.daemon.registry import TASKS, task
+from pandawms.daemon.runner import Runner, describe, enabled_tasks
+from pandawms.db.schema import daemon_runs
+from pandawms.model.errors import PandaError
+
+
+@task("t_tick", period=2)
+def _tick(rt: Runtime) -> str:
+    """Test task: quick."""
+    return "tick"
+
+
+@task("t_hang", period=1)
+def _hang(rt: Runtime) -> str:
+    """Test task: overruns its limit."""
+    time.sleep(60)
+    return "never"
+
+
+@task("t_boom", period=1, fleet_wide=False)
+def _boom(rt: Runtime) -> str:
+    """Test task: fails."""
+    raise RuntimeError("boom")
+
+
+def _run_daemons(url: str, names: str, seconds: float, count: int = 1) -> None:
+    settings = load_settings(None, {"db_url": url, "daemon_tasks": names})
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=lambda: os._exit(Runner(settings).run())) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    time.sleep(seconds)
+    for proc in procs:
+        os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+
+
+def _runs(rt: Runtime, name: str) -> list[dict]:
+    with rt.engine.connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(daemon_runs).where(daemon_runs.c.task == name).order_by(daemon_runs.c.started)
+            ).mappings()
+        ]
+
+
+def test_fleet_wide_task_runs_once_per_period_across_two_daemons(db_url: str, make_runtime: Callable) -> None:
+    rt = make_runtime(db_url)
+    _run_daemons(db_url, "t_tick", 7.2, count=2)
+    runs = _runs(rt, "t_tick")
+    assert 3 <= len(runs) <= 5, runs
+    assert all(r["outcome"] == "ok" and r["message"] == "tick" for r in runs)
+    gaps = [(b["started"] - a["started"]).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
+    assert min(gaps) >= 1.5, f"two runs within one period: {gaps}"
+
+
+def test_overrun_is_killed_and_a_failure_does_not_stop_others(db_url: str, make_runtime: Callable) -> None:
+    rt = make_runtime(db_url)
+    _run_daemons(db_url, "t_hang,t_boom,t_tick", 4.5)
+    hang = _runs(rt, "t_hang")
+    assert hang[0]["outcome"] == "timeout" and "limit 3s" in hang[0]["message"]
+    boom = _runs(rt, "t_boom")
+    assert len(boom) >= 3 and all(
+        r["outcome"] == "failed" and "RuntimeError: boom" in r["message"] for r in boom
+    )
+    assert [r["outcome"] for r in _runs(rt, "t_tick")][:2] == ["ok", "ok"]
+    listed = {
+        row["task"]: row
+        for row in describe(load_settings(None, {"db_url": db_url, "daemon_tasks": "t_tick"}))
+    }
+    assert listed["t_tick"]["last_outcome"] == "ok" and listed["t_tick"]["period"] == 2
+
+
+def test_task_configuration_is_checked() -> None:
+    assert [
+        t.name
+        for t in enabled_tasks(
+            load_settings(None, {"daemon_tasks": "watcher", "daemon_periods": "watcher=5"})
+        )
+    ] == ["watcher"]
+    assert (
+        enabled_tasks(load_settings(None, {"daemon_tasks": "watcher", "daemon_periods": "watcher=5"}))[
+            0
+        ].period
+        == 5
+    )
+    with pytest.raises(PandaError, match="unknown task"):
+        enabled_tasks(load_settings(None, {"daemon_tasks": "nope"}))
+    with pytest.raises(PandaError, match="whole seconds"):
+        enabled_tasks(load_settings(None, {"daemon_periods": "watcher=soon"}))
+    assert {"watcher", "archiver"} <= set(TASKS)
