@@ -96,6 +96,7 @@ class ServerProcess:
 
     def __init__(self, url: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.db_url = url
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

@@ -128,6 +128,40 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_queues(args: argparse.Namespace) -> int:
+    from pandawms.core.queues import list_queues, load_queues
+    from pandawms.core.runtime import Runtime
+    from pandawms.model.errors import PandaError
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    rt = Runtime.from_settings(settings)
+    try:
+        if args.action == "load":
+            if not args.file:
+                print("pandawms queues load: a FILE is required", file=sys.stderr)
+                return 2
+            try:
+                with open(args.file, "rb") as handle:
+                    print(load_queues(rt, handle.read(), replace=not args.merge))
+            except OSError as exc:
+                print(f"pandawms queues load: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+                return 2
+            except PandaError as exc:
+                print(f"pandawms queues load: {exc.message}", file=sys.stderr)
+                return 1
+            return 0
+        print(f"{'QUEUE':<32} {'STATUS':<10} {'TYPE':<11} {'CORES':>5} {'MAXRSS':>8} {'MAXTIME':>8}")
+        for q in list_queues(rt, fresh=True):
+            print(
+                f"{q.name:<32} {q.status:<10} {q.type or '-':<11} {q.corecount or 0:>5} {q.maxrss or 0:>8} "
+                f"{q.maxtime or 0:>8}"
+            )
+        return 0
+    finally:
+        rt.engine.dispose()
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from pandawms.db.engine import make_engine
     from pandawms.db.versioning import check_schema, init_schema, upgrade_schema
@@ -181,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--db-url")
     daemon.add_argument("--log-dir")
     daemon.set_defaults(func=_cmd_daemon)
+
+    queues = sub.add_parser("queues", help="load or list PanDA queue definitions (CRIC schedconfig JSON)")
+    queues.add_argument("action", choices=("load", "list"))
+    queues.add_argument("file", nargs="?", help="schedconfig JSON file for 'load'")
+    queues.add_argument("--merge", action="store_true", help="keep queues the file does not name")
+    queues.add_argument("--data-dir")
+    queues.add_argument("--db-url")
+    queues.set_defaults(func=_cmd_queues)
 
     db = sub.add_parser("db", help="create, upgrade or check the database schema")
     db.add_argument("action", choices=("init", "upgrade", "check"))

@@ -60,6 +60,8 @@ class Settings:
     timeout_running: int = 7200
     timeout_holding: int = 172800
     timeout_transferring: int = 7200
+    #: Where the configurator reads queue definitions (CRIC schedconfig JSON): a file path or URL.
+    queues_source: str = ""
     #: Seconds a final job stays in the live table before the archiver moves it.
     archive_delay: int = 3600
     #: DB connection pool per process.

@@ -185,11 +185,33 @@ class PandaApp:
             return await self._v1(scope, receive, headers, request_id, parts[2], parts[3])
         if len(parts) == 3 and parts[0] == "server" and parts[1] == "panda":
             return await self._legacy(scope, receive, headers, request_id, parts[2])
+        if path.startswith("/cache/schedconfig/"):
+            return await run_in_threadpool(self._schedconfig, path[len("/cache/schedconfig/") :], headers)
         if path == "/health":
             return await run_in_threadpool(self._health)
         if path == "/":
             return 200, b"pandawms\n", "text/plain", []
         return 404, f"ERROR : no such path {path[:200]}\n".encode(), "text/plain", []
+
+    def _schedconfig(self, name: str, headers: Headers) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
+        """Queue definitions as pilots fetch them: cacheable, with an ETag for revalidation."""
+        from pandawms.core.queues import all_documents, queue_document
+
+        if name == "schedconfig.all.json":
+            found: tuple[str, str] | None = all_documents(self.rt)
+        else:
+            queue, dot, kind = name.partition(".")
+            if not dot or kind not in ("all.json", "pilot.json"):
+                return 404, b"ERROR : unknown schedconfig file\n", "text/plain", []
+            found = queue_document(self.rt, queue)
+        if found is None:
+            return 404, f"ERROR : no queue {name[:100]}\n".encode(), "text/plain", []
+        body, etag = found
+        tag = f'"{etag}"'
+        cache = [(b"etag", tag.encode()), (b"cache-control", b"public, max-age=300")]
+        if headers.get("if-none-match") == tag:
+            return 304, b"", "application/json", cache
+        return 200, body.encode(), "application/json", cache
 
     def _health(self) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """For the load balancer: 503 while the drain file exists or the database does not answer."""

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
 from pandawms.api.params import Param
@@ -80,6 +82,18 @@ def get_attributes(ctx: RequestContext) -> Result:
     for index, fqan in enumerate(who.fqans, start=1):
         env[f"GRST_CRED_{index}"] = f"VOMS 0 0 0 {fqan}"
     return ok({"environment": env})
+
+
+@v1("metaconfig", "get_site_specs", "GET", type=Param("str", None))
+def get_site_specs(ctx: RequestContext, type: str | None) -> Result:
+    """Queue definitions by name, optionally of one type (production, analysis, unified)."""
+    from pandawms.core.queues import all_documents
+
+    body, _ = all_documents(ctx.rt)
+    specs = orjson.loads(body)
+    if type:
+        specs = {name: spec for name, spec in specs.items() if spec.get("type") == type}
+    return ok(specs)
 
 
 # --- job --------------------------------------------------------------------------------------

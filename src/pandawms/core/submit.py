@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
+from pandawms.core.brokerage import NO_QUEUE, broker
+from pandawms.core.queues import list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import log_statuses
 from pandawms.db.engine import write_tx
@@ -182,6 +184,20 @@ def _assign_jobsets(conn: Connection, typed: list[dict[str, Any]]) -> None:
             job["jobsetID"] = jobset
 
 
+def _place(rt: Runtime, conn: Connection, typed: list[dict[str, Any]]) -> None:
+    """Broker the jobs that came without a computingSite (they stay defined if nothing fits)."""
+    unplaced = [job for job in typed if not job["computingSite"]]
+    if not unplaced:
+        return
+    for job, (site, why) in zip(unplaced, broker(conn, list_queues(rt), unplaced), strict=True):
+        if site:
+            job["computingSite"] = site
+            job["jobStatus"] = JobStatus.ACTIVATED.value
+        else:
+            job["brokerageErrorCode"] = NO_QUEUE
+            job["brokerageErrorDiag"] = why
+
+
 def submit_jobs(rt: Runtime, raw_jobs: Sequence[Mapping[str, Any]], who: Identity) -> list[list[Any]]:
     """Store ``raw_jobs`` (attribute dicts with ``Files``) and answer as ``storeJobs`` does.
 
@@ -193,6 +209,7 @@ def submit_jobs(rt: Runtime, raw_jobs: Sequence[Mapping[str, Any]], who: Identit
     for job in typed:
         _apply_defaults(job, who, rt, now)
     with write_tx(rt.engine) as conn:
+        _place(rt, conn, typed)
         _insert(conn, typed)
         _assign_jobsets(conn, typed)
         log_statuses(conn, typed, None, now, reason="submitted")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 from pandawms.core.archive import archive_final_jobs
+from pandawms.core.brokerage import broker_waiting_jobs
+from pandawms.core.queues import load_queues
 from pandawms.core.runtime import Runtime
 from pandawms.core.watcher import fail_stale_jobs
 from pandawms.daemon.registry import task
@@ -19,3 +23,25 @@ def watcher(rt: Runtime) -> str:
 def archiver(rt: Runtime) -> str:
     """Move final jobs older than archive_delay from the live table to the archive."""
     return f"archived {archive_final_jobs(rt)} jobs"
+
+
+@task("brokerage", period=120)
+def brokerage(rt: Runtime) -> str:
+    """Place defined jobs that are still waiting for a queue."""
+    placed, waiting = broker_waiting_jobs(rt)
+    return f"placed {placed} jobs, {waiting} still without a fitting queue"
+
+
+@task("configurator", period=300)
+def configurator(rt: Runtime) -> str:
+    """Load queue definitions from queues_source (unchanged queues are not rewritten)."""
+    source = rt.settings.queues_source
+    if not source:
+        return "no queues_source configured"
+    if "://" in source:
+        with urllib.request.urlopen(source, timeout=60) as reply:  # noqa: S310 - operator-configured source
+            text = reply.read(256 * 1024 * 1024)
+    else:
+        with open(source, "rb") as handle:
+            text = handle.read()
+    return load_queues(rt, text)

@@ -164,6 +164,26 @@ job_status_log = Table(
     mysql_engine="InnoDB",
 )
 
+#: PanDA queues (sites), from CRIC's schedconfig JSON: the fields brokerage filters on, plus the
+#: whole definition as the pilots fetch it.
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("state", String(16), nullable=True),
+    Column("type", String(32), nullable=True),
+    Column("corecount", Integer, nullable=True),
+    Column("maxrss", BigInteger, nullable=True),
+    Column("maxtime", BigInteger, nullable=True),
+    Column("cloud", String(50), nullable=True),
+    Column("site", String(128), nullable=True),
+    Column("data", LongText, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("updated", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+)
+
 #: Fleet-wide daemon tasks: who may run each task until when. One row per task.
 daemon_leases = Table(
     "daemon_leases",
