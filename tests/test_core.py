@@ -197,3 +197,44 @@ def test_kill_codes_close_and_fail_outputs(rt: Runtime) -> None:
         assert (
             conn.execute(select(files.c.status).where(files.c.PandaID == panda_id)).scalar_one() == "failed"
         )
+
+
+def test_failed_jobs_are_retried_until_max_attempt(rt: Runtime) -> None:
+    (first,) = _submit(rt, make_job(files=[make_file("out.root"), make_file("job.log.tgz", "log")]))
+    chain = [first]
+    for attempt in range(3):
+        (got,) = _dispatch(rt)
+        assert got == chain[-1]
+        result = heartbeat.update_job(rt, PilotUpdate(got, "failed", attempt, {"pilotErrorCode": 1305}))
+        assert result.job_status == "failed"
+        with rt.engine.connect() as conn:
+            child = conn.execute(select(jobs.c.PandaID).where(jobs.c.parentID == got)).scalar()
+        if attempt < 2:
+            assert child is not None
+            clone = jobs_read.get_descriptions(rt, [child], include_archive=False)[0]
+            assert clone is not None and clone["jobStatus"] == "activated"
+            assert (
+                clone["pilotErrorCode"] == 0
+                and clone["startTime"] is None
+                and clone["computingSite"] == "TEST_SITE"
+            )
+            chain.append(child)
+        else:
+            assert child is None, "maxAttempt reached: no more retries"
+    described = {j["PandaID"]: j for j in jobs_read.get_descriptions(rt, chain, include_archive=True) if j}
+    assert [described[p]["attemptNr"] for p in chain] == [0, 1, 2]
+    assert described[chain[0]]["taskBufferErrorCode"] == 106
+    assert described[chain[0]]["taskBufferErrorDiag"] == f"retried as PandaID={chain[1]}"
+    assert [f["lfn"] for f in described[chain[2]]["Files"]] == ["out.root.2", "job.log.tgz.2"]
+    assert described[chain[2]]["parentID"] == chain[1]
+    assert described[chain[2]]["jobParameters"] == "echo hello"
+
+
+def test_killed_jobs_are_not_retried(rt: Runtime) -> None:
+    (panda_id,) = _submit(rt, make_job())
+    _dispatch(rt)
+    _run_to(rt, panda_id, "running")
+    kill.kill_jobs(rt, [panda_id], ALICE)
+    heartbeat.update_job(rt, PilotUpdate(panda_id, "failed", 0, {"pilotErrorCode": 1144}))
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(jobs)).scalar_one() == 1

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from pandawms.core.retry import retry_if_possible
 from pandawms.core.transitions import move_job
 from pandawms.db.schema import files
 from pandawms.model.errors import DdmError, TaskBufferError
@@ -135,4 +136,6 @@ def finalize(
     if job.get("endTime") is None:
         values["endTime"] = now
     move_job(conn, job, final, now, values, reason=f"pilot reported {reported}")
+    if final == JobStatus.FAILED.value:
+        retry_if_possible(conn, panda_id, now, job.get("modificationHost") or "")
     return final

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from pandawms.core.retry import retry_if_possible
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import MOVE_COLUMNS, move_jobs
 from pandawms.db.engine import write_tx
@@ -108,6 +109,10 @@ def fail_stale_jobs(rt: Runtime, now: dt.datetime | None = None) -> dict[str, in
                         .values(status="failed", modificationTime=now)
                     )
                     counts[final] = counts.get(final, 0) + 1
+                    if final == JobStatus.FAILED.value and retry_if_possible(
+                        conn, job["PandaID"], now, rt.node
+                    ):
+                        counts["retried"] = counts.get("retried", 0) + 1
             if len(stale) < BATCH:
                 break
     return counts
