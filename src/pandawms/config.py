@@ -62,6 +62,11 @@ class Settings:
     timeout_transferring: int = 7200
     #: Where the configurator reads queue definitions (CRIC schedconfig JSON): a file path or URL.
     queues_source: str = ""
+    #: Message broker for job status messages (``stomp://user:pass@host:61613/vhost``); off when empty.
+    mq_url: str = ""
+    mq_destination: str = "/topic/panda.jobs"
+    #: Seconds a status change may wait for an earlier, still uncommitted one before it is sent.
+    mq_lag: int = 10
     #: Seconds a final job stays in the live table before the archiver moves it.
     archive_delay: int = 3600
     #: DB connection pool per process.
@@ -106,6 +111,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "timeout_holding": (10, 10**8),
     "timeout_transferring": (10, 10**7),
     "archive_delay": (0, 10**8),
+    "mq_lag": (0, 3600),
     "db_pool_size": (1, 1000),
     "db_max_overflow": (0, 1000),
     "max_body_bytes": (1024, 10 * 1024**3),

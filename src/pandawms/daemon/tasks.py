@@ -10,6 +10,7 @@ from pandawms.core.queues import load_queues
 from pandawms.core.runtime import Runtime
 from pandawms.core.watcher import fail_stale_jobs
 from pandawms.daemon.registry import task
+from pandawms.messaging.publisher import publish_status_changes
 
 
 @task("watcher", period=60)
@@ -45,3 +46,11 @@ def configurator(rt: Runtime) -> str:
         with open(source, "rb") as handle:
             text = handle.read()
     return load_queues(rt, text)
+
+
+@task("publisher", period=10)
+def publisher(rt: Runtime) -> str:
+    """Send job status changes to the message broker (when mq_url is set)."""
+    if not rt.settings.mq_url:
+        return "messaging off (no mq_url)"
+    return f"published {publish_status_changes(rt)} status changes"

@@ -184,6 +184,15 @@ queues = Table(
     mysql_engine="InnoDB",
 )
 
+#: How far each message stream has published the status log.
+mq_cursor = Table(
+    "mq_cursor",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
+    mysql_engine="InnoDB",
+)
+
 #: Fleet-wide daemon tasks: who may run each task until when. One row per task.
 daemon_leases = Table(
     "daemon_leases",
