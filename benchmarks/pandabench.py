@@ -1,0 +1,379 @@
+"""Load generator for pandawms: submitters, pilots and readers over the real wire formats.
+
+Scenarios (all bounded in count and time, loopback only):
+  dispatch   submit --jobs jobs, then --pilots pilots call getJob until the queue is empty
+  heartbeat  submit and dispatch --jobs jobs, then pilots send updateJob running heartbeats
+  lifecycle  submitters and pilots together: submit, getJob, starting, running, finished
+  read       readers call job/get_description on known PandaIDs
+
+Reports per method: count, errors, throughput, p50/p95/p99 latency; jobs dispatched/s; server
+RSS (sampled from --server-pid and its children). Prints a table and writes --json-out.
+
+  python -m benchmarks.pandabench --url http://127.0.0.1:25080 --scenario dispatch --jobs 20000 --pilots 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+import urllib.parse
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.httpclient import Connection, form
+
+N_ATTRS = 126
+_SITE_IDX, _LABEL_IDX, _NAME_IDX, _PARAMS_IDX, _DEF_IDX, _PRIO_IDX, _TRF_IDX = 47, 12, 19, 49, 1, 14, 9
+
+
+def job_state(index: int, site: str) -> list[Any]:
+    """A positional job list as panda-client sends (one log file)."""
+    job: list[Any] = ["NULL"] * N_ATTRS
+    job[_DEF_IDX] = 1
+    job[_TRF_IDX] = "http://example.org/trf/hello.sh"
+    job[_LABEL_IDX] = "managed"
+    job[_PRIO_IDX] = index % 1000
+    job[_NAME_IDX] = f"bench-{index}"
+    job[_SITE_IDX] = site
+    job[_PARAMS_IDX] = "--events 100"
+    log = ["NULL"] * 18 + [None]
+    log[3], log[4], log[5] = f"bench-{index}.log.tgz", "log", "bench.log"
+    return [*job, [log]]
+
+
+@dataclass
+class Stats:
+    """Latencies and errors per method."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dispatched: int = 0
+    submitted: list[int] = field(default_factory=list)
+
+    def add(self, method: str, seconds: float, ok: bool) -> None:
+        self.latencies[method].append(seconds)
+        if not ok:
+            self.errors[method] += 1
+
+
+async def timed(
+    stats: Stats, conn: Connection, method: str, verb: str, path: str, body: bytes = b"", ctype: str = ""
+) -> tuple[int, bytes]:
+    started = time.perf_counter()
+    try:
+        status, data = await conn.request(verb, path, body, ctype)
+    except (OSError, asyncio.IncompleteReadError):
+        stats.add(method, time.perf_counter() - started, False)
+        return 0, b""
+    stats.add(method, time.perf_counter() - started, status == 200)
+    return status, data
+
+
+async def submitter(args: argparse.Namespace, stats: Stats, todo: list[int], deadline: float) -> None:
+    conn = Connection(args.host, args.port)
+    while todo and time.monotonic() < deadline:
+        start = todo.pop()
+        batch = [job_state(start + i, args.site) for i in range(args.batch)]
+        body = json.dumps({"jobs": json.dumps(batch)}).encode()
+        status, data = await timed(
+            stats, conn, "v1 job/submit", "POST", "/api/v1/job/submit", body, "application/json"
+        )
+        if status == 200:
+            reply = json.loads(data)
+            if reply.get("success"):
+                stats.submitted.extend(item[0] for item in reply["data"])
+    await conn.close()
+
+
+async def pilot(
+    args: argparse.Namespace,
+    stats: Stats,
+    index: int,
+    deadline: float,
+    more_coming: asyncio.Event,
+    lifecycle: bool,
+) -> None:
+    conn = Connection(args.host, args.port)
+    request = form(
+        {
+            "siteName": args.site,
+            "computingElement": args.site,
+            "prodSourceLabel": "managed",
+            "node": f"wn{index}",
+            "mem": 4000,
+            "diskSpace": 10000,
+        }
+    )
+    empty_rounds = 0
+    while time.monotonic() < deadline:
+        status, data = await timed(
+            stats,
+            conn,
+            "legacy getJob",
+            "POST",
+            "/server/panda/getJob",
+            request,
+            "application/x-www-form-urlencoded",
+        )
+        if status != 200:
+            await asyncio.sleep(0.05)
+            continue
+        reply = json.loads(data)
+        if reply.get("StatusCode") != 0:
+            if not more_coming.is_set() and (empty_rounds := empty_rounds + 1) > 3:
+                break
+            await asyncio.sleep(0.05)
+            continue
+        empty_rounds = 0
+        stats.dispatched += 1
+        if not lifecycle:
+            continue
+        panda_id = reply["PandaID"]
+        for state in ["starting", "running"] + ["running"] * args.heartbeats + ["finished"]:
+            fields: dict[str, Any] = {
+                "jobId": panda_id,
+                "state": state,
+                "attemptNr": 0,
+                "node": f"wn{index}",
+                "siteName": args.site,
+                "cpuConsumptionTime": 10,
+            }
+            if state == "finished":
+                fields["xml"] = json.dumps(
+                    {reply["logFile"]: {"guid": "g", "fsize": 100, "adler32": "01020304"}}
+                )
+            await timed(
+                stats,
+                conn,
+                f"legacy updateJob {state}",
+                "POST",
+                "/server/panda/updateJob",
+                form(fields),
+                "application/x-www-form-urlencoded",
+            )
+    await conn.close()
+
+
+async def heartbeater(
+    args: argparse.Namespace, stats: Stats, ids: list[int], deadline: float, index: int
+) -> None:
+    conn = Connection(args.host, args.port)
+    while time.monotonic() < deadline and ids:
+        panda_id = ids[random.randrange(len(ids))]
+        body = form(
+            {
+                "jobId": panda_id,
+                "state": "running",
+                "attemptNr": 0,
+                "node": f"wn{index}",
+                "cpuConsumptionTime": 5,
+                "maxRSS": 100000,
+            }
+        )
+        await timed(
+            stats,
+            conn,
+            "legacy updateJob running",
+            "POST",
+            "/server/panda/updateJob",
+            body,
+            "application/x-www-form-urlencoded",
+        )
+    await conn.close()
+
+
+async def reader(args: argparse.Namespace, stats: Stats, ids: list[int], deadline: float) -> None:
+    conn = Connection(args.host, args.port)
+    while time.monotonic() < deadline and ids:
+        body = json.dumps({"job_ids": [ids[random.randrange(len(ids))]]}).encode()
+        await timed(
+            stats,
+            conn,
+            "v1 job/get_description",
+            "POST",
+            "/api/v1/job/get_description",
+            body,
+            "application/json",
+        )
+    await conn.close()
+
+
+def rss_kb(pids: list[int]) -> int:
+    """Resident memory of the server processes (and their children), in KiB."""
+    total = 0
+    seen = set()
+    queue = list(pids)
+    while queue:
+        pid = queue.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            queue.extend(int(c) for c in children)
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+async def sample_rss(pids: list[int], out: list[tuple[float, int]], stop: asyncio.Event) -> None:
+    start = time.monotonic()
+    while not stop.is_set():
+        out.append((round(time.monotonic() - start, 1), rss_kb(pids)))
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+
+
+async def submit_all(args: argparse.Namespace, stats: Stats, deadline: float) -> None:
+    todo = list(range(0, args.jobs, args.batch))[::-1]
+    await asyncio.gather(*(submitter(args, stats, todo, deadline) for _ in range(args.submitters)))
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    parsed = urllib.parse.urlsplit(args.url)
+    args.host, args.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    stats = Stats()
+    pids = [int(p) for p in args.server_pid]
+    rss: list[tuple[float, int]] = []
+    stop_rss = asyncio.Event()
+    rss_task = asyncio.create_task(sample_rss(pids, rss, stop_rss)) if pids else None
+    deadline = time.monotonic() + args.duration
+    more = asyncio.Event()
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
+    if args.scenario in ("dispatch", "heartbeat", "read"):
+        await submit_all(args, stats, deadline)
+        phases["submit"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        measure = Stats()
+        if args.scenario == "dispatch":
+            await asyncio.gather(
+                *(pilot(args, measure, i, deadline, more, False) for i in range(args.pilots))
+            )
+        elif args.scenario == "heartbeat":
+            await asyncio.gather(
+                *(pilot(args, Stats(), i, deadline, more, False) for i in range(args.pilots))
+            )
+            t1 = time.monotonic()
+            hb_deadline = min(deadline, t1 + args.measure)
+            await asyncio.gather(
+                *(heartbeater(args, measure, stats.submitted, hb_deadline, i) for i in range(args.pilots))
+            )
+        else:
+            read_deadline = min(deadline, t1 + args.measure)
+            await asyncio.gather(
+                *(reader(args, measure, stats.submitted, read_deadline) for _ in range(args.readers))
+            )
+        phases["measure"] = time.monotonic() - t1
+        measure.submitted = stats.submitted
+        for method, values in stats.latencies.items():
+            measure.latencies["(setup) " + method] = values
+        stats = measure
+    else:
+        more.set()
+        submit_task = asyncio.create_task(submit_all(args, stats, deadline))
+        pilots = [
+            asyncio.create_task(pilot(args, stats, i, deadline, more, True)) for i in range(args.pilots)
+        ]
+        await submit_task
+        more.clear()
+        await asyncio.gather(*pilots)
+        phases["measure"] = time.monotonic() - t0
+    stop_rss.set()
+    if rss_task:
+        await rss_task
+    elapsed = phases["measure"]
+    methods = {}
+    for method, values in sorted(stats.latencies.items()):
+        ordered = sorted(values)
+        span = phases.get("submit", elapsed) if method.startswith("(setup)") else elapsed
+
+        def pct(p: float, data: list[float] = ordered) -> float:
+            return round(data[min(len(data) - 1, int(p * len(data)))] * 1000, 2)
+
+        methods[method] = {
+            "count": len(values),
+            "errors": stats.errors.get(method.replace("(setup) ", ""), 0),
+            "per_s": round(len(values) / span, 1) if span else 0.0,
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "mean_ms": round(statistics.fmean(values) * 1000, 2),
+        }
+    return {
+        "scenario": args.scenario,
+        "url": args.url,
+        "pilots": args.pilots,
+        "jobs": args.jobs,
+        "phases_s": {k: round(v, 2) for k, v in phases.items()},
+        "submitted": len(stats.submitted),
+        "dispatched": stats.dispatched,
+        "dispatched_per_s": round(stats.dispatched / elapsed, 1) if elapsed else 0.0,
+        "methods": methods,
+        "rss_kb": {"first": rss[0][1], "max": max(r for _, r in rss), "last": rss[-1][1]} if rss else None,
+        "rss_series": rss if args.rss_series else None,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"scenario {result['scenario']}: {result['submitted']} submitted, {result['dispatched']} dispatched "
+        f"({result['dispatched_per_s']}/s), phases {result['phases_s']}, rss {result['rss_kb']}",
+        f"{'method':<34} {'count':>8} {'err':>5} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}",
+    ]
+    for method, m in result["methods"].items():
+        lines.append(
+            f"{method:<34} {m['count']:>8} {m['errors']:>5} {m['per_s']:>9} {m['p50_ms']:>8} "
+            f"{m['p95_ms']:>8} {m['p99_ms']:>8}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:25080")
+    parser.add_argument(
+        "--scenario", choices=("dispatch", "heartbeat", "lifecycle", "read"), default="dispatch"
+    )
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--batch", type=int, default=500, help="jobs per submit call")
+    parser.add_argument("--submitters", type=int, default=4)
+    parser.add_argument("--pilots", type=int, default=200)
+    parser.add_argument("--readers", type=int, default=50)
+    parser.add_argument(
+        "--heartbeats", type=int, default=1, help="extra running heartbeats per job (lifecycle)"
+    )
+    parser.add_argument("--duration", type=float, default=300, help="hard limit, seconds")
+    parser.add_argument(
+        "--measure", type=float, default=30, help="measuring window for heartbeat/read, seconds"
+    )
+    parser.add_argument("--site", default="BENCH_SITE")
+    parser.add_argument("--server-pid", action="append", default=[], help="server PID(s) for RSS sampling")
+    parser.add_argument("--rss-series", action="store_true", help="keep the RSS samples in the JSON")
+    parser.add_argument("--json-out", help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    if urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        print("pandabench only drives servers on loopback", file=sys.stderr)
+        return 2
+    result = asyncio.run(run(args))
+    print(table(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
