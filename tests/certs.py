@@ -49,6 +49,35 @@ class Pki:
     user_cert: Path
     user_key: Path
     proxy: Path
+    ca_cert: x509.Certificate | None = None
+    ca_key: rsa.RSAPrivateKey | None = None
+
+    def add_user(self, common_name: str) -> Path:
+        """Another user's certificate and key in one PEM file (usable with curl --cert/--key)."""
+        assert self.ca_cert is not None and self.ca_key is not None
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        key = _key()
+        name = _name(
+            (NameOID.DOMAIN_COMPONENT, "org"),
+            (NameOID.DOMAIN_COMPONENT, "pandawms"),
+            (NameOID.ORGANIZATIONAL_UNIT_NAME, "Users"),
+            (NameOID.COMMON_NAME, common_name),
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(self.ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        path = self.ca_dir.parent / (common_name.replace(" ", "_") + ".pem")
+        path.write_bytes(_pem(cert) + _pem_key(key))
+        path.chmod(0o600)
+        return path
 
 
 def make_pki(root: Path) -> Pki:
@@ -158,6 +187,8 @@ def make_pki(root: Path) -> Pki:
         root / "usercert.pem",
         root / "userkey.pem",
         root / "x509up",
+        ca,
+        ca_key,
     )
     paths.host_cert.write_bytes(_pem(host))
     paths.host_key.write_bytes(_pem_key(host_key))

@@ -30,39 +30,34 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    """Everything in one command: the schema created if missing, the HTTP(S) API and the daemon."""
+    import dataclasses
 
-    from pandawms.api.app import create_app
-    from pandawms.core.runtime import Runtime
-    from pandawms.db.versioning import check_schema, database_version, init_schema
+    from pandawms.db.engine import make_engine
+    from pandawms.db.versioning import database_version, init_schema
+    from pandawms.httpd.master import run_httpd
 
     settings = _settings(args)
-    setup_logging(settings.log_level, settings.log_dir, "panda-httpd")
-    rt = Runtime.from_settings(settings)
-    if database_version(rt.engine) is None:
-        log.info("empty database: %s", init_schema(rt.engine))
-    status = check_schema(rt.engine)
-    print(status.line, file=sys.stderr, flush=True)
-    if not status.ok and settings.schema_check == "fail":
-        return 3
-    app = create_app(rt)
+    if not settings.workers:
+        settings = dataclasses.replace(settings, workers=1)
+    setup_logging(settings.log_level, settings.log_dir, "serve")
+    engine = make_engine(settings.effective_db_url, pool_size=1, max_overflow=0)
+    try:
+        if database_version(engine) is None:
+            log.info("empty database: %s", init_schema(engine))
+    finally:
+        engine.dispose()
+    code = _check_schema_or_exit(settings)
+    if code:
+        return code
     log.info(
-        "pandawms %s listening on http://%s:%d (database: %s)",
+        "pandawms %s: http://%s:%d%s",
         __version__,
         settings.host,
         settings.port,
-        rt.engine.url.render_as_string(hide_password=True),
+        f" and https://{settings.host}:{settings.https_port}" if settings.tls_cert else "",
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    return run_httpd(settings, with_daemon=not args.no_daemon)
 
 
 def _check_schema_or_exit(settings: Settings) -> int:
@@ -162,6 +157,64 @@ def _cmd_queues(args: argparse.Namespace) -> int:
         rt.engine.dispose()
 
 
+def _cmd_users(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from pandawms.core.runtime import Runtime, utcnow
+    from pandawms.db.engine import write_tx
+    from pandawms.db.schema import banned_users
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    rt = Runtime.from_settings(settings)
+    try:
+        with write_tx(rt.engine) as conn:
+            if args.action in ("ban", "unban") and not args.name:
+                print(f"pandawms users {args.action}: a NAME is required", file=sys.stderr)
+                return 2
+            if args.action == "ban":
+                conn.execute(banned_users.delete().where(banned_users.c.name == args.name))
+                conn.execute(
+                    banned_users.insert().values(
+                        name=args.name[:128],
+                        reason=(args.reason or "")[:500],
+                        banned_by="pandawms CLI",
+                        created=utcnow(),
+                    )
+                )
+                print(f"{args.name} is banned; every node refuses them within {settings.ban_cache_seconds} s")
+            elif args.action == "unban":
+                gone = conn.execute(banned_users.delete().where(banned_users.c.name == args.name)).rowcount
+                print(f"{args.name} unbanned" if gone else f"{args.name} was not banned")
+            else:
+                for row in conn.execute(select(banned_users).order_by(banned_users.c.name)).mappings():
+                    print(f"{row['name']:<40} {row['created']:%Y-%m-%d %H:%M} {row['reason'] or ''}")
+        return 0
+    finally:
+        rt.engine.dispose()
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from pandawms.core import audit
+    from pandawms.core.runtime import Runtime
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    rt = Runtime.from_settings(settings)
+    try:
+        rows = audit.search(rt, panda_id=args.job, user=args.user, limit=args.limit)
+    finally:
+        rt.engine.dispose()
+    print(f"{'TIME':<19} {'METHOD':<20} {'OUTCOME':<8} {'TARGETS':<30} WHO")
+    for row in rows:
+        note = f"  ({row['message']})" if row["message"] else ""
+        print(
+            f"{row['time']:%Y-%m-%d %H:%M:%S} {row['method']:<20} {row['outcome']:<8} "
+            f"{row['targets'] or '-':<30} {row['identity']} [{row['auth_method']}]{note}"
+        )
+    return 0
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from pandawms.db.engine import make_engine
     from pandawms.db.versioning import check_schema, init_schema, upgrade_schema
@@ -196,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where the embedded SQLite database lives (default ./var)")
     serve.add_argument("--db-url", help="SQLAlchemy database URL (default: SQLite in the data dir)")
     serve.add_argument("--log-dir", help="directory for log files (default: stderr only)")
+    serve.add_argument("--no-daemon", action="store_true", help="do not run the periodic tasks")
     serve.set_defaults(func=_cmd_serve)
 
     httpd = sub.add_parser("httpd", help="the production HTTP service: N workers, HTTP and HTTPS (systemd)")
@@ -224,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     queues.add_argument("--db-url")
     queues.set_defaults(func=_cmd_queues)
 
+    users = sub.add_parser("users", help="ban, unban or list banned users (by compact name, e.g. 'Jane Doe')")
+    users.add_argument("action", choices=("ban", "unban", "list"))
+    users.add_argument("name", nargs="?")
+    users.add_argument("--reason")
+    users.add_argument("--db-url")
+    users.add_argument("--data-dir")
+    users.set_defaults(func=_cmd_users)
+
+    aud = sub.add_parser("audit", help="who did what: submissions, kills and other state-changing calls")
+    aud.add_argument("--job", type=int, help="only calls that named this PandaID")
+    aud.add_argument("--user", help="only calls by identities containing this text")
+    aud.add_argument("--limit", type=int, default=200)
+    aud.add_argument("--db-url")
+    aud.add_argument("--data-dir")
+    aud.set_defaults(func=_cmd_audit)
+
     db = sub.add_parser("db", help="create, upgrade or check the database schema")
     db.add_argument("action", choices=("init", "upgrade", "check"))
     db.add_argument("--data-dir")
@@ -233,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pandawms.deploy.render import configure_parser as configure_deploy
 
     configure_deploy(sub.add_parser("deploy", help="render systemd units, the env file and logrotate config"))
+
+    from pandawms.monitor.cli import configure as configure_monitor
+
+    configure_monitor(sub)
     return parser
 
 

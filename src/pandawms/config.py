@@ -82,8 +82,18 @@ class Settings:
     max_jobs_per_dispatch: int = 500
     #: Authorisation mode: "open" trusts every caller (laptop, tests); "strict" needs identities.
     auth_mode: str = "open"
-    #: Comma-separated DN substrings that carry the production role.
+    #: Comma-separated DN substrings that carry a role (production also grants pilot).
     production_dns: str = ""
+    pilot_dns: str = ""
+    manager_dns: str = ""
+    admin_dns: str = ""
+    #: Addresses of TLS front ends (HAProxy, nginx, Apache) trusted to pass the verified client DN
+    #: in X-SSL-Client-S-DN (and FQANs in X-SSL-Client-FQANs); comma-separated IPs or CIDRs.
+    trusted_proxies: str = ""
+    #: JSON file listing the accepted OIDC token issuers (see docs/security.md).
+    oidc_config: str = ""
+    #: Seconds a process may use its copy of the ban list before reading it again.
+    ban_cache_seconds: int = 30
     #: Name this node reports as modificationHost.
     node_name: str = ""
 
@@ -112,6 +122,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "timeout_transferring": (10, 10**7),
     "archive_delay": (0, 10**8),
     "mq_lag": (0, 3600),
+    "ban_cache_seconds": (1, 60),
     "db_pool_size": (1, 1000),
     "db_max_overflow": (0, 1000),
     "max_body_bytes": (1024, 10 * 1024**3),

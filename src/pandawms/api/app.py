@@ -21,14 +21,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from pandawms.api import legacy, v1
-from pandawms.api.auth import identify
+from pandawms.api import authz, legacy, v1
+from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.params import bind
+from pandawms.core import audit
 from pandawms.core.runtime import Runtime
 from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.states import IllegalMove
+from pandawms.monitor.metrics import record_request
 
 log = logging.getLogger("pandawms.api")
 access_log = logging.getLogger("pandawms.access")
@@ -117,6 +119,19 @@ def _form(body: bytes) -> dict[str, Any]:
     return _collect(pairs)
 
 
+def _method_label(path: str) -> str:
+    """A bounded metrics label for a path: the API method, or the kind of static path."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 4 and parts[:2] == ["api", "v1"]:
+        known = (parts[2], parts[3]) in v1.METHODS
+        return f"v1/{parts[2]}/{parts[3]}" if known else "v1/unknown"
+    if len(parts) == 3 and parts[:2] == ["server", "panda"]:
+        return f"legacy/{parts[2]}" if parts[2] in legacy.METHODS else "legacy/unknown"
+    if parts[0] in ("cache", "monitor", "metrics", "health"):
+        return parts[0]
+    return "other"
+
+
 def _media_type(headers: Headers) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -128,6 +143,8 @@ class PandaApp:
         self.rt = rt
         self.max_body = rt.settings.max_body_bytes
         self.stats = stats
+        self.auth = Authenticator(rt.settings, rt.engine)
+        self.strict = rt.settings.auth_mode == "strict"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,6 +171,8 @@ class PandaApp:
         finally:
             if self.stats is not None:
                 self.stats.end(len(body))
+        elapsed = time.perf_counter() - started
+        record_request(_method_label(scope.get("path", "")), status, elapsed)
         client = scope.get("client") or ("-", 0)
         access_log.info(
             "%s %s %s %s %d %d %.1fms",
@@ -163,7 +182,7 @@ class PandaApp:
             scope.get("path"),
             status,
             len(body),
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
         )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -187,11 +206,41 @@ class PandaApp:
             return await self._legacy(scope, receive, headers, request_id, parts[2])
         if path.startswith("/cache/schedconfig/"):
             return await run_in_threadpool(self._schedconfig, path[len("/cache/schedconfig/") :], headers)
+        if path == "/metrics" or path == "/monitor" or path.startswith("/monitor/"):
+            from pandawms.monitor.web import handle as monitor
+
+            if self.strict and path != "/metrics":
+                try:
+                    authz.check(
+                        authz.PATH_RULES["monitor"],
+                        self._context(scope, headers, request_id, False).who,
+                        "the monitor",
+                    )
+                except PandaError as exc:
+                    return exc.http_status, f"ERROR : {exc.message}\n".encode(), "text/plain", []
+            return await monitor(self, scope, headers, request_id)
         if path == "/health":
             return await run_in_threadpool(self._health)
         if path == "/":
             return 200, b"pandawms\n", "text/plain", []
         return 404, f"ERROR : no such path {path[:200]}\n".encode(), "text/plain", []
+
+    async def _audit(
+        self, ctx: RequestContext, method: str, kwargs: dict[str, Any], outcome: str, message: str
+    ) -> None:
+        try:
+            await run_in_threadpool(
+                audit.record,
+                self.rt,
+                ctx.who,
+                method,
+                audit.describe_targets(kwargs),
+                outcome,
+                message,
+                ctx.request_id,
+            )
+        except (OperationalError, DBAPIError):
+            log.error("%s could not write the audit record of %s", ctx.request_id, method)
 
     def _schedconfig(self, name: str, headers: Headers) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """Queue definitions as pilots fetch them: cacheable, with an ETag for revalidation."""
@@ -228,7 +277,7 @@ class PandaApp:
     def _context(self, scope: Scope, headers: Headers, request_id: str, accept_json: bool) -> RequestContext:
         client = scope.get("client") or ("", 0)
         tls = (scope.get("extensions") or {}).get("tls")
-        who = identify(headers, client[0], self.rt.settings, tls)
+        who = self.auth.identify(headers, client[0], tls)
         return RequestContext(self.rt, who, scope.get("scheme") == "https", accept_json, request_id)
 
     # --- v1 -------------------------------------------------------------------------------
@@ -250,7 +299,20 @@ class PandaApp:
             given, from_text = await self._v1_params(scope, receive, headers, verb)
             kwargs = bind(method.params, given, from_text)
             ctx = self._context(scope, headers, request_id, True)
-            success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
+            rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
+            if self.strict:
+                authz.check(rule, ctx.who, f"{module}/{name}")
+            try:
+                success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
+            except PandaError as exc:
+                if rule.audit:
+                    await self._audit(ctx, f"{module}/{name}", kwargs, "refused", exc.message)
+                raise
+            if rule.audit:
+                targets = kwargs
+                if (module, name) == ("job", "submit") and success and isinstance(data, list):
+                    targets = {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
+                await self._audit(ctx, f"{module}/{name}", targets, "ok" if success else "failed", message)
             return reply(200, success, message, data)
         except PandaError as exc:
             log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
@@ -317,16 +379,8 @@ class PandaApp:
         try:
             params = await self._legacy_params(scope, receive, headers)
             ctx = self._context(scope, headers, request_id, accept_json)
-            if name in legacy.PILOT_ONLY and self.rt.settings.auth_mode == "strict" and not ctx.who.is_pilot:
-                return render(
-                    403,
-                    legacy.Reply(
-                        {
-                            "StatusCode": int(StatusCode.ROLE),
-                            "errorDialog": "no production/pilot role in VOMS FQANs or non pilot owner",
-                        }
-                    ),
-                )
+            if self.strict:
+                authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)
             return render(200, await run_in_threadpool(handler, ctx, params))
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)

@@ -32,17 +32,13 @@ class Reply:
 
 LegacyHandler = Callable[[RequestContext, dict[str, Any]], Reply]
 METHODS: dict[str, LegacyHandler] = {}
-#: Methods a pilot role is needed for when the server runs in strict mode.
-PILOT_ONLY: set[str] = set()
 
 
-def legacy(name: str, pilot_role: bool = False) -> Callable[[LegacyHandler], LegacyHandler]:
-    """Register a handler as ``/server/panda/<name>``."""
+def legacy(name: str) -> Callable[[LegacyHandler], LegacyHandler]:
+    """Register a handler as ``/server/panda/<name>`` (its access rule is in :mod:`pandawms.api.authz`)."""
 
     def register(func: LegacyHandler) -> LegacyHandler:
         METHODS[name] = func
-        if pilot_role:
-            PILOT_ONLY.add(name)
         return func
 
     return register
@@ -83,7 +79,7 @@ def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply("alive=yes", "text")
 
 
-@legacy("getJob", pilot_role=True)
+@legacy("getJob")
 def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot."""
     bulk = "nJobs" in params
@@ -117,7 +113,7 @@ def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(described[0])
 
 
-@legacy("updateJob", pilot_role=True)
+@legacy("updateJob")
 def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Heartbeat, state change or final report; answers the back-channel command."""
     if str(params.get("jobId", "")) == "NULL":
@@ -130,7 +126,7 @@ def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 
-@legacy("updateJobsInBulk", pilot_role=True)
+@legacy("updateJobsInBulk")
 def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``."""
     import json
@@ -183,7 +179,7 @@ def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(out, "json")
 
 
-@legacy("getEventRanges", pilot_role=True)
+@legacy("getEventRanges")
 def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """No job has event ranges until the event service exists: an empty list, said plainly."""
     panda_id = _int_param(params, "pandaID", -1)
@@ -194,7 +190,7 @@ def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@legacy("updateEventRanges", pilot_role=True)
+@legacy("updateEventRanges")
 def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Every range is refused (False): this server has no event ranges to update."""
     import json
@@ -216,7 +212,7 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@legacy("updateWorkerPilotStatus", pilot_role=True)
+@legacy("updateWorkerPilotStatus")
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Accepted and logged; worker bookkeeping arrives with the Harvester interface."""
     status = str(params.get("status", ""))
@@ -226,7 +222,7 @@ def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> R
     return Reply({"StatusCode": 0})
 
 
-@legacy("getKeyPair", pilot_role=True)
+@legacy("getKeyPair")
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """No key pairs are configured on this server."""
     return Reply(
@@ -234,7 +230,7 @@ def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@legacy("getProxy", pilot_role=True)
+@legacy("getProxy")
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """No proxy cache is configured on this server."""
     return Reply(

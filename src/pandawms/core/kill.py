@@ -38,8 +38,10 @@ _COLUMNS = (*MOVE_COLUMNS, "commandToPilot", "prodUserName", "workingGroup")
 
 
 def may_kill(who: Identity, job: dict[str, Any], open_mode: bool) -> bool:
-    """Owner, production role, or anyone when the server runs in open mode."""
-    return open_mode or who.is_production or (bool(who.dn) and job.get("prodUserName") == who.name)
+    """Owner, production role or manager, or anyone when the server runs in open mode."""
+    if open_mode or who.is_production or "manager" in who.roles:
+        return True
+    return bool(who.dn) and job.get("prodUserName") == who.name
 
 
 def kill_jobs(rt: Runtime, ids: Sequence[int], who: Identity, code: int | None = None) -> list[bool]:

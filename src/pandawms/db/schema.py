@@ -184,6 +184,36 @@ queues = Table(
     mysql_engine="InnoDB",
 )
 
+#: Users refused everywhere (by compact name, as prodUserName holds it).
+banned_users = Table(
+    "banned_users",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("reason", String(500), nullable=True),
+    Column("banned_by", String(250), nullable=True),
+    Column("created", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+)
+
+#: Every state-changing call: who, what, on which targets, and how it ended.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("time", Timestamp, nullable=False),
+    Column("identity", String(250), nullable=False),
+    Column("auth_method", String(16), nullable=False),
+    Column("remote", String(64), nullable=True),
+    Column("method", String(100), nullable=False),
+    Column("targets", String(1000), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("message", String(500), nullable=True),
+    Column("request_id", String(32), nullable=True),
+    Index("ix_audit_time", "time"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
 #: How far each message stream has published the status log.
 mq_cursor = Table(
     "mq_cursor",

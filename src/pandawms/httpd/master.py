@@ -31,8 +31,10 @@ def _listen(host: str, port: int) -> socket.socket:
 class Master:
     """Forks and supervises the workers until told to stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, with_daemon: bool = False) -> None:
         self.settings = settings
+        self.with_daemon = with_daemon
+        self.daemon_pid: int | None = None
         self.n_workers = settings.workers or os.cpu_count() or 1
         self.stats = SharedStats(self.n_workers, settings.worker_threads)
         self.status = StatusLine(self.stats)
@@ -60,6 +62,28 @@ class Master:
                 os._exit(code)
         self.children[pid] = slot
 
+    def _spawn_daemon(self) -> None:
+        """``serve`` runs the periodic tasks too, in a child supervised like the workers."""
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                self.http_sock.close()
+                if self.https_sock is not None:
+                    self.https_sock.close()
+                from pandawms.daemon.runner import Runner
+
+                code = Runner(self.settings).run()
+            except BaseException:  # noqa: BLE001 - a child must never return into the master's code
+                log.exception("daemon crashed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.daemon_pid = pid
+
     def _on_term(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
 
@@ -74,6 +98,13 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid == self.daemon_pid:
+                self.daemon_pid = None
+                if not self.stopping:
+                    log.error("daemon (pid %d) exited with status %d; starting a new one", pid, status)
+                    time.sleep(0.5)
+                    self._spawn_daemon()
+                continue
             slot = self.children.pop(pid, None)
             if slot is None:
                 continue
@@ -89,6 +120,8 @@ class Master:
         signal.signal(signal.SIGHUP, self._on_hup)
         for slot in range(self.n_workers):
             self._spawn(slot)
+        if self.with_daemon:
+            self._spawn_daemon()
         where = f"http://{self.settings.host}:{self.settings.port}"
         if self.https_sock is not None:
             where += f" and https://{self.settings.host}:{self.settings.https_port}"
@@ -100,7 +133,7 @@ class Master:
             if self.hup:
                 self.hup = False
                 reopen_logs()
-                for pid in list(self.children):
+                for pid in [*self.children, *([self.daemon_pid] if self.daemon_pid else [])]:
                     os.kill(pid, signal.SIGHUP)
                 log.info("log files reopened")
             self._reap()
@@ -109,6 +142,9 @@ class Master:
                 next_status = time.monotonic() + self.settings.status_interval
         sd_notify("STOPPING=1")
         log.info("stopping %d workers", len(self.children))
+        if self.daemon_pid is not None:
+            self.children[self.daemon_pid] = -1
+            self.daemon_pid = None
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -126,10 +162,10 @@ class Master:
         return 0
 
 
-def run_httpd(settings: Settings) -> int:
-    """``pandawms httpd``."""
+def run_httpd(settings: Settings, with_daemon: bool = False) -> int:
+    """``pandawms httpd`` (and ``pandawms serve``, which adds the daemon)."""
     try:
-        master = Master(settings)
+        master = Master(settings, with_daemon)
     except OSError as exc:
         print(f"pandawms httpd: cannot listen: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,93 @@
+"""Who may call what: one table for every API method.
+
+Each method says whether it needs a secure identity (HTTPS client certificate, a trusted front
+end's DN, or a verified token), which roles may call it, and whether it changes state (then it
+is audited). Ownership (a user acting only on their own jobs) is checked where the targets are
+known, in the core. ``open`` mode skips these checks; ``strict`` mode enforces them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pandawms.model.errors import Forbidden, PandaError, StatusCode
+from pandawms.model.identity import Identity
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Access rule of one method."""
+
+    secure: bool
+    roles: frozenset[str] = frozenset()
+    audit: bool = False
+
+
+ANYONE = Rule(secure=False)
+USER = Rule(secure=True, roles=frozenset({"user"}))
+USER_WRITE = Rule(secure=True, roles=frozenset({"user"}), audit=True)
+PILOT = Rule(secure=True, roles=frozenset({"pilot"}))
+PILOT_WRITE = Rule(secure=True, roles=frozenset({"pilot"}), audit=True)
+PRODUCTION_WRITE = Rule(secure=True, roles=frozenset({"production"}), audit=True)
+
+#: v1 methods by (module, method).
+V1_RULES: dict[tuple[str, str], Rule] = {
+    ("system", "is_alive"): ANYONE,
+    ("system", "get_attributes"): ANYONE,
+    ("metaconfig", "get_site_specs"): ANYONE,
+    ("job", "submit"): USER_WRITE,
+    ("job", "get_description"): USER,
+    ("job", "get_description_incl_archive"): USER,
+    ("job", "kill"): USER_WRITE,
+    ("job", "get_status"): USER,
+    ("pilot", "acquire_jobs"): PILOT,
+    ("pilot", "update_job"): PILOT,
+    ("pilot", "update_jobs_bulk"): PILOT,
+    ("pilot", "get_job_status"): PILOT,
+    ("harvester", "update_workers"): PILOT,
+    ("harvester", "heartbeat"): PILOT,
+    ("harvester", "report_worker_statistics"): PILOT,
+    ("harvester", "get_worker_statistics"): PILOT,
+    ("harvester", "acquire_commands"): PILOT,
+    ("harvester", "acknowledge_commands"): PILOT,
+    ("harvester", "get_current_worker_id"): PILOT,
+}
+
+#: Legacy ``/server/panda`` methods.
+LEGACY_RULES: dict[str, Rule] = {
+    "isAlive": ANYONE,
+    "getStatus": ANYONE,
+    "checkJobStatus": ANYONE,
+    "getJob": PILOT,
+    "updateJob": PILOT,
+    "updateJobsInBulk": PILOT,
+    "getEventRanges": PILOT,
+    "updateEventRanges": PILOT,
+    "updateWorkerPilotStatus": PILOT,
+    "getKeyPair": PILOT,
+    "getProxy": PILOT,
+}
+
+#: Pages and files outside the APIs.
+PATH_RULES: dict[str, Rule] = {"monitor": USER, "metrics": ANYONE, "cache": ANYONE, "health": ANYONE}
+
+_SECURE_METHODS = ("x509", "header", "token")
+
+
+class Unauthenticated(PandaError):
+    """A secure identity is needed and the request has none."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, http_status=401, code=StatusCode.PERMS)
+
+
+def check(rule: Rule, who: Identity, what: str) -> None:
+    """Raise unless ``who`` may call a method with ``rule``."""
+    if rule.secure and who.method not in _SECURE_METHODS:
+        raise Unauthenticated(
+            f"{what} needs a secure identity: HTTPS with a grid certificate or proxy, or an OIDC token"
+        )
+    if rule.roles and not (rule.roles & who.roles):
+        if "pilot" in rule.roles:
+            raise Forbidden(f"{what}: production or pilot role required", code=StatusCode.ROLE)
+        raise Forbidden(f"{what}: role {' or '.join(sorted(rule.roles))} required")
