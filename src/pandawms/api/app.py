@@ -145,6 +145,7 @@ class PandaApp:
         self.stats = stats
         self.auth = Authenticator(rt.settings, rt.engine)
         self.strict = rt.settings.auth_mode == "strict"
+        self._openapi: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -200,6 +201,12 @@ class PandaApp:
     ) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         path: str = scope.get("path", "")
         parts = path.strip("/").split("/")
+        if path == "/api/v1/openapi.json":
+            if self._openapi is None:
+                from pandawms.api.openapi import document
+
+                self._openapi = dumps_v1(document())
+            return 200, self._openapi, "application/json", [(b"cache-control", b"public, max-age=3600")]
         if len(parts) == 4 and parts[0] == "api" and parts[1] == "v1":
             return await self._v1(scope, receive, headers, request_id, parts[2], parts[3])
         if len(parts) == 3 and parts[0] == "server" and parts[1] == "panda":
