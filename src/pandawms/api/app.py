@@ -25,6 +25,7 @@ from pandawms.api import authz, legacy, v1
 from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
+from pandawms.api.multipart import parse_multipart
 from pandawms.api.params import bind
 from pandawms.core import audit
 from pandawms.core.runtime import Runtime
@@ -348,9 +349,9 @@ class PandaApp:
         media = _media_type(headers)
         if not body.strip():
             return query, True
-        if media in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            if media == "multipart/form-data":
-                raise PandaError("this method takes JSON, not multipart form data", http_status=415)
+        if media == "multipart/form-data":
+            return {**query, **parse_multipart(body, headers.get("content-type", ""))}, True
+        if media == "application/x-www-form-urlencoded":
             return {**query, **_form(body)}, True
         data = _load_json(body)
         if not isinstance(data, dict):

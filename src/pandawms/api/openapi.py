@@ -33,6 +33,8 @@ def _schema(param: Param) -> dict[str, Any]:
         return {"type": "object"}
     if kind == "list":
         return {"type": "array", "maxItems": param.max_items}
+    if kind == "file":
+        return {"type": "string", "format": "binary"}
     if kind == "json":
         return {"description": "JSON value, or a string holding JSON text"}
     return {}

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pandawms.model.errors import PandaError
 
-ParamKind = Literal["int", "str", "bool", "float", "int_list", "str_list", "dict", "list", "json", "any"]
+ParamKind = Literal[
+    "int", "str", "bool", "float", "int_list", "str_list", "dict", "list", "json", "any", "file"
+]
 REQUIRED: Any = object()
 
 
@@ -71,6 +73,12 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
         return None
     kind = spec.kind
     if kind == "any":
+        return value
+    if kind == "file":
+        from pandawms.api.multipart import UploadedFile
+
+        if not isinstance(value, UploadedFile):
+            raise PandaError(f"Argument error: {name} must be an uploaded file (multipart/form-data)")
         return value
     if kind == "int":
         return _to_int(name, value)
