@@ -10,7 +10,9 @@ the database write lock from BEGIN. The flip is also guarded on ``jobStatus='act
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -88,45 +90,181 @@ def _where(req: DispatchRequest, who: Identity, open_mode: bool) -> list[Any]:
     return clauses
 
 
-def acquire_jobs(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
-    """Flip up to ``req.n_jobs`` matching activated jobs to ``sent``; return them in full.
-
-    Highest currentPriority first, then oldest (lowest PandaID).
-    """
+def _validate(rt: Runtime, req: DispatchRequest) -> None:
     if not req.site:
         raise PandaError("siteName is required")
     limit = rt.settings.max_jobs_per_dispatch
     if not 1 <= req.n_jobs <= limit:
         raise PandaError(f"nJobs must be between 1 and {limit}, got {req.n_jobs}")
+
+
+def _tightest(values: list[int]) -> int:
+    """The strictest of several pilots' limits (0 means no limit)."""
+    positive = [v for v in values if v > 0]
+    return min(positive) if positive else 0
+
+
+def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) -> list[list[dict[str, Any]]]:
+    """One transaction for several compatible requests; each gets its share, in arrival order.
+
+    The candidates satisfy every request: memory, disk and time limits are the strictest of the
+    batch, the other filters are equal by construction (see :func:`_batch_key`).
+    """
+    first = requests[0]
+    merged = replace(
+        first,
+        n_jobs=sum(r.n_jobs for r in requests),
+        memory_mb=_tightest([r.memory_mb for r in requests]),
+        disk_mb=_tightest([r.disk_mb for r in requests]),
+        remaining_time=_tightest([r.remaining_time for r in requests]),
+    )
     open_mode = rt.settings.auth_mode == "open"
     stmt = (
         select(*[jobs.c[name] for name in MOVE_COLUMNS])
-        .where(and_(*_where(req, who, open_mode)))
+        .where(and_(*_where(merged, who, open_mode)))
         .order_by(jobs.c.currentPriority.desc(), jobs.c.PandaID.asc())
-        .limit(req.n_jobs)
+        .limit(merged.n_jobs)
     )
     if rt.skip_locked:
         stmt = stmt.with_for_update(skip_locked=True)
     now = utcnow()
-    values: dict[str, Any] = {"startTime": now, "jobExecutionID": 1 if req.background else 0}
-    if req.node:
-        values["modificationHost"] = req.node[:128]
-    if req.computing_element:
-        values["computingElement"] = req.computing_element[:128]
-    if req.scheduler_id:
-        values["schedulerID"] = req.scheduler_id[:128]
+    values: dict[str, Any] = {"startTime": now, "jobExecutionID": 1 if first.background else 0}
     with write_tx(rt.engine) as conn:
         candidates = [dict(row) for row in conn.execute(stmt).mappings()]
         if not candidates:
-            return []
-        move_jobs(conn, candidates, JobStatus.SENT.value, now, values, reason="dispatched")
-        ids = [c["PandaID"] for c in candidates]
-        loaded = load_jobs(conn, ids, include_archive=False)
-    return [loaded[i] for i in ids]
+            return [[] for _ in requests]
+        shares: list[list[dict[str, Any]]] = []
+        per_job: dict[int, dict[str, Any]] = {}
+        position = 0
+        for req in requests:
+            share = candidates[position : position + req.n_jobs]
+            position += len(share)
+            shares.append(share)
+            for job in share:
+                per_job[job["PandaID"]] = {
+                    "modificationHost": (req.node or job["modificationHost"] or "")[:128] or None,
+                    "computingElement": (req.computing_element or "")[:128] or None,
+                    "schedulerID": (req.scheduler_id or "")[:128] or None,
+                }
+        move_jobs(conn, candidates, JobStatus.SENT.value, now, values, reason="dispatched", per_job=per_job)
+        loaded = load_jobs(conn, [c["PandaID"] for c in candidates], include_archive=False)
+    return [[loaded[job["PandaID"]] for job in share] for share in shares]
+
+
+def _batch_key(req: DispatchRequest, who: Identity) -> tuple[Any, ...]:
+    """Requests with the same key can share one dispatch transaction."""
+    return (
+        req.site,
+        req.prod_source_label,
+        bool(req.computing_element) and req.prod_source_label == "test",
+        req.resource_type,
+        req.task_id,
+        req.prod_user_id,
+        req.background,
+        req.job_type,
+        who.name,
+        who.is_pilot,
+        who.is_production,
+    )
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.requests: list[DispatchRequest] = []
+        self.results: list[list[dict[str, Any]]] = []
+        self.error: BaseException | None = None
+        self.go = threading.Event()
+        self.done = threading.Event()
+
+
+class _KeyState:
+    def __init__(self) -> None:
+        self.running = False
+        self.waiting: _Batch | None = None
+
+
+class DispatchCombiner:
+    """Combines concurrent getJob calls of one process into shared transactions.
+
+    While one transaction for a queue runs, further requests for it gather in the next batch;
+    when the transaction ends, the first of them runs the whole batch at once. Under light
+    load every request runs alone with no added delay; under heavy load one transaction (one
+    index scan, one commit) serves many pilots, which is what lets dispatch scale.
+    """
+
+    MAX_BATCH = 200
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.states: dict[tuple[Any, ...], _KeyState] = {}
+
+    def acquire(self, rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
+        """Dispatch for ``req``, sharing a transaction with concurrent compatible requests."""
+        key = _batch_key(req, who)
+        with self.lock:
+            state = self.states.setdefault(key, _KeyState())
+            if state.waiting is not None and len(state.waiting.requests) >= self.MAX_BATCH:
+                batch = None  # the next batch is full: this request runs on its own
+            else:
+                if state.waiting is None:
+                    state.waiting = _Batch()
+                batch = state.waiting
+                index = len(batch.requests)
+                batch.requests.append(req)
+                if not state.running:
+                    state.running = True
+                    state.waiting = None
+                    batch.go.set()
+        if batch is None:
+            return _acquire_batch(rt, [req], who)[0]
+        if index == 0:
+            batch.go.wait()
+            try:
+                batch.results = _acquire_batch(rt, batch.requests, who)
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
+                batch.error = exc
+            finally:
+                with self.lock:
+                    following = state.waiting
+                    if following is not None:
+                        state.waiting = None
+                        following.go.set()
+                    else:
+                        state.running = False
+                batch.done.set()
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.results[index]
+
+
+_COMBINER = DispatchCombiner()
+
+
+def acquire_jobs(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
+    """Flip up to ``req.n_jobs`` matching activated jobs to ``sent``; return them in full.
+
+    Highest currentPriority first, then oldest (lowest PandaID).
+    """
+    _validate(rt, req)
+    return _COMBINER.acquire(rt, req, who)
+
+
+_SENT_CACHE: dict[str, tuple[float, int]] = {}
+_SENT_TTL = 5.0
 
 
 def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timedelta(seconds=60)) -> int:
-    """``nSent``: production jobs of ``site`` sent within the last minute."""
+    """``nSent``: production jobs of ``site`` sent within the last minute.
+
+    Informational for the pilot, so a value a few seconds old is as good: it is cached per
+    process, which keeps a count query off every getJob.
+    """
+    hit = _SENT_CACHE.get(site)
+    now_mono = time.monotonic()
+    if hit is not None and now_mono - hit[0] < _SENT_TTL:
+        return hit[1]
     since = utcnow() - window
     with read_tx(rt.engine) as conn:
         value = conn.execute(
@@ -139,4 +277,5 @@ def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timede
                 jobs.c.modificationTime > since,
             )
         ).scalar_one()
+    _SENT_CACHE[site] = (now_mono, int(value))
     return int(value)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_
+from sqlalchemy import Connection, and_, bindparam
 
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.model.errors import PandaError
@@ -65,16 +65,20 @@ def move_jobs(
     now: dt.datetime,
     values: Mapping[str, Any] | None = None,
     reason: str | None = None,
+    per_job: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> int:
     """Move every job in ``current`` (rows with :data:`MOVE_COLUMNS`) to ``new_status``.
 
-    ``values`` are extra columns written with the move. Returns the number of jobs moved.
+    ``values`` are extra columns written with the move; ``per_job`` adds columns that differ
+    from job to job (keyed by PandaID; every entry must have the same keys), written in one
+    more statement. Returns the number of jobs moved.
     """
     by_old: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for job in current:
         check_move(job["jobStatus"], new_status, job["PandaID"])
         by_old[job["jobStatus"]].append(job)
     moved = 0
+    extra = per_job or {}
     for old, group in by_old.items():
         ids = [job["PandaID"] for job in group]
         update = {**(values or {}), "jobStatus": new_status, "stateChangeTime": now, "modificationTime": now}
@@ -83,7 +87,22 @@ def move_jobs(
         ).rowcount
         if count != len(ids):
             raise ConcurrentChange(ids)
-        log_statuses(conn, [{**job, **(values or {})} for job in group], new_status, now, reason)
+        rows = [{"b_id": i, **{f"b_{k}": v for k, v in extra[i].items()}} for i in ids if i in extra]
+        if rows:
+            keys = [k[2:] for k in rows[0] if k != "b_id"]
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.PandaID == bindparam("b_id"))
+                .values(**{k: bindparam(f"b_{k}") for k in keys}),
+                rows,
+            )
+        log_statuses(
+            conn,
+            [{**job, **(values or {}), **extra.get(job["PandaID"], {})} for job in group],
+            new_status,
+            now,
+            reason,
+        )
         moved += count
     return moved
 

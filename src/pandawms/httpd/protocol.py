@@ -2,7 +2,8 @@
 
 ASGI servers do not pass client certificates to applications; this subclass reads the
 verified peer certificate once per connection and puts the caller's DN in the request scope
-(``scope["extensions"]["tls"]``), which :mod:`pandawms.api.auth` reads.
+(``scope["extensions"]["tls"]``), which :mod:`pandawms.api.auth` reads. It builds on uvicorn's
+httptools protocol (a C parser) when httptools is installed, and on h11 otherwise.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 from pandawms.httpd.tls import client_identity, with_client_identity
 
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
+except ImportError:  # pragma: no cover - httptools is a dependency, h11 is the fallback
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _Base  # type: ignore[assignment]
 
-class TLSIdentityProtocol(H11Protocol):
-    """H11Protocol that exposes the client certificate's DN to the app."""
+
+class TLSIdentityProtocol(_Base):
+    """uvicorn's HTTP protocol that exposes the client certificate's DN to the app."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

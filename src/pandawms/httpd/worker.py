@@ -88,4 +88,9 @@ def run_worker(
     stats.bind(slot)
     stats.reset_slot(slot)
     log.info("worker %d serving", slot)
-    asyncio.run(_serve(settings, stats, http_sock, https_sock))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux; asyncio's loop also works
+        asyncio.run(_serve(settings, stats, http_sock, https_sock))
+    else:
+        uvloop.run(_serve(settings, stats, http_sock, https_sock))
