@@ -100,7 +100,7 @@ def test_sighup_reopens_logs_without_losing_a_line(httpd: Httpd) -> None:
         for _ in range(20):
             client.get(httpd.base + "/api/v1/system/is_alive")
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not access.exists():
+        while time.monotonic() < deadline and not (access.exists() and access.read_text().strip()):
             client.get(httpd.base + "/api/v1/system/is_alive")
             time.sleep(0.2)
     time.sleep(0.5)
