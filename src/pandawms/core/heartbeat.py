@@ -115,11 +115,39 @@ def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
     return target, None
 
 
+def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
+    """The common case in one statement: a ``running`` heartbeat for a job that is running.
+
+    ``UPDATE ... WHERE status is running [and attempt matches] RETURNING`` replaces the locked
+    read and the write; when it matches no row (any other situation) the caller takes the full
+    path. Needs UPDATE ... RETURNING (PostgreSQL, SQLite; MariaDB lacks it).
+    """
+    if upd.state != "running" or upd.metadata or upd.pilot_log or rt.backend not in ("postgresql", "sqlite"):
+        return None
+    conditions = [jobs.c.PandaID == upd.panda_id, jobs.c.jobStatus == "running"]
+    if upd.attempt_nr is not None:
+        conditions.append(jobs.c.attemptNr == upd.attempt_nr)
+    stmt = (
+        jobs.update()
+        .where(*conditions)
+        .values(**upd.values, modificationTime=now)
+        .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
+    )
+    with write_tx(rt.engine) as conn:
+        row = conn.execute(stmt).mappings().first()
+    if row is None:
+        return None
+    return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
+
+
 def update_job(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
     """Apply one pilot update in one transaction and say what the pilot should do next."""
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
     now = utcnow()
+    fast = _plain_heartbeat(rt, upd, now)
+    if fast is not None:
+        return fast
     stmt = select(*[jobs.c[c] for c in _READ_COLUMNS]).where(jobs.c.PandaID == upd.panda_id)
     if rt.backend != "sqlite":
         stmt = stmt.with_for_update()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, text
 
 from pandawms.core.brokerage import NO_QUEUE, broker
 from pandawms.core.queues import list_queues
@@ -148,11 +148,33 @@ def validate_jobs(raw_jobs: Sequence[Mapping[str, Any]], who: Identity, rt: Runt
     return typed
 
 
+def allocate_panda_ids(conn: Connection, count: int) -> list[int] | None:
+    """Reserve ``count`` PandaIDs from PostgreSQL's sequence; None on other backends.
+
+    With the IDs known up front the rows go in with a plain executemany, which psycopg
+    pipelines; an INSERT ... RETURNING of hundreds of rows is one huge statement whose
+    parameter conversion alone costs about a millisecond per job.
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    result = conn.execute(
+        text("SELECT nextval(pg_get_serial_sequence('jobs', 'PandaID')) FROM generate_series(1, :n)"),
+        {"n": count},
+    )
+    return sorted(int(row[0]) for row in result)
+
+
 def _insert(conn: Connection, typed: list[dict[str, Any]]) -> list[int]:
     names = [a.name for a in JOB_COLUMNS if a.name != "PandaID"]
     rows = [{name: job[name] for name in names} for job in typed]
-    result = conn.execute(insert(jobs).returning(jobs.c.PandaID, sort_by_parameter_order=True), rows)
-    panda_ids = [int(r[0]) for r in result]
+    panda_ids = allocate_panda_ids(conn, len(rows))
+    if panda_ids is not None:
+        for panda_id, row in zip(panda_ids, rows, strict=True):
+            row["PandaID"] = panda_id
+        conn.execute(insert(jobs), rows)
+    else:
+        result = conn.execute(insert(jobs).returning(jobs.c.PandaID, sort_by_parameter_order=True), rows)
+        panda_ids = [int(r[0]) for r in result]
     file_rows = []
     for panda_id, job in zip(panda_ids, typed, strict=True):
         job["PandaID"] = panda_id
