@@ -1,0 +1,1 @@
+"""Deployment files (systemd units, env file, logrotate, balancer and cache examples), rendered by the CLI."""

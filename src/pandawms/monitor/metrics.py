@@ -1,0 +1,386 @@
+"""Prometheus metrics: request counters and latency histograms summed over the httpd workers.
+
+``pandawms httpd`` forks N worker processes and a scrape of /metrics reaches only one of them,
+so each process keeps its counters in its own memory-mapped file under
+``<data_dir>/metrics/`` and the process that answers the scrape adds up the files of all its
+siblings. Counting is a write into a mapped page (no lock between processes, no system call),
+so it costs the request path about a microsecond. Files of workers that died stay counted
+while their master lives (Prometheus counters must not go down); files of finished runs are
+removed. ``pandawms serve`` is one process and simply reads its own file.
+
+When the directory cannot be written the counters stay in process memory and the scrape shows
+only that process (logged once).
+
+Database-derived metrics (jobs by status and queue, daemon task runs) are read at scrape time
+by :mod:`pandawms.monitor.queries`, cached for a few seconds, and are not per process.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import mmap
+import os
+import struct
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pandawms.monitor")
+
+#: Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
+BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_MAGIC = b"PWMETR01"
+_HEADER = struct.Struct("<8sQQQQ")  # magic, pid, ppid, process start ticks, bytes used
+_INITIAL = 64 * 1024
+_ENTRY_HEAD = struct.Struct("<I")
+_VALUE = struct.Struct("<d")
+
+
+def _start_ticks(pid: int) -> int:
+    """Process start time in clock ticks since boot (Linux), so a reused PID is not mistaken."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _alive(pid: int, ticks: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not ticks or not _start_ticks(pid) or _start_ticks(pid) == ticks
+
+
+class _FileStore:
+    """This process's counters in ``<dir>/<pid>.metrics``: key -> float64, append-only keys."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.pid = os.getpid()
+        self.path = directory / f"{self.pid}.metrics"
+        self.offsets: dict[str, int] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w+b")  # noqa: SIM115 - lives as long as the process
+        self._file.truncate(_INITIAL)
+        self._map = mmap.mmap(self._file.fileno(), _INITIAL)
+        self._used = _HEADER.size
+        _HEADER.pack_into(self._map, 0, _MAGIC, self.pid, os.getppid(), _start_ticks(self.pid), self._used)
+        _remove_stale(directory, self.path)
+
+    def _grow(self, need: int) -> None:
+        size = len(self._map)
+        while size < need:
+            size *= 2
+        self._map.flush()
+        self._map.close()
+        self._file.truncate(size)
+        self._map = mmap.mmap(self._file.fileno(), size)
+
+    def add(self, key: str, amount: float) -> None:
+        offset = self.offsets.get(key)
+        if offset is None:
+            raw = key.encode()
+            padded = (len(raw) + 4 + 7) // 8 * 8
+            entry = padded + 8
+            if self._used + entry > len(self._map):
+                self._grow(self._used + entry)
+            start = self._used
+            _ENTRY_HEAD.pack_into(self._map, start, len(raw))
+            self._map[start + 4 : start + 4 + len(raw)] = raw
+            offset = start + padded
+            _VALUE.pack_into(self._map, offset, 0.0)
+            self._used += entry
+            # Readers see the new entry only once it is complete.
+            _HEADER.pack_into(
+                self._map, 0, _MAGIC, self.pid, os.getppid(), _start_ticks(self.pid), self._used
+            )
+            self.offsets[key] = offset
+        _VALUE.pack_into(self._map, offset, _VALUE.unpack_from(self._map, offset)[0] + amount)
+
+    def set(self, key: str, value: float) -> None:
+        self.add(key, 0.0)
+        _VALUE.pack_into(self._map, self.offsets[key], value)
+
+
+class _MemoryStore:
+    """Fallback when no file can be written: this process only."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = defaultdict(float)
+
+    def add(self, key: str, amount: float) -> None:
+        self.values[key] += amount
+
+    def set(self, key: str, value: float) -> None:
+        self.values[key] = value
+
+
+def _parse(data: bytes) -> tuple[int, int, int, dict[str, float]] | None:
+    """(pid, ppid, start ticks, values) of one metrics file, or None when it is not one."""
+    if len(data) < _HEADER.size:
+        return None
+    magic, pid, ppid, ticks, used = _HEADER.unpack_from(data, 0)
+    if magic != _MAGIC:
+        return None
+    values: dict[str, float] = {}
+    pos = _HEADER.size
+    used = min(used, len(data))
+    while pos + 4 <= used:
+        (length,) = _ENTRY_HEAD.unpack_from(data, pos)
+        padded = (length + 4 + 7) // 8 * 8
+        if pos + padded + 8 > used:
+            break
+        key = data[pos + 4 : pos + 4 + length].decode(errors="replace")
+        values[key] = _VALUE.unpack_from(data, pos + padded)[0]
+        pos += padded + 8
+    return pid, ppid, ticks, values
+
+
+def _read(path: Path) -> tuple[int, int, int, dict[str, float]] | None:
+    try:
+        return _parse(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _remove_stale(directory: Path, keep: Path) -> None:
+    """Delete files whose process and parent are both gone (an earlier run of the server)."""
+    for path in directory.glob("*.metrics"):
+        if path == keep:
+            continue
+        parsed = _read(path)
+        if parsed is None:
+            continue
+        pid, ppid, ticks, _ = parsed
+        if not _alive(pid, ticks) and (ppid <= 1 or not _alive(ppid, 0)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _is_forked_worker() -> bool:
+    """True in an httpd worker (its siblings' files count even after they died)."""
+    return "pandawms.httpd.worker" in sys.modules
+
+
+class Registry:
+    """The process's metric store and the code that adds up every process's values."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store: _FileStore | _MemoryStore | None = None
+        self._pid = 0
+        self.directory: Path | None = None
+        self.engine: Any = None
+        self._warned = False
+
+    def bind(self, rt: Any) -> None:
+        """Use ``<rt.settings.data_dir>/metrics`` and report ``rt.engine``'s pool (once per process)."""
+        with self._lock:
+            if self._store is not None and self._pid == os.getpid():
+                return
+            self.engine = getattr(rt, "engine", None)
+            settings = getattr(rt, "settings", None)
+            data_dir = getattr(settings, "data_dir", "") if settings is not None else ""
+            self._open(Path(data_dir) / "metrics" if data_dir else None)
+
+    def _open(self, directory: Path | None) -> None:
+        self._pid = os.getpid()
+        if directory is not None:
+            try:
+                self._store = _FileStore(directory)
+                self.directory = directory
+                return
+            except OSError as exc:
+                if not self._warned:
+                    log.warning(
+                        "metrics: cannot write %s (%s); counting in this process only", directory, exc
+                    )
+                    self._warned = True
+        self._store = _MemoryStore()
+        self.directory = None
+
+    def _ensure(self) -> _FileStore | _MemoryStore:
+        if self._store is None or self._pid != os.getpid():
+            # Not bound yet, or forked since: find the app that is calling us.
+            rt = _calling_runtime()
+            if rt is not None:
+                self.engine = getattr(rt, "engine", None)
+                settings = getattr(rt, "settings", None)
+                data_dir = getattr(settings, "data_dir", "")
+                self._open(Path(data_dir) / "metrics" if data_dir else None)
+            else:
+                self._open(None)
+        assert self._store is not None
+        return self._store
+
+    def record(self, method: str, status: int, seconds: float) -> None:
+        """Count one request of ``method`` that ended with ``status`` after ``seconds``."""
+        with self._lock:
+            store = self._ensure()
+            store.add(f"req\t{method}\t{status}", 1.0)
+            store.add(f"sum\t{method}", seconds)
+            store.add(f"bkt\t{method}\t{bisect.bisect_left(BUCKETS, seconds)}", 1.0)
+            self._pool_gauges(store)
+
+    def _pool_gauges(self, store: _FileStore | _MemoryStore) -> None:
+        pool = getattr(self.engine, "pool", None)
+        if pool is None:
+            return
+        try:
+            store.set("pool_out", float(pool.checkedout()))
+            store.set("pool_size", float(pool.size()))
+        except (AttributeError, TypeError):
+            pass
+
+    def collect(self) -> tuple[dict[str, float], dict[str, float], int]:
+        """(summed counters, summed live gauges, processes counted) over this server's processes."""
+        with self._lock:
+            store = self._ensure()
+            self._pool_gauges(store)
+            if isinstance(store, _MemoryStore) or self.directory is None:
+                values = dict(store.values) if isinstance(store, _MemoryStore) else {}
+                return _split(values.items(), values.items()) + (1,)
+            directory = self.directory
+        me, my_parent = os.getpid(), os.getppid()
+        counters: dict[str, float] = defaultdict(float)
+        gauges: dict[str, float] = defaultdict(float)
+        processes = 0
+        for path in directory.glob("*.metrics"):
+            parsed = _read(path)
+            if parsed is None:
+                continue
+            pid, ppid, ticks, values = parsed
+            alive = pid == me or _alive(pid, ticks)
+            sibling = _is_forked_worker() and ppid == my_parent and my_parent > 1
+            if not alive and not sibling:
+                continue
+            processes += 1
+            live_counters, live_gauges = _split(values.items(), values.items() if alive else ())
+            for key, value in live_counters.items():
+                counters[key] += value
+            for key, value in live_gauges.items():
+                gauges[key] += value
+        return dict(counters), dict(gauges), processes
+
+
+def _split(
+    counter_items: Iterable[tuple[str, float]], gauge_items: Iterable[tuple[str, float]]
+) -> tuple[dict[str, float], dict[str, float]]:
+    counters = {k: v for k, v in counter_items if not k.startswith("pool_")}
+    gauges = {k: v for k, v in gauge_items if k.startswith("pool_")}
+    return counters, gauges
+
+
+def _calling_runtime() -> Any:
+    """The Runtime of the PandaApp whose ``__call__`` is recording (found once per process).
+
+    ``record_request`` is called without the app, and the app is not ours to change; its
+    caller frame holds ``self``, the app, which carries the settings (data_dir) we need.
+    """
+    frame: Any = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        candidate = frame.f_locals.get("self")
+        rt = getattr(candidate, "rt", None)
+        if rt is not None and hasattr(rt, "settings") and hasattr(rt, "engine"):
+            return rt
+        frame = frame.f_back
+    return None
+
+
+REGISTRY = Registry()
+
+
+def bind(rt: Any) -> None:
+    """Tell the metrics where this process's file lives and which engine's pool to report."""
+    REGISTRY.bind(rt)
+
+
+def record_request(method: str, status: int, seconds: float) -> None:
+    """Count one request (called by the app for every HTTP request)."""
+    try:
+        REGISTRY.record(method, status, seconds)
+    except Exception:  # noqa: BLE001 - metrics must never fail a request
+        log.exception("metrics: could not record a request")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def request_lines() -> list[str]:
+    """The exposition lines of the request metrics and the pool gauges, summed over processes."""
+    counters, gauges, processes = REGISTRY.collect()
+    requests: dict[tuple[str, str], float] = {}
+    sums: dict[str, float] = {}
+    buckets: dict[str, list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 1))
+    for key, value in counters.items():
+        parts = key.split("\t")
+        if parts[0] == "req" and len(parts) == 3:
+            requests[(parts[1], parts[2])] = value
+        elif parts[0] == "sum" and len(parts) == 2:
+            sums[parts[1]] = value
+        elif parts[0] == "bkt" and len(parts) == 3 and parts[2].isdigit():
+            index = int(parts[2])
+            if index <= len(BUCKETS):
+                buckets[parts[1]][index] += value
+    lines = [
+        "# HELP pandawms_http_requests_total HTTP requests served, by API method (or path kind) and status.",
+        "# TYPE pandawms_http_requests_total counter",
+    ]
+    for (method, status), value in sorted(requests.items()):
+        lines.append(
+            f'pandawms_http_requests_total{{method="{_label(method)}",status="{status}"}} {_num(value)}'
+        )
+    lines += [
+        "# HELP pandawms_http_request_duration_seconds Time to answer a request, by API method.",
+        "# TYPE pandawms_http_request_duration_seconds histogram",
+    ]
+    for method in sorted(buckets):
+        counts = buckets[method]
+        running = 0.0
+        for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):
+            running += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(
+                f'pandawms_http_request_duration_seconds_bucket{{method="{_label(method)}",le="{le}"}} '
+                f"{_num(running)}"
+            )
+        lines.append(
+            f'pandawms_http_request_duration_seconds_sum{{method="{_label(method)}"}} {sums.get(method, 0.0)!r}'
+        )
+        lines.append(
+            f'pandawms_http_request_duration_seconds_count{{method="{_label(method)}"}} {_num(running)}'
+        )
+    lines += [
+        "# HELP pandawms_db_pool_checked_out Database connections in use, summed over the server's processes.",
+        "# TYPE pandawms_db_pool_checked_out gauge",
+        f"pandawms_db_pool_checked_out {_num(gauges.get('pool_out', 0.0))}",
+        "# HELP pandawms_db_pool_size Configured pool size, summed over the server's processes.",
+        "# TYPE pandawms_db_pool_size gauge",
+        f"pandawms_db_pool_size {_num(gauges.get('pool_size', 0.0))}",
+        "# HELP pandawms_metrics_processes Server processes whose request counters are included.",
+        "# TYPE pandawms_metrics_processes gauge",
+        f"pandawms_metrics_processes {processes}",
+    ]
+    return lines
