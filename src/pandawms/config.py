@@ -69,9 +69,20 @@ class Settings:
     mq_lag: int = 10
     #: Seconds a final job stays in the live table before the archiver moves it.
     archive_delay: int = 3600
-    #: DB connection pool per process.
+    #: DB connection pool per process. A node opens at most
+    #: ``workers * (db_pool_size + db_max_overflow)`` sessions for its httpd, plus one for the
+    #: daemon's runner and one per daemon task running at that moment; size the database's
+    #: ``max_connections`` for the sum over all nodes.
     db_pool_size: int = 10
     db_max_overflow: int = 5
+    #: Seconds a request waits for a pooled connection before the server answers 503 with
+    #: Retry-After: back-pressure instead of an ever longer queue when the database is slow.
+    db_pool_timeout: int = 10
+    #: PostgreSQL ``statement_timeout`` in milliseconds for every session (0: none), so one slow
+    #: or blocked statement cannot hold a pooled connection forever; it then ends as a 503.
+    db_statement_timeout: int = 0
+    #: Seconds told to clients in ``Retry-After`` when the server is saturated.
+    busy_retry_after: int = 5
     #: Refuse to start when the database schema is older than the code ("fail") or only warn.
     schema_check: str = "fail"
     #: Largest request body accepted, bytes.
@@ -125,6 +136,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "ban_cache_seconds": (1, 60),
     "db_pool_size": (1, 1000),
     "db_max_overflow": (0, 1000),
+    "db_pool_timeout": (1, 3600),
+    "db_statement_timeout": (0, 3600 * 1000),
+    "busy_retry_after": (1, 3600),
     "max_body_bytes": (1024, 10 * 1024**3),
     "max_jobs_per_submit": (1, 100000),
     "max_jobs_per_dispatch": (1, 10000),

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
@@ -29,6 +29,7 @@ from pandawms.api.multipart import parse_multipart
 from pandawms.api.params import bind
 from pandawms.core import audit
 from pandawms.core.runtime import Runtime
+from pandawms.db.engine import BUSY_ERRORS
 from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.states import IllegalMove
 from pandawms.monitor.metrics import record_request
@@ -147,6 +148,16 @@ class PandaApp:
         self.auth = Authenticator(rt.settings, rt.engine)
         self.strict = rt.settings.auth_mode == "strict"
         self._openapi: bytes | None = None
+        self._retry_after = [(b"retry-after", str(rt.settings.busy_retry_after).encode())]
+
+    def _busy_message(self, exc: BaseException) -> str:
+        """What a client hears when the database cannot serve it now (the answer is a 503)."""
+        if isinstance(exc, PoolTimeout):
+            return (
+                f"server busy: no database connection free within {self.rt.settings.db_pool_timeout} s; "
+                f"retry after {self.rt.settings.busy_retry_after} s"
+            )
+        return f"database timeout or error in the PanDA server; retry after {self.rt.settings.busy_retry_after} s"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -247,7 +258,7 @@ class PandaApp:
                 message,
                 ctx.request_id,
             )
-        except (OperationalError, DBAPIError):
+        except BUSY_ERRORS:
             log.error("%s could not write the audit record of %s", ctx.request_id, method)
 
     def _schedconfig(self, name: str, headers: Headers) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
@@ -278,7 +289,7 @@ class PandaApp:
         try:
             with self.rt.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-        except (OperationalError, DBAPIError):
+        except BUSY_ERRORS:
             return 503, b"database unavailable\n", "text/plain", [(b"cache-control", b"no-store")]
         return 200, b"OK\n", "text/plain", [(b"cache-control", b"no-store")]
 
@@ -327,12 +338,10 @@ class PandaApp:
             return reply(exc.http_status, False, exc.message, None)
         except IllegalMove as exc:
             return reply(409, False, str(exc), None)
-        except (OperationalError, DBAPIError) as exc:
-            log.error("%s %s/%s database error: %s", request_id, module, name, exc)
-            status, body, ctype, _ = reply(
-                503, False, "database error in the PanDA server; retry later", None
-            )
-            return status, body, ctype, [(b"retry-after", b"5")]
+        except BUSY_ERRORS as exc:
+            log.error("%s %s/%s database busy or failing: %s", request_id, module, name, exc)
+            status, body, ctype, _ = reply(503, False, self._busy_message(exc), None)
+            return status, body, ctype, self._retry_after
         except Exception:
             log.exception("%s %s/%s failed", request_id, module, name)
             return reply(500, False, f"internal server error (request {request_id})", None)
@@ -393,12 +402,13 @@ class PandaApp:
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)
             return render(exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message}))
-        except (OperationalError, DBAPIError) as exc:
-            log.error("%s %s database error: %s", request_id, name, exc)
+        except BUSY_ERRORS as exc:
+            log.error("%s %s database busy or failing: %s", request_id, name, exc)
             status, body, ctype, _ = render(
-                503, legacy.Reply({"StatusCode": int(StatusCode.TIMEOUT), "errorDialog": "database timeout"})
+                503,
+                legacy.Reply({"StatusCode": int(StatusCode.TIMEOUT), "errorDialog": self._busy_message(exc)}),
             )
-            return status, body, ctype, [(b"retry-after", b"5")]
+            return status, body, ctype, self._retry_after
         except Exception:
             log.exception("%s %s failed", request_id, name)
             return render(

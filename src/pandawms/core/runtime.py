@@ -29,7 +29,13 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         """Open the configured database with the configured pool."""
-        engine = make_engine(settings.effective_db_url, settings.db_pool_size, settings.db_max_overflow)
+        engine = make_engine(
+            settings.effective_db_url,
+            settings.db_pool_size,
+            settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            statement_timeout_ms=settings.db_statement_timeout,
+        )
         return cls(engine=engine, settings=settings, node=settings.node_name or socket.gethostname())
 
     @property

@@ -3,6 +3,11 @@
 SQLite: WAL journal, a long busy timeout, and write transactions that take the write lock at
 BEGIN (``BEGIN IMMEDIATE``) so two writers never interleave and dispatch needs no row locks.
 PostgreSQL and MariaDB: READ COMMITTED, pre-ping, a fixed pool per process.
+
+Every pool is bounded (``pool_size + max_overflow``) and a checkout waits at most
+``pool_timeout`` seconds, then raises :class:`sqlalchemy.exc.TimeoutError`; the HTTP layer turns
+that into 503 + Retry-After (:data:`BUSY_ERRORS`), so a slow database makes clients back off
+instead of piling requests up in the server.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
@@ -44,8 +50,19 @@ def backend_name(engine: Engine) -> str:
     return engine.dialect.name
 
 
-def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5, echo: bool = False) -> Engine:
-    """Create the engine for ``url`` with the per-backend settings above."""
+def make_engine(
+    url: str,
+    pool_size: int = 10,
+    max_overflow: int = 5,
+    echo: bool = False,
+    pool_timeout: float = 10.0,
+    statement_timeout_ms: int = 0,
+) -> Engine:
+    """Create the engine for ``url`` with the per-backend settings above.
+
+    ``statement_timeout_ms`` (PostgreSQL only, 0 for none) cancels a statement that runs or
+    waits on a lock longer, so it cannot keep a pooled connection for good.
+    """
     url = normalise_url(url)
     parsed = make_url(url)
     kind = parsed.get_backend_name()
@@ -59,6 +76,7 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5, echo: bool
             poolclass=QueuePool,
             pool_size=pool_size,
             max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
             connect_args={"timeout": 60, "check_same_thread": False},
         )
         _setup_sqlite(engine)
@@ -67,11 +85,14 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5, echo: bool
         "echo": echo,
         "pool_size": pool_size,
         "max_overflow": max_overflow,
+        "pool_timeout": pool_timeout,
         "pool_pre_ping": True,
         "pool_recycle": 3600,
     }
     if kind in ("postgresql", "mysql", "mariadb"):
         kwargs["isolation_level"] = "READ COMMITTED"
+    if kind == "postgresql" and statement_timeout_ms > 0:
+        kwargs["connect_args"] = {"options": f"-c statement_timeout={int(statement_timeout_ms)}"}
     if kind in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"charset": "utf8mb4"}
     return create_engine(url, **kwargs)
@@ -122,3 +143,12 @@ def supports_skip_locked(engine: Engine) -> bool:
             return tuple(info[:2]) >= (10, 6)
         return tuple(info[:1]) >= (8,)
     return False
+
+
+#: Exceptions meaning "the database cannot serve this now" (pool exhausted, statement cancelled,
+#: lock wait timeout, lost connection): worth retrying later, so the HTTP layer answers 503.
+BUSY_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.DBAPIError,
+)
