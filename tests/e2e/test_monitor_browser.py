@@ -33,9 +33,10 @@ def _browser_missing() -> str | None:
     if not Path(CHROMEDRIVER).exists():
         return "chromedriver is not installed (apt-get install chromium-driver)"
     try:
+        import PIL  # noqa: F401
         import selenium  # noqa: F401
     except ImportError:
-        return "the selenium package is not installed (pip install selenium)"
+        return "the selenium and pillow packages are not installed (pip install selenium pillow)"
     return None
 
 
@@ -238,6 +239,26 @@ def _shot(driver: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
+#: Fill colours of the chart's bars (monitor.css), as RGB.
+STATUS_COLOURS = {
+    "activated": (0x42, 0xA5, 0xF5),
+    "sent": (0xAB, 0x47, 0xBC),
+    "running": (0x66, 0xBB, 0x6A),
+    "holding": (0xFF, 0xA7, 0x26),
+    "finished": (0x2E, 0x7D, 0x32),
+    "failed": (0xD3, 0x2F, 0x2F),
+}
+
+
+def _colours(png: Path) -> dict[tuple[int, int, int], int]:
+    """Pixel counts by RGB colour of a screenshot: proof that the bars were drawn, not just the page."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        counts = image.convert("RGB").getcolors(maxcolors=1 << 20) or []
+    return {colour: n for n, colour in counts}
+
+
 def _local(url: str) -> str:
     assert urllib.parse.urlparse(url).hostname == "127.0.0.1"
     return url
@@ -274,7 +295,9 @@ def test_dashboard_shows_chart_and_tables(
     assert rows[-1].find_element(By.TAG_NAME, "td").text == "total"
     _shot(browser, tmp_path, "dashboard")
     chart.screenshot(str(tmp_path / "chart.png"))
-    assert (tmp_path / "chart.png").stat().st_size > 2000
+    drawn = _colours(tmp_path / "chart.png")
+    for status, colour in STATUS_COLOURS.items():
+        assert drawn.get(colour, 0) > 50, f"no {status} bar ({colour}) in the chart screenshot"
     # From the dashboard to the failed job, as a shifter would click.
     browser.find_element(By.CSS_SELECTOR, "#status-tiles a.st-failed").click()
     assert browser.title.startswith("Jobs")
