@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.jobs import make_file, make_job, state_list
+from tests.tools import missing
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -200,9 +201,9 @@ def test_user_values_are_escaped(jobs: Jobs, sqlite_server: ServerProcess) -> No
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    missing = _browser_missing()
-    if missing:
-        pytest.skip(missing)
+    reason = _browser_missing()
+    if reason:
+        missing(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
