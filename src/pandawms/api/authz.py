@@ -51,6 +51,8 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("harvester", "acquire_commands"): PILOT,
     ("harvester", "acknowledge_commands"): PILOT,
     ("harvester", "get_current_worker_id"): PILOT,
+    ("harvester", "add_sweep_command"): PRODUCTION_WRITE,
+    ("pilot", "update_worker_status"): PILOT,
 }
 
 #: Legacy ``/server/panda`` methods.

@@ -6,11 +6,13 @@ before calling the handler, which returns ``(success, message, data)`` or raises
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
 from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
@@ -19,6 +21,8 @@ from pandawms.api.pilot_codec import job_for_pilot, parse_update, v1_to_legacy
 from pandawms.core import dispatch, heartbeat, jobs_read, kill, submit
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.model.errors import PandaError, StatusCode
+
+log = logging.getLogger("pandawms.api.v1")
 
 Result = tuple[bool, str, Any]
 Handler = Callable[..., Result]
@@ -179,6 +183,10 @@ def job_get_status(ctx: RequestContext, job_ids: list[int]) -> Result:
 )
 def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     """Dispatch jobs to a pilot or Harvester: always the bulk form."""
+    if kw["harvester_id"] is not None:
+        from pandawms.core.workers import check_harvester_id
+
+        check_harvester_id(kw["harvester_id"])
     req = dispatch.DispatchRequest(
         site=kw["site_name"],
         n_jobs=kw["n_jobs"],
@@ -198,6 +206,21 @@ def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     found = dispatch.acquire_jobs(ctx.rt, req, ctx.who)
     if not found:
         return False, "No jobs in PanDA", None
+    if kw["harvester_id"] and kw["worker_id"] is not None:
+        from pandawms.core.workers import record_dispatch
+
+        # The jobs are already sent: a failure to link them to the worker must not lose them.
+        try:
+            record_dispatch(
+                ctx.rt, kw["harvester_id"], kw["worker_id"], req.site, [j["PandaID"] for j in found]
+            )
+        except (PandaError, DBAPIError) as exc:
+            log.error(
+                "jobs %s sent, but not linked to worker %s: %s",
+                [j["PandaID"] for j in found],
+                kw["worker_id"],
+                exc,
+            )
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
     )
@@ -276,3 +299,7 @@ def pilot_get_job_status(ctx: RequestContext, job_ids: list[int]) -> Result:
             }
         )
     return ok(out)
+
+
+# Methods kept in their own modules register themselves on import (they use the names above).
+from pandawms.api import v1_harvester as _v1_harvester  # noqa: E402, F401

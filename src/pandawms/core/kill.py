@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from pandawms.core.harvester_commands import kill_workers_of_jobs
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import MOVE_COLUMNS, move_job
 from pandawms.db.engine import write_tx
@@ -71,6 +72,8 @@ def kill_jobs(rt: Runtime, ids: Sequence[int], who: Identity, code: int | None =
             }
             if code in _SUB_STATUS:
                 values["jobSubStatus"] = _SUB_STATUS[code or 0]
+            # Harvester workers still running the job are told to stop, in the same transaction.
+            kill_workers_of_jobs(conn, [panda_id])
             if job["jobStatus"] == JobStatus.RUNNING.value and not force:
                 conn.execute(jobs.update().where(jobs.c.PandaID == panda_id).values(**values))
             else:

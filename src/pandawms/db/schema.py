@@ -261,3 +261,7 @@ schema_version = Table(
 )
 
 SCHEMA_COMPONENT = "pandawms"
+
+# Tables kept in their own modules join this metadata, so ``db init`` creates them too. Imported
+# last because they build on the names above.
+from pandawms.db import schema_workers as _schema_workers  # noqa: E402, F401

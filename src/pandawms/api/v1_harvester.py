@@ -1,0 +1,144 @@
+"""The v1 ``harvester/*`` methods (and ``pilot/update_worker_status``), as Harvester calls them.
+
+Harvester's PanDA communicator posts JSON bodies with these parameter names and reads the
+``{"success", "message", "data"}`` envelope; the handlers only convert and delegate to
+:mod:`pandawms.core.workers`, :mod:`pandawms.core.harvester` and
+:mod:`pandawms.core.harvester_commands`. Imported by :mod:`pandawms.api.v1`, which registers them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pandawms.api.context import RequestContext
+from pandawms.api.params import Param
+from pandawms.api.v1 import Result, ok, v1
+from pandawms.core import harvester, harvester_commands, workers
+from pandawms.model.errors import PandaError
+
+HARVESTER_ID = Param("str")
+
+
+@v1("harvester", "update_workers", "POST", harvester_id=HARVESTER_ID, workers=Param("json", max_items=2000))
+def update_workers(ctx: RequestContext, harvester_id: str, workers: Any) -> Result:
+    """Upsert the reported workers and their job lists; one ``true`` per worker."""
+    from pandawms.core.workers import update_workers as apply
+
+    return ok(apply(ctx.rt, harvester_id, workers))
+
+
+@v1("harvester", "heartbeat", "POST", harvester_id=HARVESTER_ID, data=Param("dict", None))
+def heartbeat(ctx: RequestContext, harvester_id: str, data: dict[str, Any] | None) -> Result:
+    """The instance is alive; its metadata (start time, version) is recorded."""
+    harvester.heartbeat(ctx.rt, harvester_id, ctx.who, data)
+    return ok()
+
+
+@v1("harvester", "get_current_worker_id", "GET", harvester_id=HARVESTER_ID)
+def get_current_worker_id(ctx: RequestContext, harvester_id: str) -> Result:
+    """The highest workerID known for the instance (null when none), so a rebuilt Harvester goes on from it."""
+    return ok(workers.current_worker_id(ctx.rt, harvester_id))
+
+
+@v1("harvester", "get_worker_statistics", "GET")
+def get_worker_statistics(ctx: RequestContext) -> Result:
+    """Recent worker counts: ``{queue: {harvesterID: {jobType: {resourceType: {status: n}}}}}``."""
+    return ok(harvester.worker_stats(ctx.rt))
+
+
+@v1(
+    "harvester",
+    "report_worker_statistics",
+    "POST",
+    harvester_id=HARVESTER_ID,
+    panda_queue=Param("str"),
+    statistics=Param("json"),
+)
+def report_worker_statistics(
+    ctx: RequestContext, harvester_id: str, panda_queue: str, statistics: Any
+) -> Result:
+    """Replace the instance's worker counts at one queue (``statistics`` is a JSON string)."""
+    harvester.report_stats(ctx.rt, harvester_id, panda_queue, statistics)
+    return ok(None, "OK")
+
+
+@v1(
+    "harvester",
+    "acquire_commands",
+    "POST",
+    harvester_id=HARVESTER_ID,
+    n_commands=Param("int"),
+    timeout=Param("int", 30),
+)
+def acquire_commands(ctx: RequestContext, harvester_id: str, n_commands: int, timeout: int) -> Result:
+    """The instance's oldest new commands, each handed out once."""
+    return ok(harvester_commands.acquire(ctx.rt, harvester_id, n_commands))
+
+
+@v1(
+    "harvester",
+    "acknowledge_commands",
+    "POST",
+    command_ids=Param("int_list", max_items=harvester_commands.MAX_COMMANDS_PER_POLL),
+    timeout=Param("int", 30),
+)
+def acknowledge_commands(ctx: RequestContext, command_ids: list[int], timeout: int) -> Result:
+    """Commands the instance has acted on are removed."""
+    harvester_commands.acknowledge(ctx.rt, command_ids)
+    return ok()
+
+
+def _filter(name: str, value: Any) -> list[str] | str:
+    """A sweep filter: a list of names, or the string ``ALL``."""
+    if value == "ALL":
+        return "ALL"
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PandaError(f"Argument error: {name} must be a list of strings or 'ALL'")
+    return list(value)
+
+
+@v1(
+    "harvester",
+    "add_sweep_command",
+    "POST",
+    panda_queue=Param("str"),
+    status_list=Param("any"),
+    ce_list=Param("any"),
+    submission_host_list=Param("any"),
+)
+def add_sweep_command(
+    ctx: RequestContext, panda_queue: str, status_list: Any, ce_list: Any, submission_host_list: Any
+) -> Result:
+    """Ask the instances serving a queue to kill its workers (by status, CE and submission host)."""
+    statuses = _filter("status_list", status_list)
+    if statuses == "ALL":
+        statuses = sorted(workers.WORKER_STATUSES - workers.WORKER_FINAL)
+    found = harvester_commands.sweep_queue(
+        ctx.rt,
+        panda_queue,
+        list(statuses),
+        _filter("ce_list", ce_list),
+        _filter("submission_host_list", submission_host_list),
+    )
+    if not found:
+        return False, f"no Harvester instance has workers at {panda_queue[:128]}", None
+    return ok(None, f"KILL_WORKERS queued for {', '.join(found)}")
+
+
+@v1(
+    "pilot",
+    "update_worker_status",
+    "POST",
+    worker_id=Param("int"),
+    harvester_id=HARVESTER_ID,
+    status=Param("str"),
+    timeout=Param("int", 60),
+    node_id=Param("str", None),
+)
+def update_worker_status(
+    ctx: RequestContext, worker_id: int, harvester_id: str, status: str, timeout: int, node_id: str | None
+) -> Result:
+    """The pilot inside a worker says it started or finished."""
+    if not workers.set_pilot_status(ctx.rt, harvester_id, worker_id, status, node_id):
+        return False, f"worker {worker_id} of {harvester_id[:50]} is not known", None
+    return ok()

@@ -1,0 +1,152 @@
+"""Commands for Harvester instances: queued by the server, polled and acknowledged by Harvester.
+
+Harvester cannot be called; it polls ``acquire_commands``. A command waits as ``new`` until its
+instance polls, is handed out exactly once (row locks make two concurrent polls take different
+commands), and is then either gone (no acknowledgement asked) or ``retrieved`` until Harvester
+acknowledges it, which removes it. The command names and parameter shapes are Harvester's own:
+``SYNC_WORKERS_KILL`` with a list of workerIDs goes to its sweeper, ``KILL_WORKERS`` with a
+query (status, computingSite, computingElement, submissionHost lists) likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.workers import check_harvester_id, live_workers_of_jobs
+from pandawms.db.engine import read_tx, write_tx
+from pandawms.db.schema_workers import harvester_commands as commands
+from pandawms.db.schema_workers import harvester_workers as workers
+from pandawms.model.errors import PandaError
+
+SYNC_WORKERS_KILL = "SYNC_WORKERS_KILL"
+KILL_WORKERS = "KILL_WORKERS"
+#: Harvester's sweeper takes worker lists in shards of this size (as PanDA's worker sync sends).
+SHARD = 100
+MAX_COMMANDS_PER_POLL = 1000
+
+
+def queue_command(
+    conn: Connection, harvester_id: str, command: str, params: Any = None, ack_requested: bool = True
+) -> int:
+    """Queue one command in the caller's transaction; returns its command_id."""
+    check_harvester_id(harvester_id)
+    now = utcnow()
+    result = conn.execute(
+        commands.insert().values(
+            harvesterID=harvester_id,
+            command=command,
+            params=None if params is None else orjson.dumps(params).decode(),
+            ack_requested=1 if ack_requested else 0,
+            status="new",
+            creation_date=now,
+            status_date=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def kill_workers_of_jobs(conn: Connection, panda_ids: Sequence[int]) -> int:
+    """Ask each Harvester to kill the live workers running ``panda_ids``; returns commands queued.
+
+    Called in the kill's own transaction, so a kill and its worker commands commit together.
+    """
+    queued = 0
+    for harvester_id, worker_ids in sorted(live_workers_of_jobs(conn, panda_ids).items()):
+        for start in range(0, len(worker_ids), SHARD):
+            queue_command(conn, harvester_id, SYNC_WORKERS_KILL, worker_ids[start : start + SHARD])
+            queued += 1
+    return queued
+
+
+def sweep_queue(
+    rt: Runtime,
+    queue: str,
+    status_list: list[str],
+    ce_list: list[str] | str,
+    submission_host_list: list[str] | str,
+) -> list[str]:
+    """Ask every instance with workers at ``queue`` to kill them (filtered); returns those instances."""
+    params = {
+        "status": status_list,
+        "computingSite": [queue],
+        "computingElement": ce_list,
+        "submissionHost": submission_host_list,
+    }
+    with write_tx(rt.engine) as conn:
+        found = [
+            str(r[0])
+            for r in conn.execute(
+                select(workers.c.harvesterID).where(workers.c.computingSite == queue).distinct()
+            )
+        ]
+        for harvester_id in sorted(found):
+            queue_command(conn, harvester_id, KILL_WORKERS, params, ack_requested=False)
+    return sorted(found)
+
+
+def acquire(rt: Runtime, harvester_id: str, n_commands: int) -> list[dict[str, Any]]:
+    """Hand out the oldest ``n_commands`` new commands of an instance, each only once."""
+    check_harvester_id(harvester_id)
+    if not 1 <= n_commands <= MAX_COMMANDS_PER_POLL:
+        raise PandaError(f"Argument error: n_commands must be between 1 and {MAX_COMMANDS_PER_POLL}")
+    stmt = (
+        select(commands)
+        .where(commands.c.harvesterID == harvester_id, commands.c.status == "new")
+        .order_by(commands.c.command_id)
+        .limit(n_commands)
+    )
+    if rt.skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    elif rt.backend != "sqlite":
+        stmt = stmt.with_for_update()  # SQLite's write transaction already excludes other polls
+    now = utcnow()
+    with write_tx(rt.engine) as conn:
+        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        if not rows:
+            return []
+        acked = [r["command_id"] for r in rows if r["ack_requested"]]
+        one_shot = [r["command_id"] for r in rows if not r["ack_requested"]]
+        if acked:
+            conn.execute(
+                commands.update()
+                .where(commands.c.command_id.in_(acked), commands.c.status == "new")
+                .values(status="retrieved", status_date=now)
+            )
+        if one_shot:
+            conn.execute(commands.delete().where(commands.c.command_id.in_(one_shot)))
+    return [
+        {
+            "command_id": r["command_id"],
+            "command": r["command"],
+            "params": None if r["params"] is None else orjson.loads(r["params"]),
+            "ack_requested": bool(r["ack_requested"]),
+            "creation_date": r["creation_date"].isoformat(),
+        }
+        for r in rows
+    ]
+
+
+def acknowledge(rt: Runtime, command_ids: Sequence[int]) -> int:
+    """Remove commands Harvester has acted on; returns how many there were."""
+    if len(command_ids) > MAX_COMMANDS_PER_POLL:
+        raise PandaError(f"Argument error: at most {MAX_COMMANDS_PER_POLL} command_ids per call", 413)
+    if not command_ids:
+        return 0
+    with write_tx(rt.engine) as conn:
+        return int(
+            conn.execute(commands.delete().where(commands.c.command_id.in_(list(command_ids)))).rowcount
+        )
+
+
+def pending(rt: Runtime, harvester_id: str | None = None) -> list[dict[str, Any]]:
+    """Commands not yet acknowledged, for operators and tests."""
+    stmt = select(commands).order_by(commands.c.command_id)
+    if harvester_id is not None:
+        stmt = stmt.where(commands.c.harvesterID == harvester_id)
+    with read_tx(rt.engine) as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
