@@ -65,6 +65,7 @@ def _check_schema_or_exit(settings: Settings) -> int:
     from pandawms.db.engine import make_engine
     from pandawms.db.versioning import check_schema
 
+    log.info("database %s", settings.masked_db_url)  # never effective_db_url: it holds the password
     engine = make_engine(settings.effective_db_url, pool_size=1, max_overflow=0)
     try:
         status = check_schema(engine)
@@ -241,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pandawms", description="An independent PanDA server.")
     parser.add_argument("--version", action="version", version=f"pandawms {__version__}")
     parser.add_argument("--config", help="INI file with a [server] section (default: $PANDA_CONFIG)")
+    parser.add_argument(
+        "--env-file",
+        help="read this systemd EnvironmentFile first (e.g. /etc/sysconfig/panda_server_env): the units' settings",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API in one process (laptop, tests)")
@@ -304,20 +309,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     configure_deploy(sub.add_parser("deploy", help="render systemd units, the env file and logrotate config"))
 
+    from pandawms.deploy.configcmd import configure as configure_config
+
+    configure_config(sub)
+
     from pandawms.monitor.cli import configure as configure_monitor
 
     configure_monitor(sub)
     return parser
 
 
+def _apply_env_file(path: str) -> None:
+    """Put the file's variables into this process's environment, as systemd's EnvironmentFile does."""
+    import os
+
+    from pandawms.config import parse_env_file
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            os.environ.update(parse_env_file(handle.read(), path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pandawms`` command."""
     args = build_parser().parse_args(argv)
     try:
+        if args.env_file:
+            _apply_env_file(args.env_file)
         return int(args.func(args))
     except ConfigError as exc:
         print(f"pandawms: configuration error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from sqlalchemy.exc import DBAPIError
+
+        if not isinstance(exc, DBAPIError):
+            raise
+        # One line for systemctl status instead of a traceback; driver messages name the host
+        # and user, never the password.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        print(f"pandawms: database error: {reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -28,8 +30,12 @@ def _default_data_dir() -> str:
 class Settings:
     """Every knob of the server, with its default."""
 
-    #: SQLAlchemy URL; empty means SQLite under ``data_dir``.
+    #: SQLAlchemy URL; empty means SQLite under ``data_dir``. A secret when it holds a password:
+    #: give it as PANDA_DB_URL_FILE, or keep the password apart in db_password.
     db_url: str = ""
+    #: Password added to db_url (which then names only the user), normally read from a file
+    #: with PANDA_DB_PASSWORD_FILE so it never sits in the environment or the unit files.
+    db_password: str = ""
     #: Where the embedded database, cache files and similar live.
     data_dir: str = field(default_factory=_default_data_dir)
     #: Address and ports to listen on.
@@ -110,10 +116,128 @@ class Settings:
 
     @property
     def effective_db_url(self) -> str:
-        """The URL to connect to: the configured one, or SQLite under the data directory."""
+        """The URL to connect to: the configured one (with db_password), or SQLite in the data dir.
+
+        This string holds the password: pass it to the engine only, and log :meth:`masked_db_url`.
+        """
         if self.db_url:
+            if self.db_password:
+                return _with_password(self.db_url, self.db_password)
             return self.db_url
         return "sqlite:///" + str(Path(self.data_dir).absolute() / "pandawms.sqlite")
+
+    @property
+    def masked_db_url(self) -> str:
+        """The database URL as logs and status pages may show it: any password replaced by ***."""
+        return mask_url(self.effective_db_url)
+
+    def shown(self) -> dict[str, Any]:
+        """Every setting with secrets masked: what ``pandawms config show`` prints and logs may carry."""
+        return {f.name: masked_value(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def __repr__(self) -> str:
+        """Masked, so that logging a Settings object (or a traceback showing one) leaks no secret."""
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.shown().items()) + ")"
+
+
+#: Settings that may hold a password or key. They can also be given as the content of a file
+#: (``PANDA_<NAME>_FILE`` or ``<name>_file`` in the INI file), and are never shown in clear.
+SECRET_SETTINGS = frozenset({"db_url", "db_password", "mq_url"})
+_SECRET_WORDS = ("password", "secret", "token_key", "private_key")
+_MASK = "***"
+
+
+def is_secret(name: str) -> bool:
+    """Whether setting ``name`` may hold a secret (listed above, or named like one)."""
+    return name in SECRET_SETTINGS or any(word in name for word in _SECRET_WORDS)
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:***@host/...``: the URL with the password of its user part hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.startswith("sqlite"):
+        return url
+    at = rest.rfind("@")  # the last one: a password may hold "@" and "/" unescaped
+    if at < 0:
+        return url
+    userinfo = rest[:at]
+    user, colon, _password = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}://{user}:{_MASK}@{rest[at + 1 :]}"
+
+
+def masked_value(name: str, value: Any) -> Any:
+    """``value`` of setting ``name`` as it may be shown: URLs keep all but the password."""
+    if not is_secret(name) or value in ("", None):
+        return value
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return _MASK
+
+
+def _with_password(url: str, password: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+def _check_db_password(values: dict[str, Any]) -> None:
+    """db_password needs a URL naming the user and no password of its own (one source only)."""
+    if not values.get("db_password"):
+        return
+    url = values.get("db_url") or ""
+    if not url:
+        raise ConfigError("setting db_password is set but db_url is empty (SQLite needs no password)")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"setting db_url is not a database URL: {mask_url(url)!r}") from None
+    if not parsed.username:
+        raise ConfigError("setting db_password needs a user name in db_url (postgresql://USER@host/db)")
+    if parsed.password:
+        raise ConfigError("db_url has a password and db_password is set too; keep one of them")
+
+
+def _read_secret_file(path: str, source: str) -> str:
+    """The content of a secret file without its final line break; the error names the file only."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path} ({source}): {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the secret file {path} ({source}) is not UTF-8 text") from None
+
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env_file(text: str, source: str = "env file") -> dict[str, str]:
+    """Read a systemd ``EnvironmentFile``: ``KEY=VALUE`` lines, ``#``/``;`` comments, optional quotes.
+
+    The CLI's ``--env-file`` and the deployment tests use it so that a command run by hand sees
+    exactly the settings the units see.
+    """
+    result: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        key, eq, value = stripped.partition("=")
+        key = key.strip()
+        if not eq or not _ENV_KEY.match(key):
+            raise ConfigError(f"{source} line {number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            quote, value = value[0], value[1:-1]
+            if quote == '"':
+                value = re.sub(r'\\(["\\$`])', r"\1", value)
+        result[key] = value
+    return result
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -164,12 +288,24 @@ def _convert(name: str, raw: str, typ: Any, source: str) -> Any:
     return value_s
 
 
-def load_settings(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build Settings from defaults, the INI file, the environment and explicit overrides."""
+def load_settings(
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, the INI file, the environment and explicit overrides.
+
+    ``environ`` replaces ``os.environ`` (tests and tools that check an env file before it is
+    installed). A secret setting may also come from a file named by ``PANDA_<NAME>_FILE`` (or
+    ``<name>_file`` in the INI file), so that passwords live in a root-owned file rather than in
+    the environment, where ``/proc/<pid>/environ`` and ``systemctl show`` would expose them.
+    """
+    env_map: Mapping[str, str] = os.environ if environ is None else environ
     hints = get_type_hints(Settings)
     names = {f.name for f in dataclasses.fields(Settings)}
+    file_keys = {n + "_file": n for n in names if is_secret(n) and n + "_file" not in names}
     values: dict[str, Any] = {}
-    path = config_file or os.environ.get("PANDA_CONFIG")
+    path = config_file or env_map.get("PANDA_CONFIG")
     if path:
         parser = configparser.ConfigParser()
         try:
@@ -181,12 +317,22 @@ def load_settings(config_file: str | None = None, overrides: dict[str, Any] | No
             raise ConfigError(f"config file {path} is not a valid INI file: {exc}") from None
         for section in parser.sections():
             for key, raw in parser.items(section):
+                if key in file_keys:
+                    where = f"{path} [{section}] {key}"
+                    values[file_keys[key]] = _read_secret_file(raw.strip(), where)
+                    continue
                 if key not in names:
                     raise ConfigError(f"unknown setting {key!r} in [{section}] of {path}")
                 values[key] = _convert(key, raw, hints[key], f"{path} [{section}]")
     for key in names:
-        env = os.environ.get("PANDA_" + key.upper())
-        if env is not None:
+        env = env_map.get("PANDA_" + key.upper())
+        file_key = key + "_file"
+        secret_path = env_map.get("PANDA_" + file_key.upper()) if file_key in file_keys else None
+        if env is not None and secret_path is not None:
+            raise ConfigError(f"both PANDA_{key.upper()} and PANDA_{file_key.upper()} are set; keep one")
+        if secret_path is not None:
+            values[key] = _read_secret_file(secret_path, "env PANDA_" + file_key.upper())
+        elif env is not None:
             values[key] = _convert(key, env, hints[key], "env PANDA_" + key.upper())
     for key, value in (overrides or {}).items():
         if value is None:
@@ -194,4 +340,5 @@ def load_settings(config_file: str | None = None, overrides: dict[str, Any] | No
         if key not in names:
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _convert(key, str(value), hints[key], "command line")
+    _check_db_password(values)
     return Settings(**values)

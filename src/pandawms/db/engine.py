@@ -39,7 +39,8 @@ def normalise_url(url: str) -> str:
     """Pick our driver for bare ``postgresql://``, ``mysql://`` and ``mariadb://`` URLs."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise PandaError(f"database URL {url!r} has no scheme (e.g. sqlite:///path or postgresql://host/db)")
+        # Not echoed: without a scheme we cannot tell where a password would be to mask it.
+        raise PandaError("the database URL has no scheme (e.g. sqlite:///path or postgresql://host/db)")
     if "+" not in scheme and scheme in _DRIVERS:
         return _DRIVERS[scheme] + "://" + rest
     return url

@@ -37,12 +37,20 @@ _SHORT = {
 _PROXY_CN = re.compile(r"/CN=(proxy|limited proxy|\d+)$")
 
 
+#: Oldest protocol a client may speak: TLS 1.0 and 1.1 are broken (RFC 8996) and refused.
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+
+
 def make_server_context(settings: Settings) -> ssl.SSLContext:
-    """TLS 1.2+ server context with the host certificate; client certificates optional."""
+    """TLS 1.2+ server context with the host certificate; client certificates optional.
+
+    Only forward-secret AEAD suites (no RSA key exchange, no CBC, no SHA-1 MACs), no TLS
+    compression (CRIME) and no renegotiation (a client could make us redo handshakes at will).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = MINIMUM_VERSION
     ctx.set_ciphers(CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     ctx.load_cert_chain(settings.tls_cert, settings.tls_key or None)
     if settings.tls_ca_dir:
         ctx.load_verify_locations(capath=settings.tls_ca_dir)
