@@ -926,7 +926,8 @@ def daemon_run_totals(rt: Runtime) -> dict[tuple[str, str], int]:
 
 def daemon_last_runs(rt: Runtime) -> dict[str, tuple[dt.datetime | None, str | None]]:
     """(start, outcome) of each registered task's newest run (one index probe per task)."""
-    from pandawms.daemon.registry import TASKS
+    # The runner module registers the tasks; the bare registry is empty in an httpd worker.
+    from pandawms.daemon.runner import TASKS
 
     runs = daemon_runs
     out: dict[str, tuple[dt.datetime | None, str | None]] = {}
