@@ -113,6 +113,18 @@ class Settings:
     ban_cache_seconds: int = 30
     #: Name this node reports as modificationHost.
     node_name: str = ""
+    #: Sandbox cache: directory shared by every node (empty: ``<data_dir>/cache``), host name
+    #: clients are told to fetch from (empty: ``host``, else this node), largest upload in bytes,
+    #: and seconds an unused file is kept.
+    cache_dir: str = ""
+    cache_host: str = ""
+    cache_max_bytes: int = 16 * 1024 * 1024
+    cache_lifetime: int = 14 * 86400
+    #: Base URL of the worker-node scripts tasks run (runGen, buildGen); the generic pilot only
+    #: accepts whitelisted bases, and takes the script from HARVESTER_WORKDIR when that is set.
+    wn_script_base_url: str = "http://pandaserver-doma.cern.ch:25080/trf/user"
+    #: Most jobs the task manager makes for one task in one pass.
+    task_jobs_per_pass: int = 1000
 
     @property
     def effective_db_url(self) -> str:
@@ -266,6 +278,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_body_bytes": (1024, 10 * 1024**3),
     "max_jobs_per_submit": (1, 100000),
     "max_jobs_per_dispatch": (1, 10000),
+    "cache_max_bytes": (1024, 10 * 1024**3),
+    "cache_lifetime": (60, 10**9),
+    "task_jobs_per_pass": (1, 100000),
 }
 
 

@@ -225,6 +225,8 @@ class PandaApp:
             return await self._legacy(scope, receive, headers, request_id, parts[2])
         if path.startswith("/cache/schedconfig/"):
             return await run_in_threadpool(self._schedconfig, path[len("/cache/schedconfig/") :], headers)
+        if path.startswith("/cache/") and scope.get("method", "GET") in ("GET", "HEAD"):
+            return await run_in_threadpool(self._cached_file, path[len("/cache/") :])
         if path == "/metrics" or path == "/monitor" or path.startswith("/monitor/"):
             from pandawms.monitor.web import handle as monitor
 
@@ -280,6 +282,19 @@ class PandaApp:
         if headers.get("if-none-match") == tag:
             return 304, b"", "application/json", cache
         return 200, body.encode(), "application/json", cache
+
+    def _cached_file(self, name: str) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
+        """A sandbox from the cache; names are unique per upload, so caches may keep them a while."""
+        from pandawms.core.cache_files import path_for_serving
+
+        try:
+            path = path_for_serving(self.rt, urllib.parse.unquote(name))
+            body = path.read_bytes()
+        except PandaError as exc:
+            return exc.http_status, f"ERROR : {exc.message}\n".encode(), "text/plain", []
+        except OSError:
+            return 404, b"ERROR : cached file is gone\n", "text/plain", []
+        return 200, body, "application/octet-stream", [(b"cache-control", b"public, max-age=3600")]
 
     def _health(self) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """For the load balancer: 503 while the drain file exists or the database does not answer."""

@@ -53,6 +53,26 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("harvester", "get_current_worker_id"): PILOT,
     ("harvester", "add_sweep_command"): PRODUCTION_WRITE,
     ("pilot", "update_worker_status"): PILOT,
+    # Task layer and sandbox cache: owners act on their own tasks (checked in core/tasks.py).
+    ("file_server", "upload_cache_file"): USER_WRITE,
+    ("file_server", "validate_cache_file"): USER,
+    ("task", "submit"): USER_WRITE,
+    ("task", "kill"): USER_WRITE,
+    ("task", "finish"): USER_WRITE,
+    ("task", "pause"): USER_WRITE,
+    ("task", "resume"): USER_WRITE,
+    ("task", "retry"): USER_WRITE,
+    ("task", "reactivate"): USER_WRITE,
+    ("task", "increase_attempts"): USER_WRITE,
+    ("task", "reload_input"): USER_WRITE,
+    ("task", "get_status"): USER,
+    ("task", "get_task_parameters"): USER,
+    ("task", "get_job_ids"): USER,
+    ("task", "get_details"): USER,
+    ("task", "get_tasks_modified_since"): USER,
+    ("task", "get_tasks_detailed_info_since"): USER,
+    ("task", "get_job_descriptions"): USER,
+    ("task", "get_datasets_and_files"): USER,
 }
 
 #: Legacy ``/server/panda`` methods.

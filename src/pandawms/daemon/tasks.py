@@ -54,3 +54,7 @@ def publisher(rt: Runtime) -> str:
     if not rt.settings.mq_url:
         return "messaging off (no mq_url)"
     return f"published {publish_status_changes(rt)} status changes"
+
+
+# The task layer's own tasks register themselves on import.
+from pandawms.daemon import tasks_jedi as _tasks_jedi  # noqa: E402, F401

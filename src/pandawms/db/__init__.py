@@ -1,1 +1,5 @@
 """Database access: tables, engines per backend, schema version and migrations."""
+
+# The task tables live in their own module; importing it here makes them part of the one
+# metadata whatever module is imported first, so ``db init`` creates them on every backend.
+from pandawms.db import schema_tasks as _schema_tasks  # noqa: E402, F401

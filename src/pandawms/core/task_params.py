@@ -1,0 +1,335 @@
+"""Reading the task parameters prun, pathena and phpo send, into a plan the server can execute.
+
+The parameter dict is JEDI's (taskName, jobParameters, log, nEvents/nEventsPerJob, pfnList,
+nFilesPerJob, buildSpec, ...). Everything is checked here, before anything is stored, so a bad
+task is refused at submission with a message that names the parameter, and a stored task can
+always be turned into jobs. Parameters this server does not act on are kept (they are returned
+by task/get_task_parameters) but ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pandawms.model.errors import PandaError
+
+#: Most pseudo input files (jobs, for noInput tasks) one task may have.
+MAX_INPUT_FILES = 100000
+#: Most attempts a user may ask for per input file.
+MAX_ATTEMPTS = 20
+DEFAULT_MAX_ATTEMPT = 3
+#: Script JEDI runs for general prun tasks and for their build step.
+RUN_SCRIPT = "runGen-00-00-02"
+BUILD_SCRIPT = "buildGen-00-00-01"
+
+#: Placeholders whose value depends on the job and is filled at generation.
+_JOB_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+class BadTaskParameter(PandaError):
+    """A task parameter that cannot be used; the message names it."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"task parameter {name}: {problem}")
+        self.parameter = name
+
+
+@dataclass(frozen=True)
+class OutputStream:
+    """An output or log dataset and the LFN template of its files (``$JEDITASKID`` still in)."""
+
+    dataset: str
+    template: str
+    stream: str
+    container: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """prun/pathena's build job: unpacks the sandbox into a library the run jobs use."""
+
+    archive: str
+    job_parameters: str
+    trans_path: str
+    label: str
+
+
+@dataclass
+class TaskPlan:
+    """What a task will do, from its checked parameters."""
+
+    name: str
+    vo: str
+    label: str
+    template: str
+    outputs: list[OutputStream]
+    log: OutputStream | None
+    #: Pseudo input files: (lfn, start event, end event) each; one or more make a job.
+    inputs: list[tuple[str, int | None, int | None]]
+    files_per_job: int
+    events_per_job: int | None
+    site: str | None = None
+    excluded_sites: list[str] = field(default_factory=list)
+    processing_type: str | None = None
+    trans_path: str = ""
+    trans_uses: str | None = None
+    trans_home: str | None = None
+    architecture: str | None = None
+    container_name: str | None = None
+    working_group: str | None = None
+    core_count: int = 1
+    ram_count: int | None = None
+    walltime: int | None = None
+    max_attempt: int = DEFAULT_MAX_ATTEMPT
+    priority: int = 1000
+    source_url: str | None = None
+    build: BuildStep | None = None
+    #: Cached files (sandboxes) the jobs will fetch; they must exist and are kept alive.
+    cache_files: list[str] = field(default_factory=list)
+
+
+def _str(params: Mapping[str, Any], name: str, default: str | None = None, limit: int = 250) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadTaskParameter(name, f"must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise BadTaskParameter(name, f"is longer than {limit} characters")
+    return value
+
+
+def _int(params: Mapping[str, Any], name: str, low: int, high: int, default: int | None = None) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadTaskParameter(name, f"must be an integer, got {value!r}"[:120])
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise BadTaskParameter(name, f"must be an integer, got {value!r}"[:120])
+    if not low <= number <= high:
+        raise BadTaskParameter(name, f"must be between {low} and {high}, got {number}")
+    return number
+
+
+def _str_list(params: Mapping[str, Any], name: str) -> list[str]:
+    value = params.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadTaskParameter(name, "must be a list of strings")
+    return value
+
+
+def build_template(items: Any) -> tuple[str, list[OutputStream], list[str]]:
+    """The job parameter template from ``jobParameters`` items, the output streams they declare,
+    and the cache files they name (``-a <archive>``).
+
+    Items join with one space unless ``padding`` is false; ``hidden`` items only declare
+    outputs. Input datasets need a data management system this server does not have.
+    """
+    if not isinstance(items, list) or not items:
+        raise BadTaskParameter("jobParameters", "must be a non-empty list of objects")
+    parts: list[str] = []
+    outputs: list[OutputStream] = []
+    archives: list[str] = []
+    for index, item in enumerate(items):
+        where = f"jobParameters[{index}]"
+        if not isinstance(item, dict):
+            raise BadTaskParameter(where, "must be an object with type and value")
+        kind = item.get("type")
+        if kind not in ("constant", "template"):
+            raise BadTaskParameter(f"{where}.type", f"must be constant or template, got {kind!r}"[:120])
+        value = item.get("value")
+        if not isinstance(value, str):
+            raise BadTaskParameter(f"{where}.value", "must be a string")
+        param_type = item.get("param_type")
+        if param_type == "input" or (param_type is None and item.get("dataset") and kind == "template"):
+            raise BadTaskParameter(
+                f"{where}",
+                f"input dataset {str(item.get('dataset'))[:100]!r} cannot be resolved: this server has no "
+                "data management system; give the files with pfnList (prun --pfnList) or use noInput",
+            )
+        if param_type == "output":
+            dataset = item.get("dataset")
+            if not isinstance(dataset, str) or not dataset:
+                raise BadTaskParameter(f"{where}.dataset", "an output needs its dataset name")
+            outputs.append(OutputStream(dataset, value, f"OUTPUT{len(outputs)}", item.get("container")))
+        if item.get("hidden") is True:
+            continue
+        match = re.match(r"^-a\s+(\S+)$", value.strip())
+        if match and kind == "constant":
+            archives.append(match.group(1))
+        parts.append(value if item.get("padding") is False else value + " ")
+    return "".join(parts).rstrip(" "), outputs, archives
+
+
+def _log_stream(params: Mapping[str, Any]) -> OutputStream | None:
+    log = params.get("log")
+    if log is None:
+        return None
+    if not isinstance(log, dict):
+        raise BadTaskParameter("log", "must be an object with dataset and value")
+    dataset, value = log.get("dataset"), log.get("value")
+    if not isinstance(dataset, str) or not dataset:
+        raise BadTaskParameter("log.dataset", "must be a dataset name")
+    if not isinstance(value, str) or "${SN" not in value:
+        raise BadTaskParameter("log.value", "must be an LFN template with ${SN}")
+    return OutputStream(dataset, value, "LOG", log.get("container"))
+
+
+def _inputs(params: Mapping[str, Any]) -> tuple[list[tuple[str, int | None, int | None]], int, int | None]:
+    """Pseudo input files and how many make a job (files, and events when split by events)."""
+    pfns = params.get("pfnList")
+    if pfns is not None:
+        if not isinstance(pfns, list) or not pfns or not all(isinstance(p, str) and p for p in pfns):
+            raise BadTaskParameter("pfnList", "must be a non-empty list of file names")
+        n_files = _int(params, "nFiles", 1, MAX_INPUT_FILES, len(pfns)) or len(pfns)
+        files_per_job = _int(params, "nFilesPerJob", 1, 10000, 1) or 1
+        chosen = pfns[:n_files]
+        if len(chosen) > MAX_INPUT_FILES:
+            raise BadTaskParameter("pfnList", f"has more than {MAX_INPUT_FILES} files")
+        return [(p[:1000], None, None) for p in chosen], files_per_job, None
+    if not params.get("noInput"):
+        raise BadTaskParameter(
+            "noInput", "a task without input files must say noInput (prun --nJobs), or give pfnList"
+        )
+    n_events = _int(params, "nEvents", 1, 10**12, None)
+    per_job = _int(params, "nEventsPerJob", 1, 10**12, None)
+    if n_events is None:
+        n_jobs = _int(params, "nJobs", 1, MAX_INPUT_FILES, 1) or 1
+        return [("pseudo_lfn", None, None) for _ in range(n_jobs)], 1, None
+    events = per_job or n_events
+    n_jobs = math.ceil(n_events / events)
+    if n_jobs > MAX_INPUT_FILES:
+        raise BadTaskParameter("nEvents", f"would make {n_jobs} jobs, at most {MAX_INPUT_FILES} allowed")
+    files: list[tuple[str, int | None, int | None]] = []
+    for index in range(n_jobs):
+        start = index * events
+        files.append(("pseudo_lfn", start, min(start + events, n_events) - 1))
+    return files, 1, events
+
+
+def _build_step(params: Mapping[str, Any], base_url: str) -> BuildStep | None:
+    spec = params.get("buildSpec")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise BadTaskParameter("buildSpec", "must be an object")
+    archive = spec.get("archiveName")
+    if not isinstance(archive, str) or not archive:
+        raise BadTaskParameter("buildSpec.archiveName", "must name the uploaded sandbox")
+    job_params = spec.get("jobParameters")
+    if not isinstance(job_params, str):
+        raise BadTaskParameter("buildSpec.jobParameters", "must be a string")
+    trans = _str(spec, "transPath", f"{base_url}/{BUILD_SCRIPT}") or ""
+    label = _str(spec, "prodSourceLabel", "panda") or "panda"
+    return BuildStep(archive, job_params, trans, label)
+
+
+def plan_task(params: Any, base_url: str) -> TaskPlan:
+    """Check ``params`` and make the plan; raise :class:`BadTaskParameter` on the first problem."""
+    if not isinstance(params, dict):
+        raise BadTaskParameter("task_parameters", "must be an object")
+    name = _str(params, "taskName", limit=255)
+    if not name or not name.strip("/"):
+        raise BadTaskParameter("taskName", "is required (prun and pathena set it from --outDS)")
+    if not re.fullmatch(r"[A-Za-z0-9._\-:/]+", name):
+        raise BadTaskParameter("taskName", "may contain only letters, digits and . _ - : /")
+    template, outputs, archives = build_template(params.get("jobParameters"))
+    inputs, files_per_job, events_per_job = _inputs(params)
+    build = _build_step(params, base_url)
+    if build is not None:
+        archives.append(build.archive)
+    trans_path = _str(params, "transPath", f"{base_url}/{RUN_SCRIPT}") or ""
+    site = _str(params, "site", None, 128)
+    if site in ("AUTO", ""):
+        site = None
+    plan = TaskPlan(
+        name=name,
+        vo=_str(params, "vo", "atlas", 32) or "atlas",
+        label=_str(params, "prodSourceLabel", "user", 20) or "user",
+        template=template,
+        outputs=outputs,
+        log=_log_stream(params),
+        inputs=inputs,
+        files_per_job=files_per_job,
+        events_per_job=events_per_job,
+        site=site,
+        excluded_sites=_str_list(params, "excludedSite"),
+        processing_type=_str(params, "processingType", None, 64),
+        trans_path=trans_path,
+        trans_uses=_str(params, "transUses", None, 64),
+        trans_home=_str(params, "transHome", None, 128),
+        architecture=_str(params, "architecture", None, 250),
+        container_name=_str(params, "container_name", None, 200),
+        working_group=_str(params, "workingGroup", None, 32),
+        core_count=_int(params, "coreCount", 1, 1024, 1) or 1,
+        ram_count=_int(params, "ramCount", 0, 10**7, None),
+        walltime=_int(params, "maxWalltime", 0, 10**8, None),
+        max_attempt=_int(params, "maxAttempt", 1, MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPT) or DEFAULT_MAX_ATTEMPT,
+        priority=_int(params, "currentPriority", -(10**6), 10**6, None)
+        or _int(params, "taskPriority", -(10**6), 10**6, 1000)
+        or 1000,
+        source_url=_str(params, "sourceURL", None, 250),
+        build=build,
+        cache_files=archives,
+    )
+    if "${LIB}" in template and build is None:
+        raise BadTaskParameter("jobParameters", "uses ${LIB} but the task has no buildSpec")
+    return plan
+
+
+def job_parameters(
+    template: str,
+    serial: int,
+    inputs: list[tuple[str, int | None, int | None]],
+    attempt: int,
+    lib: str | None = None,
+) -> str:
+    """Fill one job's placeholders: serial number, input file names, events, library, attempt."""
+    names = [lfn for lfn, _, _ in inputs]
+    start = inputs[0][1] if inputs and inputs[0][1] is not None else None
+    end = inputs[-1][2] if inputs and inputs[-1][2] is not None else None
+    values: dict[str, str] = {
+        "SN": str(serial),
+        "SN/P": f"{serial:06d}",
+        "RNDMSEED": str(serial),
+        "ATTEMPTNR": str(attempt),
+    }
+    if start is not None and end is not None:
+        values.update(MAXEVENTS=str(end - start + 1), SKIPEVENTS=str(start), FIRSTEVENT=str(start + 1))
+    if lib is not None:
+        values["LIB"] = lib
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key in values:
+            return values[key]
+        stream, _, decorators = key.partition("/")
+        if stream == "IN" and names and not names[0].startswith("pseudo_"):
+            if "T" in decorators:
+                return str(names)
+            return ",".join(names)
+        return match.group(0)
+
+    return _JOB_PLACEHOLDER.sub(fill, template)
+
+
+def output_lfn(template: str, task_id: int, serial: int) -> str:
+    """An output or log file name from its template."""
+    return (
+        template.replace("$JEDITASKID", str(task_id))
+        .replace("${SN/P}", f"{serial:06d}")
+        .replace("${SN}", str(serial))
+    )[:1000]

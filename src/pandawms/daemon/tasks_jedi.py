@@ -1,0 +1,25 @@
+"""Daemon tasks of the task layer: the task manager and the sandbox cache cleaner."""
+
+from __future__ import annotations
+
+from pandawms.core.cache_files import expire
+from pandawms.core.runtime import Runtime
+from pandawms.core.task_progress import manage_tasks
+from pandawms.daemon.registry import task
+
+
+@task("task_manager", period=20)
+def task_manager(rt: Runtime) -> str:
+    """Follow task jobs, retry failed files, make new jobs and end tasks whose work is over."""
+    counts = manage_tasks(rt)
+    if not counts:
+        return "no active tasks"
+    made = counts.pop("jobs", 0)
+    states = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{made} jobs made; tasks: {states}"
+
+
+@task("cache_cleaner", period=3600)
+def cache_cleaner(rt: Runtime) -> str:
+    """Delete sandbox files unused for cache_lifetime that no active task refers to."""
+    return f"removed {expire(rt)} cached files"
