@@ -83,7 +83,9 @@ def render_haproxy(
         "    option httpchk",
         f"    http-check send meth GET uri {health_path} ver HTTP/1.1 hdr Host pandawms-health",
         "    http-check expect status 200",
-        f"    default-server inter {check_interval_ms}ms fall {fall} rise {rise}",
+        # init-addr: a node name that does not resolve yet (a new node) starts as down instead
+        # of stopping the whole balancer from starting.
+        f"    default-server inter {check_interval_ms}ms fall {fall} rise {rise} init-addr last,libc,none",
     ]
     strip = [
         "    # The nodes trust these headers from this balancer only: drop whatever clients sent.",
