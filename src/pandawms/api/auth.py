@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import threading
 import time
 from collections.abc import Mapping
 
+import orjson
 from sqlalchemy import Engine, select
 
 from pandawms.api.oidc import TokenRejected, TokenVerifier
@@ -34,7 +34,7 @@ def _unverified_claims(token: str) -> dict[str, object]:
         return {}
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode()))
+        claims = orjson.loads(base64.urlsafe_b64decode(payload.encode()))
     except (ValueError, UnicodeDecodeError):
         return {}
     return claims if isinstance(claims, dict) else {}

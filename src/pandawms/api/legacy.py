@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
 from pandawms.core import dispatch, heartbeat, jobs_read
@@ -129,11 +131,9 @@ def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @legacy("updateJobsInBulk")
 def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``."""
-    import json
-
     raw = params.get("jobList")
     try:
-        items = json.loads(raw) if isinstance(raw, str) else raw
+        items = orjson.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
         raise PandaError("jobList is not valid JSON") from None
     if not isinstance(items, list):
@@ -193,11 +193,9 @@ def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @legacy("updateEventRanges")
 def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Every range is refused (False): this server has no event ranges to update."""
-    import json
-
     raw = params.get("eventRanges")
     try:
-        ranges = json.loads(raw) if isinstance(raw, str) else (raw or [])
+        ranges = orjson.loads(raw) if isinstance(raw, str) else (raw or [])
     except ValueError:
         raise PandaError("eventRanges is not valid JSON") from None
     if not isinstance(ranges, list):

@@ -7,11 +7,22 @@ client mistake gets a message naming the parameter.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from pandawms.model.errors import PandaError
+
+
+def _loads(text: str) -> Any:
+    """Decode JSON text held in a parameter.
+
+    orjson, not :mod:`json`: it refuses nesting deeper than 1024 with a ``ValueError`` where
+    ``json.loads`` would exhaust the interpreter's recursion limit and fail the request with a 500.
+    """
+    return orjson.loads(text)
+
 
 ParamKind = Literal[
     "int", "str", "bool", "float", "int_list", "str_list", "dict", "list", "json", "any", "file"
@@ -103,7 +114,7 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
             text = value.strip()
             if text.startswith("["):
                 try:
-                    items = json.loads(text)
+                    items = _loads(text)
                 except ValueError:
                     raise _bad(name, "a list", value) from None
             else:
@@ -124,7 +135,7 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
     if kind == "dict":
         if from_text and isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = _loads(value)
             except ValueError:
                 raise _bad(name, "a JSON object", value) from None
         if not isinstance(value, dict):
@@ -134,7 +145,7 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
         # A value that is itself JSON: accept the text or the already-decoded structure.
         if isinstance(value, str):
             try:
-                return json.loads(value)
+                return _loads(value)
             except ValueError as exc:
                 raise PandaError(f"Argument error: {name} is not valid JSON: {exc}") from None
         return value
