@@ -38,6 +38,13 @@ def _boom(rt: Runtime) -> str:
     raise RuntimeError("boom")
 
 
+@task("t_slow", period=1)
+def _slow(rt: Runtime) -> str:
+    """Test task: runs longer than its period (but within its limit)."""
+    time.sleep(1.8)
+    return "slow"
+
+
 def _run_daemons(url: str, names: str, seconds: float, count: int = 1) -> None:
     settings = load_settings(None, {"db_url": url, "daemon_tasks": names})
     ctx = multiprocessing.get_context("fork")
@@ -107,3 +114,14 @@ def test_task_configuration_is_checked() -> None:
     with pytest.raises(PandaError, match="whole seconds"):
         enabled_tasks(load_settings(None, {"daemon_periods": "watcher=soon"}))
     assert {"watcher", "archiver"} <= set(TASKS)
+
+
+def test_a_run_longer_than_its_period_keeps_the_lease(db_url: str, make_runtime: Callable) -> None:
+    """Two daemons; the task outlasts its 1 s period: runs follow each other and never overlap."""
+    rt = make_runtime(db_url)
+    _run_daemons(db_url, "t_slow", 6.5, count=2)
+    runs = _runs(rt, "t_slow")
+    # the last run may be cut short by the SIGTERM that ends the test
+    assert len(runs) >= 2 and all(r["outcome"] == "ok" for r in runs[:-1]), runs
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert after["started"] >= before["finished"], f"two runs at once: {before} and {after}"

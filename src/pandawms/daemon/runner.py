@@ -65,7 +65,25 @@ def enabled_tasks(settings: Settings) -> list[Task]:
     return out
 
 
-def _child(task: Task, settings: Settings, pipe: Connection, parent_engine: Any) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this task process when its runner dies (even by SIGKILL).
+
+    An orphaned task would go on working after the runner's lease lapsed, so another node
+    could run the same task at the same time.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the runner died before the request took effect
+        os._exit(1)
+
+
+def _child(task: Task, settings: Settings, pipe: Connection, parent_engine: Any, parent: int) -> None:
+    _die_with_parent(parent)
     parent_engine.dispose(close=False)  # connections of the parent stay the parent's
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
@@ -87,6 +105,7 @@ class _Running:
     run_id: int
     started: float
     deadline: float
+    renewed: float = 0.0
 
 
 class Runner:
@@ -127,19 +146,38 @@ class Runner:
         receiver, sender = _fork.Pipe(duplex=False)
         process = _fork.Process(
             target=_child,
-            args=(task, self.settings, sender, self.rt.engine),
+            args=(task, self.settings, sender, self.rt.engine, os.getpid()),
             name=f"pandawms-{task.name}",
             daemon=True,
         )
         process.start()
         sender.close()
         now = time.monotonic()
-        self.running[task.name] = _Running(task, process, receiver, run_id, now, now + task.timeout)
+        self.running[task.name] = _Running(task, process, receiver, run_id, now, now + task.timeout, now)
+
+    def _renew(self, run: _Running) -> None:
+        """Keep the lease of a fleet-wide task for as long as it runs, which may exceed its period.
+
+        The lease is taken for one period; a run that lasts longer (up to its time limit) would
+        otherwise let another node start the same task while this one is still at work.
+        """
+        now = time.monotonic()
+        if not run.task.fleet_wide or now - run.renewed < max(run.task.period / 3, 0.5):
+            return
+        if try_acquire(self.rt, run.task.name, self.owner, run.task.period):
+            run.renewed = now
+        else:
+            log.error("%s: lost its lease while running; stopping it", run.task.name)
+            run.deadline = now
 
     def _collect(self) -> None:
         for name, run in list(self.running.items()):
             elapsed = time.monotonic() - run.started
             if run.process.is_alive() and time.monotonic() < run.deadline and not self.stopping:
+                try:
+                    self._renew(run)
+                except Exception:  # noqa: BLE001 - the database may be away; the next loop retries
+                    log.exception("%s: could not renew its lease", name)
                 continue
             if run.process.is_alive():
                 run.process.kill()
