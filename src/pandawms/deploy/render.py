@@ -144,5 +144,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     render.add_argument("--squid-origins", default="", help="servers behind squid (default 127.0.0.1:25080)")
     render.add_argument("--squid-log-dir", default="/var/log/squid")
     render.add_argument("--squid-cache-dir", default="", help="disk cache directory ('' = memory only)")
-    render.add_argument("--squid-pid-file", default="/run/squid-panda.pid")
+    render.add_argument(
+        "--squid-pid-file", default="/run/squid.pid", help="as the distribution's squid unit expects"
+    )
     render.set_defaults(func=_cmd_render)

@@ -24,7 +24,7 @@ def render_squid(
     cache_dir: str = "",
     cache_dir_mb: int = 4096,
     log_dir: str = "/var/log/squid",
-    pid_file: str = "/run/squid-panda.pid",
+    pid_file: str = "/run/squid.pid",
     effective_user: str = "",
     shutdown_seconds: int = 5,
 ) -> str:
