@@ -5,24 +5,43 @@ Scenarios (all bounded in count and time, loopback only):
   heartbeat  submit and dispatch --jobs jobs, then pilots send updateJob running heartbeats
   lifecycle  submitters and pilots together: submit, getJob, starting, running, finished
   read       readers call job/get_description on known PandaIDs
+  soak       lifecycle for --duration seconds with submitters topping the queue up; RSS series
 
-Reports per method: count, errors, throughput, p50/p95/p99 latency; jobs dispatched/s; server
-RSS (sampled from --server-pid and its children). Prints a table and writes --json-out.
+Reports per method: count, errors (transport, HTTP != 200, StatusCode other than 0/20, v1
+success false), throughput, p50/p95/p99 latency; jobs dispatched/s; server RSS (sampled every
+second from --server-pid and its children); the load average before and after (the machine may
+be shared); for lifecycle and soak the time 1.5M jobs would take at the measured rate. Prints a
+table and writes --json-out.
+
+Against a running server:
 
   python -m benchmarks.pandabench --url http://127.0.0.1:25080 --scenario dispatch --jobs 20000 --pilots 200
+
+Or let it start ``pandawms httpd`` on a fresh database (SQLite file, or a PostgreSQL database
+``pandawms_bench`` made through --admin-url) and stop it at the end:
+
+  python -m benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,22 +82,39 @@ class Stats:
             self.errors[method] += 1
 
 
+def _answer_ok(data: bytes) -> bool:
+    """A 200 can still carry a refusal: legacy StatusCode other than 0/20, v1 success false."""
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return False
+    if not isinstance(reply, dict):
+        return True
+    if "StatusCode" in reply:
+        return reply["StatusCode"] in (0, 20)
+    return reply.get("success", True) is not False
+
+
 async def timed(
     stats: Stats, conn: Connection, method: str, verb: str, path: str, body: bytes = b"", ctype: str = ""
 ) -> tuple[int, bytes]:
     started = time.perf_counter()
     try:
         status, data = await conn.request(verb, path, body, ctype)
-    except (OSError, asyncio.IncompleteReadError):
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
         stats.add(method, time.perf_counter() - started, False)
+        await conn.close()
         return 0, b""
-    stats.add(method, time.perf_counter() - started, status == 200)
+    stats.add(method, time.perf_counter() - started, status == 200 and _answer_ok(data))
     return status, data
 
 
 async def submitter(args: argparse.Namespace, stats: Stats, todo: list[int], deadline: float) -> None:
     conn = Connection(args.host, args.port)
     while todo and time.monotonic() < deadline:
+        if args.scenario == "soak" and len(stats.submitted) - stats.dispatched > args.backlog:
+            await asyncio.sleep(0.2)  # keep a steady queue, not an ever longer one
+            continue
         start = todo.pop()
         batch = [job_state(start + i, args.site) for i in range(args.batch)]
         body = json.dumps({"jobs": json.dumps(batch)}).encode()
@@ -282,6 +318,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stats = measure
     else:
         more.set()
+        if args.scenario == "soak":
+            args.jobs = max(args.jobs, 10**8)  # bounded by --duration, not by a job count
         submit_task = asyncio.create_task(submit_all(args, stats, deadline))
         pilots = [
             asyncio.create_task(pilot(args, stats, i, deadline, more, True)) for i in range(args.pilots)
@@ -311,9 +349,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": pct(0.99),
             "mean_ms": round(statistics.fmean(values) * 1000, 2),
         }
+    rss_slope = None
+    if len(rss) >= 20:
+        # KiB per minute over the second half of the run (after warm-up: pools, caches, imports).
+        half = rss[len(rss) // 2 :]
+        span_s = half[-1][0] - half[0][0]
+        rss_slope = round((half[-1][1] - half[0][1]) / span_s * 60, 1) if span_s > 0 else None
+    finished = len(stats.latencies.get("legacy updateJob finished", []))
+    projection = None
+    if args.scenario in ("lifecycle", "soak") and finished and elapsed:
+        per_s = finished / elapsed
+        projection = {
+            "jobs_completed_per_s": round(per_s, 1),
+            "updates_per_job": 3 + args.heartbeats,
+            "hours_for_1_5M_jobs": round(1_500_000 / per_s / 3600, 2),
+            "jobs_per_day": int(per_s * 86400),
+        }
     return {
         "scenario": args.scenario,
         "url": args.url,
+        "loadavg_before": args.loadavg_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "projection": projection,
+        "rss_kib_per_min_second_half": rss_slope,
         "pilots": args.pilots,
         "jobs": args.jobs,
         "phases_s": {k: round(v, 2) for k, v in phases.items()},
@@ -329,7 +387,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     lines = [
         f"scenario {result['scenario']}: {result['submitted']} submitted, {result['dispatched']} dispatched "
-        f"({result['dispatched_per_s']}/s), phases {result['phases_s']}, rss {result['rss_kb']}",
+        f"({result['dispatched_per_s']}/s), phases {result['phases_s']}, rss {result['rss_kb']}, "
+        f"rss slope {result['rss_kib_per_min_second_half']} KiB/min, load {result['loadavg_before']} -> "
+        f"{result['loadavg_after']}, projection {result['projection']}",
         f"{'method':<34} {'count':>8} {'err':>5} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}",
     ]
     for method, m in result["methods"].items():
@@ -340,13 +400,95 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
+    """``pandawms httpd`` on a fresh database and a free loopback port; yields (url, pid)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    with tempfile.TemporaryDirectory(prefix="pandabench-") as tmp:
+        admin = None
+        if args.start_server == "postgresql":
+            admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
+                conn.execute(text("CREATE DATABASE pandawms_bench"))
+            db_url = (
+                make_url(args.admin_url).set(database="pandawms_bench").render_as_string(hide_password=False)
+            )
+        else:
+            db_url = f"sqlite:///{tmp}/bench.sqlite"
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {
+            **os.environ,
+            "PANDA_DB_URL": db_url,
+            "PANDA_DATA_DIR": tmp,
+            "PANDA_LOG_DIR": f"{tmp}/log",
+            "PANDA_PORT": str(port),
+            "PANDA_WORKERS": str(args.workers),
+        }
+        for item in args.server_env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        subprocess.run(
+            [sys.executable, "-m", "pandawms", "db", "init"], env=env, check=True, capture_output=True
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pandawms", "httpd"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(f"{tmp}/httpd.stderr", "wb"),  # noqa: SIM115 - lives as long as the server
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "pandawms httpd did not start: " + open(f"{tmp}/httpd.stderr").read()[-2000:]
+                    )
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=2):  # noqa: S310 - loopback
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield url, proc.pid
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            if admin is not None:
+                with admin.connect() as conn:
+                    conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
+                admin.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", default="http://127.0.0.1:25080")
     parser.add_argument(
-        "--scenario", choices=("dispatch", "heartbeat", "lifecycle", "read"), default="dispatch"
+        "--scenario", choices=("dispatch", "heartbeat", "lifecycle", "read", "soak"), default="dispatch"
+    )
+    parser.add_argument(
+        "--start-server", choices=("sqlite", "postgresql"), help="start pandawms httpd on a fresh database"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="httpd workers (with --start-server)")
+    parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--server-env", action="append", default=[], help="KEY=VALUE for the started server (repeatable)"
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=2000, help="soak: most queued jobs before submitters wait"
     )
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=500, help="jobs per submit call")
@@ -368,7 +510,16 @@ def main(argv: list[str] | None = None) -> int:
     if urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         print("pandabench only drives servers on loopback", file=sys.stderr)
         return 2
-    result = asyncio.run(run(args))
+    args.loadavg_before = [round(x, 2) for x in os.getloadavg()]
+    if args.start_server:
+        with started_server(args) as (url, pid):
+            args.url = url
+            args.server_pid = [*args.server_pid, str(pid)]
+            result = asyncio.run(run(args))
+    else:
+        result = asyncio.run(run(args))
+    result["server"] = args.start_server or "external"
+    result["workers"] = args.workers if args.start_server else None
     print(table(result))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1))
