@@ -346,6 +346,8 @@ class PandaApp:
                 targets = kwargs
                 if (module, name) == ("job", "submit") and success and isinstance(data, list):
                     targets = {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
+                elif (module, name) == ("task", "submit") and success:
+                    targets = {"task_id": data}
                 await self._audit(ctx, f"{module}/{name}", targets, "ok" if success else "failed", message)
             return reply(200, success, message, data)
         except PandaError as exc:

@@ -82,6 +82,9 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
         if spec.default is REQUIRED:
             raise PandaError(f"Argument error: {name} must not be null")
         return None
+    if from_text and value == "None" and spec.default is None:
+        # panda-client puts unset optional arguments in query strings as the text "None".
+        return None
     kind = spec.kind
     if kind == "any":
         return value
