@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 from pandawms.core.output_report import finalize
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import move_job
-from pandawms.db.engine import write_tx
+from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
 from pandawms.model.errors import StatusCode
 from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
@@ -133,7 +133,8 @@ def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | 
         .values(**upd.values, modificationTime=now)
         .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
     )
-    with write_tx(rt.engine) as conn:
+    # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
+    with autocommit_conn(rt.engine) as conn:
         row = conn.execute(stmt).mappings().first()
     if row is None:
         return None

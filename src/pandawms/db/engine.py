@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,6 @@ def make_engine(
         "pool_size": pool_size,
         "max_overflow": max_overflow,
         "pool_timeout": pool_timeout,
-        "pool_pre_ping": True,
         "pool_recycle": 3600,
     }
     if kind in ("postgresql", "mysql", "mariadb"):
@@ -96,7 +96,41 @@ def make_engine(
         kwargs["connect_args"] = {"options": f"-c statement_timeout={int(statement_timeout_ms)}"}
     if kind in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"charset": "utf8mb4"}
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused for longer than this is checked with a ping before it is handed out.
+PING_AFTER_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a connection at checkout only when it sat idle in the pool for a while.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round trip on every
+    request, a tenth of a heartbeat's time under load (py-spy, benchmarks/README.md). A
+    connection in steady use is known to be alive; one idle for a while may have been cut by a
+    database restart or a firewall, so that one is pinged, and replaced if the ping fails. A
+    connection that dies between two busy requests fails that request with a 503 (the pool is
+    then invalidated and refilled).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure means "get another connection"
+            raise sa_exc.DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise sa_exc.DisconnectionError("ping failed")
 
 
 def _setup_sqlite(engine: Engine) -> None:
@@ -122,6 +156,21 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction: commits on success, rolls back on any exception."""
     with engine.begin() as conn:
         yield conn
+
+
+@contextlib.contextmanager
+def autocommit_conn(engine: Engine) -> Iterator[Connection]:
+    """A connection whose every statement commits on its own (PostgreSQL, MariaDB).
+
+    For a write that is one statement (a heartbeat's ``UPDATE ... RETURNING``): it saves the
+    BEGIN and COMMIT round trips. SQLite keeps its write transaction (``BEGIN IMMEDIATE``).
+    """
+    if backend_name(engine) == "sqlite":
+        with write_tx(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextlib.contextmanager
