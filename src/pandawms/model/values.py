@@ -73,6 +73,10 @@ def coerce(attr: Attribute, value: Any, truncate: bool = False) -> Any:
         if isinstance(value, int):
             result = value
         elif isinstance(value, float) and math.isfinite(value):
+            # The JSON decoder turns integers beyond 64 bits into floats: one of 2**53 or more
+            # no longer holds the number that was sent, so it is refused rather than rounded.
+            if abs(value) >= 2**53:
+                raise BadValue(f"{attr.name} is out of range or not exact: {value!r}")
             result = int(value)
         elif isinstance(value, str) and value.strip() != "":
             try:
