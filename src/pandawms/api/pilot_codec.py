@@ -151,16 +151,35 @@ def _endpoint(token: Any) -> str:
 
 
 # updateJob parameter -> (column, conversion). Conversions raise ValueError on bad input.
+_INT64 = 2**63
+
+
 def _int(value: str) -> int:
-    return int(float(value))
+    """A whole number that fits the 64-bit integer columns (pilots send ``12`` or ``12.0``).
+
+    Out of range is a ValueError like any other bad number: the metric is dropped, where
+    handing the database a 100-digit integer failed the whole update.
+    """
+    text = value.strip()
+    try:
+        result = int(text)
+    except ValueError:
+        result = int(_float(text))
+    if not -_INT64 <= result < _INT64:
+        raise ValueError(f"{text[:40]} is outside the 64-bit integer range")
+    return result
 
 
 def _abs_int(value: str) -> int:
-    return abs(_int(value))
+    result = abs(_int(value))
+    if result >= _INT64:
+        raise ValueError("outside the 64-bit integer range")
+    return result
 
 
 def _kb(value: str) -> int:
-    return min(int(float(value) / 1024), 10**10 - 1)
+    kib = int(_float(value) / 1024)
+    return max(min(kib, 10**10 - 1), -(10**10 - 1))
 
 
 def _capped(value: str) -> int:
