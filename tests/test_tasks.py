@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -15,7 +16,7 @@ from pandawms.core.queues import load_queues
 from pandawms.core.runtime import Runtime
 from pandawms.core.task_progress import manage_tasks
 from pandawms.db.schema import jobs
-from pandawms.db.schema_tasks import task_files, task_status_log
+from pandawms.db.schema_tasks import task_files, task_params, task_status_log
 from pandawms.db.schema_tasks import tasks as tasks_table
 from pandawms.model.identity import Identity
 
@@ -279,3 +280,38 @@ def test_retry_with_new_parameters(sqlite_rt: Runtime, new: dict[str, Any]) -> N
         assert reply.success and reply.data == 3
         assert tasks_read.get_parameters(rt, task_id)["maxAttempt"] == 5  # type: ignore[index]
         assert _status(rt, task_id) == "ready"
+
+
+def test_brokerage_exhausted_and_broken(rt: Runtime) -> None:
+    _queue(rt)
+    placed = tasks.submit_task(rt, prun_params("user.jdoe.t7/", site=None, nEvents=1), JANE).data
+    assert [j["computingSite"] for j in acquire_jobs(rt, DispatchRequest(site=QUEUE, n_jobs=5), JANE)] == []
+    got = acquire_jobs(rt, DispatchRequest(site=QUEUE, n_jobs=5, prod_source_label="user"), JANE)
+    assert [j["jediTaskID"] for j in got] == [placed]
+    # Nothing takes 64 cores: the task waits with the reason, then is exhausted; resume retries.
+    stuck = tasks.submit_task(rt, prun_params("user.jdoe.t8/", site=None, coreCount=64), JANE).data
+    assert _status(rt, stuck) == "ready"
+    with rt.engine.begin() as conn:
+        row = conn.execute(select(tasks_table).where(tasks_table.c.jediTaskID == stuck)).mappings().one()
+        assert "too few cores" in row["errorDialog"]
+        conn.execute(
+            tasks_table.update()
+            .where(tasks_table.c.jediTaskID == stuck)
+            .values(frozenTime=row["frozenTime"] - dt.timedelta(hours=2))
+        )
+    manage_tasks(rt)
+    assert _status(rt, stuck) == "exhausted"
+    assert tasks.resume_task(rt, stuck, JANE).data == tasks.OK
+    assert _status(rt, stuck) == "ready"
+    # A stored task whose parameters no longer make a plan is broken, with the reason.
+    with rt.engine.begin() as conn:
+        conn.execute(
+            tasks_table.update().where(tasks_table.c.jediTaskID == stuck).values(status="registered")
+        )
+        conn.execute(
+            task_params.update()
+            .where(task_params.c.jediTaskID == stuck)
+            .values(taskParams=json.dumps({"taskName": "x"}))
+        )
+    manage_tasks(rt)
+    assert _status(rt, stuck) == "broken"
