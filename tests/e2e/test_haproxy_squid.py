@@ -123,12 +123,12 @@ def _stats(sock_path: Path, command: str) -> str:
     return b"".join(chunks).decode()
 
 
-def _op_states(sock_path: Path) -> dict[str, int]:
-    """Server name -> operational state in the HTTP pool (0 down, 2 up) from the admin socket."""
+def _op_states(sock_path: Path, backend: str = "panda_http_nodes") -> dict[str, int]:
+    """Server name -> operational state in a pool (0 down, 2 up) from the admin socket."""
     states = {}
-    for line in _stats(sock_path, "show servers state panda_http_nodes").splitlines():
+    for line in _stats(sock_path, f"show servers state {backend}").splitlines():
         fields = line.split()
-        if len(fields) > 5 and fields[1] == "panda_http_nodes":
+        if len(fields) > 5 and fields[1] == backend:
             states[fields[3]] = int(fields[5])
     return states
 
@@ -153,6 +153,9 @@ def test_haproxy_balances_drains_and_passes_proxies_through(
     with _haproxy(cfg, tmp_path, http_port) as haproxy, httpx.Client(timeout=10) as client:
         base = f"http://127.0.0.1:{http_port}"
         _wait(lambda: _op_states(admin) == {"node1": 2, "node2": 2}, 20, "both nodes up")
+        _wait(
+            lambda: _op_states(admin, "panda_https_nodes") == {"node1": 2, "node2": 2}, 20, "both up (HTTPS)"
+        )
         seen = _served_by(client, base + "/api/v1/system/is_alive", 20)
         assert set(seen) == {"node1", "node2"}, seen
 
@@ -179,16 +182,13 @@ def test_haproxy_balances_drains_and_passes_proxies_through(
         assert httpx.get(nodes[0].base + "/health").status_code == 503
         _wait(lambda: _op_states(admin).get("node1") == 0, 15, "haproxy to mark the drained node down")
         assert _served_by(client, base + "/api/v1/system/is_alive", 20) == Counter({"node2": 20})
-        https_states = _stats(admin, "show servers state panda_https_nodes")
-        assert any(
-            line.split()[3:6:2] == ["node1", "0"]
-            for line in https_states.splitlines()
-            if "panda_https" in line
-        ), https_states
+        # the HTTPS pool checks the same /health on its own schedule
+        _wait(lambda: _op_states(admin, "panda_https_nodes") == {"node1": 0, "node2": 2}, 15, "HTTPS pool")
 
         # Back in the pool once the drain file is gone.
         nodes[0].drain.unlink()
         _wait(lambda: _op_states(admin).get("node1") == 2, 15, "the node to come back")
+        _wait(lambda: _op_states(admin, "panda_https_nodes").get("node1") == 2, 15, "its HTTPS to come back")
         assert set(_served_by(client, base + "/api/v1/system/is_alive", 20)) == {"node1", "node2"}
         assert haproxy.proc.poll() is None
 

@@ -12,17 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from pandawms.deploy.haproxy import parse_nodes, render_haproxy
-from pandawms.deploy.squid import render_squid
-from pandawms.deploy.systemd import (
-    NodeLayout,
-    render_daemon_unit,
-    render_env_file,
-    render_httpd_unit,
-    render_logrotate,
-    render_parent_unit,
-)
-
 #: File name in DEST -> where it is installed on a node (printed after rendering).
 INSTALL_PATHS = {
     "panda.service": "/etc/systemd/system/panda.service",
@@ -37,6 +26,18 @@ INSTALL_PATHS = {
 
 def render_files(args: argparse.Namespace) -> dict[str, str]:
     """File name -> content for the parsed ``deploy render`` arguments."""
+    # Imported here: the CLI builds its parser on every call and should not pay for these.
+    from pandawms.deploy.haproxy import parse_nodes, render_haproxy
+    from pandawms.deploy.squid import render_squid
+    from pandawms.deploy.systemd import (
+        NodeLayout,
+        render_daemon_unit,
+        render_env_file,
+        render_httpd_unit,
+        render_logrotate,
+        render_parent_unit,
+    )
+
     layout = NodeLayout(
         venv=args.venv.rstrip("/") or "/",
         user=args.user,
