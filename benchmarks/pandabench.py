@@ -198,11 +198,27 @@ async def pilot(
 
 
 async def heartbeater(
-    args: argparse.Namespace, stats: Stats, ids: list[int], deadline: float, index: int
+    args: argparse.Namespace,
+    stats: Stats,
+    ids: list[int],
+    deadline: float,
+    index: int,
+    warm_up: bool = False,
 ) -> None:
+    """Random ``running`` heartbeats; with ``warm_up`` one per job of this pilot's slice instead.
+
+    The warm-up moves every dispatched job to running (a state change, the slow path), so the
+    measured heartbeats are the steady state of a running job.
+    """
     conn = Connection(args.host, args.port)
+    mine = iter(ids[index :: args.pilots]) if warm_up else None
     while time.monotonic() < deadline and ids:
-        panda_id = ids[random.randrange(len(ids))]
+        if mine is not None:
+            panda_id = next(mine, -1)
+            if panda_id < 0:
+                break
+        else:
+            panda_id = ids[random.randrange(len(ids))]
         body = form(
             {
                 "jobId": panda_id,
@@ -271,6 +287,85 @@ async def sample_rss(pids: list[int], out: list[tuple[float, int]], stop: asynci
             pass
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def start_profile(args: argparse.Namespace, pids: list[int]) -> None:
+    """py-spy on the first httpd worker for --profile seconds (raw stacks to --profile-out)."""
+    if not args.profile or not pids:
+        return
+    workers = [c for p in pids for c in _children(p)] or pids
+    args.profiler = subprocess.Popen(
+        [
+            args.py_spy,
+            "record",
+            "--pid",
+            str(workers[0]),
+            "--duration",
+            str(int(args.profile)),
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "--nonblocking",
+            *(["--gil"] if args.profile_gil else []),
+            "--output",
+            args.profile_out,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def finish_profile(args: argparse.Namespace, top: int = 25) -> dict[str, Any] | None:
+    """Wait for py-spy and summarise: the functions most often on the stack, and at its top."""
+    proc = getattr(args, "profiler", None)
+    if proc is None:
+        return None
+    try:
+        proc.wait(args.profile + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    inclusive: dict[str, int] = defaultdict(int)
+    leaf: dict[str, int] = defaultdict(int)
+    total = 0
+    try:
+        lines = Path(args.profile_out).read_text().splitlines()
+    except OSError:
+        return {"error": "py-spy wrote nothing (is it installed and allowed to ptrace?)"}
+
+    def name(frame: str) -> str:
+        func, _, where = frame.partition(" (")
+        return f"{func} ({where.split(':')[0].rsplit('/', 1)[-1]})" if where else func
+
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [name(f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += n
+        leaf[frames[-1]] += n
+
+    def share(counts: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [(k, round(100 * v / total, 1)) for k, v in ranked]
+
+    return {
+        "samples": total,
+        "raw": args.profile_out,
+        "on_stack_pct": share(inclusive),
+        "self_pct": share(leaf),
+    }
+
+
 async def submit_all(args: argparse.Namespace, stats: Stats, deadline: float) -> None:
     todo = list(range(0, args.jobs, args.batch))[::-1]
     await asyncio.gather(*(submitter(args, stats, todo, deadline) for _ in range(args.submitters)))
@@ -291,6 +386,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.scenario in ("dispatch", "heartbeat", "read"):
         await submit_all(args, stats, deadline)
         phases["submit"] = time.monotonic() - t0
+        if args.scenario != "heartbeat":
+            start_profile(args, pids)
         t1 = time.monotonic()
         measure = Stats()
         if args.scenario == "dispatch":
@@ -301,6 +398,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(
                 *(pilot(args, Stats(), i, deadline, more, False) for i in range(args.pilots))
             )
+            await asyncio.gather(
+                *(heartbeater(args, Stats(), stats.submitted, deadline, i, True) for i in range(args.pilots))
+            )
+            phases["warm_up"] = time.monotonic() - t1
+            start_profile(args, pids)
             t1 = time.monotonic()
             hb_deadline = min(deadline, t1 + args.measure)
             await asyncio.gather(
@@ -318,6 +420,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stats = measure
     else:
         more.set()
+        start_profile(args, pids)
         if args.scenario == "soak":
             args.jobs = max(args.jobs, 10**8)  # bounded by --duration, not by a job count
         submit_task = asyncio.create_task(submit_all(args, stats, deadline))
@@ -329,6 +432,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*pilots)
         phases["measure"] = time.monotonic() - t0
     stop_rss.set()
+    profile = finish_profile(args)
     if rss_task:
         await rss_task
     elapsed = phases["measure"]
@@ -381,6 +485,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "methods": methods,
         "rss_kb": {"first": rss[0][1], "max": max(r for _, r in rss), "last": rss[-1][1]} if rss else None,
         "rss_series": rss if args.rss_series else None,
+        "profile": profile,
     }
 
 
@@ -506,6 +611,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", action="append", default=[], help="server PID(s) for RSS sampling")
     parser.add_argument("--rss-series", action="store_true", help="keep the RSS samples in the JSON")
     parser.add_argument("--json-out", help="write the result as JSON here")
+    parser.add_argument(
+        "--profile", type=float, default=0, help="py-spy the first worker for this many seconds of the run"
+    )
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="sample only the thread holding the GIL (Python CPU time)"
+    )
+    parser.add_argument("--profile-out", default="/tmp/pandabench-profile.txt", help="py-spy raw stacks")
+    parser.add_argument("--py-spy", default=str(Path(sys.executable).with_name("py-spy")))
     args = parser.parse_args(argv)
     if urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         print("pandabench only drives servers on loopback", file=sys.stderr)
