@@ -56,5 +56,13 @@ def publisher(rt: Runtime) -> str:
     return f"published {publish_status_changes(rt)} status changes"
 
 
+@task("monitor_rollup", period=30)
+def monitor_rollup(rt: Runtime) -> str:
+    """Fold status changes into the monitor's chart buckets and recount live jobs by queue."""
+    from pandawms.monitor.rollup import roll_up
+
+    return roll_up(rt)
+
+
 # The task layer's own tasks register themselves on import.
 from pandawms.daemon import tasks_jedi as _tasks_jedi  # noqa: E402, F401

@@ -15,6 +15,7 @@ queries are written for a live table of a million jobs:
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import json
 import threading
@@ -46,6 +47,7 @@ from pandawms.core.queues import Queue
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import daemon_runs, job_status_log, jobs, jobs_archive, pilot_logs, queues
+from pandawms.db.schema_monitor import monitor_live_counts, monitor_status_buckets
 from pandawms.model.states import TERMINAL
 from pandawms.monitor.codes import ERROR_COLUMNS, explain, summary
 
@@ -94,6 +96,12 @@ LIST_COLUMNS: tuple[str, ...] = (
 #: still be served while it is refreshed in the background.
 SUMMARY_TTL = 10.0
 SUMMARY_STALE = 600.0
+#: Live tables at least this big are summarised from the rollup's counts (see _live_snapshot),
+#: as long as those are younger than SNAPSHOT_STALE; chart buckets come from the rollup while
+#: its cursor moved within ROLLUP_STALE.
+SNAPSHOT_MIN_JOBS = 100_000
+SNAPSHOT_STALE = dt.timedelta(minutes=3)
+ROLLUP_STALE = dt.timedelta(minutes=10)
 #: Newest rows looked at first when paging (common filters match among them).
 PROBE_ROWS = 20000
 #: Time buckets closer to now than this are recounted: late commits may still land in them.
@@ -216,11 +224,35 @@ def _count_live(
     return {(site or "(no queue)", status): int(n) for site, status, n in conn.execute(stmt)}
 
 
+def _live_snapshot(conn: Connection) -> Summary | None:
+    """The rollup's live counts when they are recent and the live table is big enough to need them.
+
+    A small table is counted directly (exact, and cheap); past :data:`SNAPSHOT_MIN_JOBS` the
+    counts of the last ``monitor_rollup`` run (at most a period old) spare every worker the scan.
+    """
+    from pandawms.monitor import rollup
+
+    state = rollup._state(conn, rollup.LIVE_COUNTS)
+    if state is None or state[1] < utcnow() - SNAPSHOT_STALE:
+        return None
+    table = monitor_live_counts
+    counts = {
+        (site or "(no queue)", status): int(n)
+        for site, status, n in conn.execute(select(table.c.computingSite, table.c.jobStatus, table.c.n))
+    }
+    if sum(counts.values()) < SNAPSHOT_MIN_JOBS:
+        return None
+    return Summary(counts, state[1])
+
+
 def live_summary(rt: Runtime, fresh: bool = False) -> Summary:
     """Live jobs by (queue, status), cached per process (see :data:`SUMMARY_TTL`)."""
 
     def compute() -> Summary:
         with read_tx(rt.engine) as conn:
+            snapshot = _live_snapshot(conn)
+            if snapshot is not None:
+                return snapshot
             return Summary(_count_live(conn), utcnow())
 
     if fresh:
@@ -310,12 +342,12 @@ def first_log_id_at(conn: Connection, when: dt.datetime) -> int | None:
     return lo
 
 
-def _bucket_expr(dialect: str, start: dt.datetime, seconds: int) -> Any:
-    """Integer bucket number of ``modificationTime`` counted from ``start`` (per backend)."""
-    column = job_status_log.c.modificationTime
+def bucket_number(dialect: str, column: Any, start: dt.datetime, seconds: int) -> Any:
+    """Integer bucket number of the time ``column`` counted from ``start`` (per backend)."""
     if dialect == "sqlite":
-        offset = (func.julianday(column) - func.julianday(start.strftime("%Y-%m-%d %H:%M:%S"))) * 86400.0
-        return cast(offset / seconds, Integer)
+        # Whole epoch seconds, so that every backend puts a row on a boundary in the same bucket.
+        offset = cast(func.strftime("%s", column), Integer) - int(calendar.timegm(start.timetuple()))
+        return offset / seconds
     if dialect == "postgresql":
         return func.floor(extract("epoch", column - literal(start, DateTime())) / seconds)
     if dialect in ("mysql", "mariadb"):
@@ -323,6 +355,49 @@ def _bucket_expr(dialect: str, start: dt.datetime, seconds: int) -> Any:
             func.timestampdiff(literal_column("SECOND"), literal(start, DateTime()), column) / seconds
         )
     return func.floor((cast(column, Date) - cast(literal(start, DateTime()), Date)) * 86400 / seconds)
+
+
+def _bucket_expr(dialect: str, start: dt.datetime, seconds: int) -> Any:
+    return bucket_number(dialect, job_status_log.c.modificationTime, start, seconds)
+
+
+def _rolled_buckets(
+    rt: Runtime, start: dt.datetime, seconds: int, n_buckets: int
+) -> list[dict[str, int]] | None:
+    """Chart buckets from the rollup tables plus the status-log rows after its cursor.
+
+    None when the rollup cannot answer: no ``monitor_rollup`` run recently (no daemon, or the
+    task is switched off), or a bucket size that is not a multiple of the rollup's.
+    """
+    from pandawms.monitor import rollup
+
+    if seconds % rollup.ROLLUP_SECONDS:
+        return None
+    with read_tx(rt.engine) as conn:
+        state = rollup._state(conn, rollup.LOG_CURSOR)
+        if state is None or state[1] < utcnow() - ROLLUP_STALE:
+            return None
+        out: list[dict[str, int]] = [defaultdict(int) for _ in range(n_buckets)]
+        table = monitor_status_buckets
+        for bucket_start, status, n in conn.execute(
+            select(table.c.bucketStart, table.c.jobStatus, table.c.n).where(table.c.bucketStart >= start)
+        ):
+            index = int((bucket_start - start).total_seconds()) // seconds
+            if 0 <= index < n_buckets:
+                out[index][status] += int(n)
+        log = job_status_log
+        inner = (
+            select(_bucket_expr(rt.backend, start, seconds).label("b"), log.c.jobStatus.label("s"))
+            .where(log.c.id > state[0], log.c.modificationTime >= start)
+            .subquery()
+        )
+        for bucket, status, n in conn.execute(
+            select(inner.c.b, inner.c.s, func.count()).group_by(inner.c.b, inner.c.s)
+        ):
+            index = int(bucket or 0)
+            if 0 <= index < n_buckets:
+                out[index][status] += int(n)
+    return out
 
 
 def _count_buckets(rt: Runtime, start: dt.datetime, seconds: int, n_buckets: int) -> list[dict[str, int]]:
@@ -355,6 +430,9 @@ def timeline(rt: Runtime, hours: int, now: dt.datetime | None = None) -> Timelin
     while cursor <= now:
         starts.append(cursor)
         cursor += dt.timedelta(seconds=seconds)
+    rolled = _rolled_buckets(rt, first, seconds, len(starts))
+    if rolled is not None:
+        return Timeline(seconds, starts, [dict(b) for b in rolled], hours)
     db = _db_key(rt)
     with _BUCKETS_LOCK:
         cached = [_BUCKETS.get((db, seconds, s)) for s in starts]
