@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import socket
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pandawms.config import mask_url
 
 
 class StompError(RuntimeError):
@@ -27,7 +29,7 @@ class BrokerAddress:
     host: str
     port: int
     user: str
-    password: str
+    password: str = field(repr=False)  # kept out of logs and tracebacks
     vhost: str
 
     @classmethod
@@ -35,7 +37,7 @@ class BrokerAddress:
         """Read a ``stomp://`` URL; the path, if any, is the virtual host."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("stomp", "tcp"):
-            raise StompError(f"broker URL must start with stomp://, got {url!r}")
+            raise StompError(f"broker URL must start with stomp://, got {mask_url(url)!r}")
         vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
         return cls(
             parts.hostname or "127.0.0.1",
