@@ -16,6 +16,7 @@ from pandawms.core.archive import archive_final_jobs
 from pandawms.core.heartbeat import PilotUpdate
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.watcher import fail_stale_jobs
+from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.model.identity import Identity
 from tests.jobs import make_file, make_job
@@ -104,3 +105,98 @@ def test_archiving_survives_a_kill(db_url: str, make_runtime) -> None:  # noqa: 
     assert not live & set(archived), "a job in both tables"
     assert len(live) + len(archived) == total, "a job lost"
     assert archive_final_jobs(rt) == len(live)  # the next run finishes the work
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_daemon_runner_mid_batch_loses_nothing(db_url: str, make_runtime) -> None:  # noqa: ANN001
+    """SIGKILL the long-running ``pandawms daemon`` while its archiver task works: the task process
+    dies with it, every job is in exactly one table, and a new daemon finishes the work."""
+    rt = make_runtime(db_url, archive_delay=0)
+    total = 8000
+    for _ in range(total // 4000):
+        ids = [a[0] for a in submit.submit_jobs(rt, [make_job() for _ in range(4000)], WHO)]
+        with rt.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.PandaID.in_(ids)).values(jobStatus="finished"))
+    env = {
+        **os.environ,
+        "PANDA_DB_URL": db_url,
+        "PANDA_ARCHIVE_DELAY": "0",
+        "PANDA_DAEMON_TASKS": "archiver",
+        "PANDA_DAEMON_PERIODS": "archiver=2",
+    }
+
+    def count() -> tuple[set[int], list[int]]:
+        with read_tx(rt.engine) as conn:  # a reader must not queue for SQLite's write lock
+            live = {r[0] for r in conn.execute(select(jobs.c.PandaID))}
+            archived = [r[0] for r in conn.execute(select(jobs_archive.c.PandaID))]
+        return live, archived
+
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pandawms", "daemon"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and not workers:  # the archiver's task process
+        workers = _children(runner.pid)
+        time.sleep(0.01)
+    while time.monotonic() < deadline and not count()[1]:  # wait until it has moved something
+        time.sleep(0.005)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    assert workers, "the archiver was not running in a task process"
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers), "the task process outlived its runner"
+    live, archived = count()
+    time.sleep(1)
+    # an orphaned task process would have gone on archiving (a whole batch takes milliseconds)
+    assert count()[0] == live, "jobs were archived after the daemon was killed"
+    assert len(archived) == len(set(archived)), "a job archived twice"
+    assert not live & set(archived), "a job in both tables"
+    assert len(live) + len(archived) == total, "a job lost"
+    # (a task process left running would have archived the rest within milliseconds)
+    assert live, "no job left in the live table: the kill came too late, or the task went on after it"
+
+    # a new daemon takes over once the dead one's lease has lapsed, and finishes the work
+    again = subprocess.Popen(
+        [sys.executable, "-m", "pandawms", "daemon"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and count()[0]:
+            time.sleep(0.2)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(30)
+    live, archived = count()
+    assert not live and sorted(archived) == sorted(set(archived)) and len(archived) == total
