@@ -93,12 +93,9 @@ def drive_like_pilot(base: str, queue: str, count: int) -> list[int]:
             ).json()
             assert reply == {"StatusCode": 0, "command": "NULL"}
         xml = {
-            job["logFile"]: {
-                "guid": "",
-                "fsize": 7645,
-                "adler32": "0988eb14",
-                "surl": "/se/" + job["logFile"],
-            }
+            lfn: {"guid": "", "fsize": 7645, "adler32": "0988eb14", "surl": "/se/" + lfn}
+            for lfn in job["outFiles"].split(",")
+            if lfn
         }
         final = httpx.post(
             base + "/server/panda/updateJob",
@@ -206,3 +203,33 @@ def test_prun_three_jobs_run_and_pbook_shows_done(prun_server: ServerProcess, tm
     assert "3|0|3" in long, long
     again = run_cli(f"pbook -c 'retry({task_id})'", server, home, workdir)
     assert "cannot be executed" in again and "done status" in again, again
+
+
+def test_prun_with_build_job(prun_server: ServerProcess, tmp_path: Path) -> None:
+    """Without --noBuild prun asks for a build job first; the run jobs use the library it makes."""
+    server = prun_server
+    home, workdir = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    workdir.mkdir()
+    (workdir / "analysis.py").write_text("print('my analysis')\n")
+    out = run_cli(
+        f'prun --exec "echo hello" --outDS user.jdoe.lib --nJobs 3 --site {QUEUE}', server, home, workdir
+    )
+    match = re.search(r"succeeded\. new jediTaskID=(\d+)", out)
+    assert match, out
+    task_id = int(match.group(1))
+    (build,) = drive_like_pilot(server.base, QUEUE, 1)
+    deadline = time.monotonic() + 30
+    ids: list[int] = []
+    while time.monotonic() < deadline and len(ids) < 4:
+        ids = httpx.get(server.base + "/api/v1/task/get_job_ids", params={"task_id": task_id}).json()["data"]
+        time.sleep(0.5)
+    assert ids[0] == build and len(ids) == 4
+    assert drive_like_pilot(server.base, QUEUE, 3) == ids[1:]
+    assert wait_for_status(server.base, task_id, "done") == "done"
+    jobs = httpx.post(server.base + "/api/v1/job/get_description_incl_archive", json={"job_ids": ids}).json()[
+        "data"
+    ]
+    lib = jobs[0]["Files"][0]["lfn"]
+    assert jobs[0]["prodSourceLabel"] == "panda" and lib.endswith(".lib.tgz")
+    assert all(f"-l {lib} " in j["jobParameters"] for j in jobs[1:])
