@@ -236,3 +236,33 @@ def test_dispatch_to_a_worker_and_pilot_status(rt: Runtime) -> None:
         assert conn.execute(select(func.count()).select_from(harvester_workers)).scalar_one() == 1
     assert kill.kill_jobs(rt, [panda_id], WHO) == [True]
     assert harvester_commands.pending(rt) == []  # the worker had ended: nothing to kill
+
+
+def test_the_watcher_says_when_the_worker_of_a_silent_job_had_ended(rt: Runtime) -> None:
+    from pandawms.core.watcher import fail_stale_jobs
+    from pandawms.db.schema import jobs
+
+    ended, running = _running_jobs(rt, 2)
+    workers.update_workers(rt, HID, [_worker(1, pandaid_list=[ended]), _worker(2, pandaid_list=[running])])
+    workers.update_workers(
+        rt,
+        HID,
+        [
+            {
+                "workerID": 1,
+                "status": "finished",
+                "endTime": "datetime/2026-11-24 11:00:00.000000",
+                "diagMessage": "done",
+            }
+        ],
+    )
+    with rt.engine.begin() as conn:
+        conn.execute(update(jobs).values(modificationTime=utcnow() - dt.timedelta(hours=3)))
+    assert fail_stale_jobs(rt)["failed"] == 2
+    found = {
+        j["PandaID"]: j for j in jobs_read.get_descriptions(rt, [ended, running], include_archive=True) if j
+    }
+    assert found[ended]["jobDispatcherErrorCode"] == 100
+    assert found[ended]["supErrorCode"] == 2
+    assert found[ended]["supErrorDiag"] == "worker already finished at 2026-11-24 11:00:00 with done"
+    assert not found[running]["supErrorCode"]

@@ -15,12 +15,23 @@ from sqlalchemy import select
 from pandawms.core.retry import retry_if_possible
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import MOVE_COLUMNS, move_jobs
+from pandawms.core.workers import ended_worker_diag
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import files, jobs
 from pandawms.model.errors import DispatcherError, TaskBufferError
 from pandawms.model.states import JobStatus
 
 BATCH = 500
+#: supErrorCode when the Harvester worker of a silent job had already ended.
+WORKER_ALREADY_DONE = 2
+_WORKER_CHECKED = frozenset(
+    {
+        int(DispatcherError.LOST_HEARTBEAT),
+        int(DispatcherError.HOLDING),
+        int(DispatcherError.TRANSFERRING),
+        int(DispatcherError.TIMEOUT),
+    }
+)
 
 
 def _limits(rt: Runtime) -> dict[str, int]:
@@ -89,6 +100,10 @@ def fail_stale_jobs(rt: Runtime, now: dt.datetime | None = None) -> dict[str, in
                 stale = [dict(r) for r in conn.execute(stmt).mappings()]
                 for job in stale:
                     final, values = _verdict(job)
+                    if values.get("jobDispatcherErrorCode") in _WORKER_CHECKED:
+                        ended = ended_worker_diag(conn, job["PandaID"])
+                        if ended:
+                            values.update(supErrorCode=WORKER_ALREADY_DONE, supErrorDiag=ended)
                     if job["endTime"] is None:
                         values["endTime"] = job["modificationTime"] or now
                     move_jobs(

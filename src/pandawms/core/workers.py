@@ -393,3 +393,27 @@ def check_harvester_id(harvester_id: Any) -> str:
     if len(harvester_id) > 50:
         raise PandaError("Argument error: harvester_id is longer than 50 characters")
     return harvester_id
+
+
+def ended_worker_diag(conn: Connection, panda_id: int) -> str | None:
+    """Why the job's pilot went silent, when its latest worker has already ended (else None).
+
+    The watcher adds it (with supErrorCode 2, WORKER_ALREADY_DONE) so the failure shows that the
+    batch slot was gone, not the pilot hung.
+    """
+    stmt = (
+        select(workers.c.status, workers.c.endTime, workers.c.diagMessage)
+        .select_from(
+            rel.join(
+                workers,
+                and_(workers.c.harvesterID == rel.c.harvesterID, workers.c.workerID == rel.c.workerID),
+            )
+        )
+        .where(rel.c.PandaID == panda_id)
+        .order_by(workers.c.lastUpdate.desc())
+        .limit(1)
+    )
+    row = conn.execute(stmt).first()
+    if row is None or row[0] not in WORKER_FINAL:
+        return None
+    return f"worker already {row[0]} at {row[1]} with {row[2]}"[:250]
