@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=240, help="hard limit, seconds")
     parser.add_argument("--json-out")
-    parser.add_argument("--keep", help="keep the nodes' logs and the balancer's config in this directory")
+    parser.add_argument("--keep", help="keep the nodes' logs, the balancer's config and the database")
     args = parser.parse_args(argv)
     if haproxy_binary() is None:
         print("haproxy is not installed", file=sys.stderr)
@@ -367,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             with cluster:
                 result = asyncio.run(drive(cluster, args))
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        if not args.keep:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
     print(json.dumps(result, indent=1))
     if args.json_out:
