@@ -400,7 +400,11 @@ def render_tasks(tasks: Sequence[Mapping[str, Any]], paint: Painter, width: int)
     if not tasks:
         return "no tasks\n"
     uwidth = min(max([4, *(len(str(t.get("user") or "-")) for t in tasks)]), 24)
-    lines = [paint.bold(f"{'TASK':>12} {'USER':<{uwidth}} {'JOBS':>7} {'DONE%':>6} {'FAIL%':>6}  BY STATUS")]
+    lines = [
+        paint.bold(
+            f"{'TASK':>12} {'USER':<{uwidth}} {'JOBS':>7} {'DONE%':>6} {'FAIL%':>6} {'STATUS':<9}  BY STATUS"
+        )
+    ]
     for t in tasks:
         total = t["total"] or 1
         failed = t["counts"].get("failed", 0) / total * 100
@@ -408,7 +412,7 @@ def render_tasks(tasks: Sequence[Mapping[str, Any]], paint: Painter, width: int)
         plain = "  ".join(f"{s} {n}" for s, n in t["counts"].items())
         prefix = (
             f"{t['jediTaskID']:>12} {_cut(str(t.get('user') or '-'), uwidth):<{uwidth}} {t['total']:>7} "
-            f"{t['done_fraction'] * 100:>5.1f}% {failed:>5.1f}%  "
+            f"{t['done_fraction'] * 100:>5.1f}% {failed:>5.1f}% {str(t.get('status') or '-'):<9}  "
         )
         room = width - len(prefix)
         lines.append(prefix + (by_status if len(plain) <= room else _cut(plain, room)))

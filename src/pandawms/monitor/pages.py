@@ -533,6 +533,8 @@ def task_page(data: Mapping[str, Any]) -> bytes:
     tid = data["jediTaskID"]
     counts = data["counts"]
     key = [
+        ("task status", esc(data.get("status"))),
+        ("task name", esc(data.get("taskName"))),
         ("jobs", str(data["total"])),
         ("finished", _progress(data["finished_fraction"])),
         ("done (any final status)", _progress(data["done_fraction"])),
@@ -569,6 +571,8 @@ def tasks_page(data: Mapping[str, Any]) -> bytes:
         rows.append(
             [
                 task_link(tid),
+                badge(t["status"]) if t.get("status") else esc(None),
+                esc(t.get("taskName")),
                 esc(t.get("user")),
                 str(t["total"]),
                 _progress(t["finished_fraction"]),
@@ -581,7 +585,7 @@ def tasks_page(data: Mapping[str, Any]) -> bytes:
 <label><input type="checkbox" name="archive" value="1"{" checked" if data.get("archive") else ""}> include archive</label>
 <button type="submit">show</button></form>
 <p class="note">The {len(data["tasks"])} most recent tasks (by their newest job).</p>
-{table(["task", "user", "jobs", "finished", "share", "by status"], rows, "tasks") if rows else '<p class="note">No tasks.</p>'}"""
+{table(["task", "status", "name", "user", "jobs", "finished", "share", "by status"], rows, "tasks") if rows else '<p class="note">No tasks.</p>'}"""
     return layout("Tasks", "tasks", body, data["json"], data["now"], refresh=True)
 
 

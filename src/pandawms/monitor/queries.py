@@ -792,6 +792,18 @@ def queue_detail(rt: Runtime, name: str, failures: int = 10) -> dict[str, Any] |
 # --- tasks --------------------------------------------------------------------------------
 
 
+def _task_rows(conn: Any, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Status, name and owner of the tasks the task layer knows (tasks submitted by prun...)."""
+    from pandawms.db.schema_tasks import tasks
+
+    if not task_ids:
+        return {}
+    stmt = select(tasks.c.jediTaskID, tasks.c.status, tasks.c.taskName, tasks.c.userName).where(
+        tasks.c.jediTaskID.in_(list(task_ids))
+    )
+    return {int(r[0]): {"status": r[1], "taskName": r[2], "user": r[3]} for r in conn.execute(stmt)}
+
+
 def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
     """Jobs of one jediTaskID by status and queue (live and archived), with its progress."""
     by_status: dict[str, int] = defaultdict(int)
@@ -822,6 +834,7 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
                     first = created
                 if modified is not None and (last is None or modified > last):
                     last = modified
+        known = _task_rows(conn, [task_id]).get(task_id, {})
     total = sum(by_status.values())
     if not total:
         return None
@@ -837,6 +850,8 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
         "finished_fraction": by_status.get("finished", 0) / total,
         "done_fraction": final / total,
         "failed_fraction": by_status.get("failed", 0) / total,
+        "status": known.get("status"),
+        "taskName": known.get("taskName"),
     }
 
 
@@ -871,6 +886,7 @@ def task_list(
                 counts[int(task_id)][status] += int(n)
                 if owner:
                     owners[int(task_id)] = owner
+        known = _task_rows(conn, order)
     out = []
     for task_id in sorted(order, reverse=True):
         c = counts[task_id]
@@ -883,6 +899,8 @@ def task_list(
                 "counts": dict(sorted(c.items(), key=lambda kv: status_sort_key(kv[0]))),
                 "finished_fraction": (c.get("finished", 0) / total) if total else 0.0,
                 "done_fraction": (sum(c.get(s, 0) for s in TERMINAL) / total) if total else 0.0,
+                "status": known.get(task_id, {}).get("status"),
+                "taskName": known.get(task_id, {}).get("taskName"),
             }
         )
     return out
