@@ -97,6 +97,10 @@ class Settings:
     max_jobs_per_submit: int = 5000
     #: Most jobs one getJob/acquire_jobs call may take.
     max_jobs_per_dispatch: int = 500
+    #: Global shares as NAME=WEIGHT pairs ("Express=10,MC Simulation Full=60,User Analysis=30"):
+    #: when jobs of several shares (their gshare) wait at a queue, the share furthest below its
+    #: fraction of the running jobs is dispatched first. Empty: priority alone decides.
+    global_shares: str = ""
     #: Authorisation mode: "open" trusts every caller (laptop, tests); "strict" needs identities.
     auth_mode: str = "open"
     #: Comma-separated DN substrings that carry a role (production also grants pilot).
@@ -356,4 +360,14 @@ def load_settings(
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _convert(key, str(value), hints[key], "command line")
     _check_db_password(values)
+    _check_global_shares(values)
     return Settings(**values)
+
+
+def _check_global_shares(values: dict[str, Any]) -> None:
+    from pandawms.model.shares import parse_shares
+
+    try:
+        parse_shares(values.get("global_shares") or "")
+    except ValueError as exc:
+        raise ConfigError(f"global_shares: {exc}") from None

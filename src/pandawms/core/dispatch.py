@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from pandawms.core.jobs_read import load_jobs
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.shares import dispatch_order
 from pandawms.core.transitions import MOVE_COLUMNS, move_jobs
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs
@@ -127,10 +128,11 @@ def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) 
     )
     if rt.skip_locked:
         stmt = stmt.with_for_update(skip_locked=True)
+    order = dispatch_order(rt)  # before the transaction: it may read (another connection)
     now = utcnow()
     values: dict[str, Any] = {"startTime": now, "jobExecutionID": 1 if first.background else 0}
     with write_tx(rt.engine) as conn:
-        candidates = [dict(row) for row in conn.execute(stmt).mappings()]
+        candidates = _take(conn, stmt, merged.n_jobs, order)
         if not candidates:
             return [[] for _ in requests]
         shares: list[list[dict[str, Any]]] = []
@@ -149,6 +151,26 @@ def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) 
         move_jobs(conn, candidates, JobStatus.SENT.value, now, values, reason="dispatched", per_job=per_job)
         loaded = load_jobs(conn, [c["PandaID"] for c in candidates], include_archive=False)
     return [[loaded[job["PandaID"]] for job in share] for share in shares]
+
+
+def _take(conn: Connection, stmt: Select[Any], wanted: int, shares: list[str]) -> list[dict[str, Any]]:
+    """Read (and lock) up to ``wanted`` candidates: by priority, or share by share.
+
+    With global shares, the share furthest below its target is read first, then the next, and
+    jobs of no configured share last; priority orders the jobs within each. Each read uses the
+    same locking statement, so the one-owner guarantee is the same either way.
+    """
+    if not shares:
+        return [dict(row) for row in conn.execute(stmt).mappings()]
+    taken: list[dict[str, Any]] = []
+    groups = [jobs.c.gshare == share for share in shares]
+    groups.append(or_(jobs.c.gshare.is_(None), jobs.c.gshare.not_in(shares)))
+    for group in groups:
+        need = wanted - len(taken)
+        if need <= 0:
+            break
+        taken += [dict(row) for row in conn.execute(stmt.where(group).limit(need)).mappings()]
+    return taken
 
 
 def _batch_key(req: DispatchRequest, who: Identity) -> tuple[Any, ...]:

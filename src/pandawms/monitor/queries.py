@@ -1043,6 +1043,47 @@ def daemon_last_runs(rt: Runtime) -> dict[str, tuple[dt.datetime | None, str | N
 # --- why a job waits ----------------------------------------------------------------------
 
 
+def _share_reasons(
+    rt: Runtime, job_share: str | None, site: str, facts: dict[str, Any], reasons: list[str]
+) -> None:
+    """Say when jobs of shares further below target wait at the same queue (they go first)."""
+    from pandawms.core.shares import dispatch_order, usage
+
+    used = usage(rt)
+    facts["global_shares"] = {
+        name: {"target": round(u["target"], 4), "used": round(u["used"], 4)} for name, u in used.items()
+    }
+    order = dispatch_order(rt)
+    mine = job_share if job_share in used else None
+    ahead = order[: order.index(mine)] if mine is not None else order
+    if not ahead:
+        return
+    with read_tx(rt.engine) as conn:
+        waiting = {
+            share: int(n)
+            for share, n in conn.execute(
+                select(jobs.c.gshare, func.count())
+                .where(
+                    jobs.c.computingSite == site, jobs.c.jobStatus == "activated", jobs.c.gshare.in_(ahead)
+                )
+                .group_by(jobs.c.gshare)
+            )
+        }
+    if not waiting:
+        return
+    others = ", ".join(f"{n} of {share}" for share, n in sorted(waiting.items()))
+    if mine is None:
+        reasons.append(
+            f"its share ({job_share or 'none'}) is not a configured global share: {others} go first"
+        )
+    else:
+        u = used[mine]
+        reasons.append(
+            f"share {mine} is over its target ({u['used']:.0%} of busy jobs, target {u['target']:.0%}): "
+            f"jobs of shares further below target at {site} go first ({others})"
+        )
+
+
 def why_not_running(rt: Runtime, panda_id: int, quiet_minutes: int = 10) -> dict[str, Any]:
     """Why a defined/activated job has not been dispatched: one verdict and the reasons found.
 
@@ -1178,7 +1219,10 @@ def why_not_running(rt: Runtime, panda_id: int, quiet_minutes: int = 10) -> dict
         if job.get(name):
             needs.append(f"{job[name]} {unit}")
     facts["pilot_must_offer"] = needs
-    facts["global_shares"] = "not used by pandawms: no share limit holds jobs back"
+    if rt.settings.global_shares and status == "activated":
+        _share_reasons(rt, job_share=job.get("gshare"), site=site, facts=facts, reasons=reasons)
+    else:
+        facts["global_shares"] = "not configured: priority alone orders dispatch"
     if not reasons:
         verdict = (
             f"nothing blocks it: it is next in line at {site} for a pilot asking with {', '.join(needs)}"

@@ -1,0 +1,65 @@
+"""Which global share goes first at dispatch, from what runs now (see :mod:`pandawms.model.shares`).
+
+Running jobs are counted by ``gshare`` over the whole live table (shares are fractions of the
+grid, not of one queue). The count is cached per process for :data:`USAGE_TTL` seconds: the
+order of shares changes slowly, and dispatch must not scan the running jobs on every getJob.
+Without ``global_shares`` nothing here runs and dispatch orders by priority alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from pandawms.core.runtime import Runtime
+from pandawms.db.engine import read_tx
+from pandawms.db.schema import jobs
+from pandawms.model.shares import parse_shares, share_order
+
+#: Seconds the running-jobs count by share is reused.
+USAGE_TTL = 30.0
+#: Statuses that hold a slot: what a share's fraction is measured on.
+BUSY = ("sent", "starting", "running")
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str], tuple[float, dict[str, int]]] = {}
+
+
+def running_by_share(rt: Runtime, fresh: bool = False) -> dict[str, int]:
+    """Jobs holding a slot, by gshare ("" for none); cached per process unless ``fresh``."""
+    key = (rt.engine.url.render_as_string(hide_password=True), rt.settings.global_shares)
+    now = time.monotonic()
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and not fresh and now - hit[0] < USAGE_TTL:
+            return hit[1]
+    with read_tx(rt.engine) as conn:
+        counts = {
+            (share or ""): int(n)
+            for share, n in conn.execute(
+                select(jobs.c.gshare, func.count()).where(jobs.c.jobStatus.in_(BUSY)).group_by(jobs.c.gshare)
+            )
+        }
+    with _lock:
+        _cache[key] = (now, counts)
+    return counts
+
+
+def dispatch_order(rt: Runtime) -> list[str]:
+    """Configured shares, furthest below target first; empty when no shares are configured."""
+    if not rt.settings.global_shares:
+        return []
+    return share_order(parse_shares(rt.settings.global_shares), running_by_share(rt))
+
+
+def usage(rt: Runtime) -> dict[str, dict[str, float]]:
+    """Per configured share: target and current fraction of the busy jobs (for ``jobs why``)."""
+    targets = parse_shares(rt.settings.global_shares)
+    running = running_by_share(rt)
+    total = sum(n for share, n in running.items() if share in targets)
+    return {
+        share: {"target": target, "used": (running.get(share, 0) / total) if total else 0.0}
+        for share, target in targets.items()
+    }
