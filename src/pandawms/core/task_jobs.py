@@ -29,6 +29,7 @@ from pandawms.core.transitions import log_statuses
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import queues
 from pandawms.db.schema_tasks import task_datasets, task_files, task_params, tasks
+from pandawms.model.errors import PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
 
@@ -155,7 +156,8 @@ def _endpoint(conn: Connection, site: str) -> str | None:
 
 def _scope(dataset: str) -> str:
     parts = dataset.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("user", "group") and len(parts) > 1 else parts[0]
+    scope = ".".join(parts[:2]) if parts[0] in ("user", "group") and len(parts) > 1 else parts[0]
+    return scope[:30]
 
 
 def _choose_site(
@@ -407,6 +409,30 @@ def advance_task(rt: Runtime, task_id: int) -> int:
     A task whose stored parameters no longer make a plan (they were checked at submission, so
     only a code change can cause it) is moved to ``broken`` with the reason.
     """
+    try:
+        return _advance(rt, task_id)
+    except PandaError as exc:
+        if exc.http_status == 409:
+            raise  # a concurrent change: the next pass tries again
+        # A job the plan makes was refused (a name too long for its column...): the task cannot
+        # go on by itself; it waits, exhausted, with the reason, for the user to retry it.
+        now = utcnow()
+        with write_tx(rt.engine) as conn:
+            task = lock_task(conn, task_id)
+            if task is not None and task["status"] in (T.READY, T.RUNNING):
+                move_task(
+                    conn,
+                    task,
+                    T.EXHAUSTED.value,
+                    now,
+                    {"errorDialog": exc.message[:510]},
+                    reason="job refused",
+                )
+        log.warning("task %s: cannot make jobs: %s", task_id, exc.message)
+        return 0
+
+
+def _advance(rt: Runtime, task_id: int) -> int:
     now = utcnow()
     with write_tx(rt.engine) as conn:
         task = lock_task(conn, task_id, skip_locked=True)

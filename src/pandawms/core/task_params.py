@@ -273,7 +273,7 @@ def plan_task(params: Any, base_url: str) -> TaskPlan:
         trans_home=_str(params, "transHome", None, 128),
         architecture=_str(params, "architecture", None, 250),
         container_name=_str(params, "container_name", None, 200),
-        working_group=_str(params, "workingGroup", None, 32),
+        working_group=_str(params, "workingGroup", None, 20),
         core_count=_int(params, "coreCount", 1, 1024, 1) or 1,
         ram_count=_int(params, "ramCount", 0, 10**7, None),
         walltime=_int(params, "maxWalltime", 0, 10**8, None),
