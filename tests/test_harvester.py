@@ -93,6 +93,8 @@ def test_a_bad_report_is_refused_whole(rt: Runtime) -> None:
         workers.update_workers(rt, HID, [_worker(4, nCore="lots")])
     with pytest.raises(PandaError, match="submitTime is not a time"):
         workers.update_workers(rt, HID, [_worker(4, submitTime="datetime/yesterday")])
+    with pytest.raises(PandaError, match="nCore is out of range"):
+        workers.update_workers(rt, HID, [_worker(4, nCore=2**40)])
     with pytest.raises(PandaError, match="appears twice"):
         workers.update_workers(rt, HID, [_worker(4), _worker(4)])
     with pytest.raises(PandaError, match="harvester_id"):

@@ -103,7 +103,7 @@ def _parse_stats(text: Any) -> list[tuple[str, str, str, int]]:
             if resource_type == "Undefined":
                 continue
             for status, count in by_status.items():
-                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
                     raise PandaError(
                         f"Argument error: count of {job_type}/{resource_type}/{status} must be a "
                         f"non-negative integer, got {count!r}"

@@ -129,7 +129,10 @@ def parse_worker(index: int, data: Any) -> WorkerReport:
                 )
             values["status"] = raw
         elif name in _INT_FIELDS:
-            values[name] = _int(where, name, raw)
+            number = _int(where, name, raw)
+            if number is not None and not -(2**31) <= number < 2**31:
+                raise PandaError(f"{where}: {name} is out of range: {number}")
+            values[name] = number
         elif name in _TIME_FIELDS:
             values[name] = _time(where, name, raw)
         elif name in _TEXT_FIELDS:
