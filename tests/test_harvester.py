@@ -268,3 +268,25 @@ def test_the_watcher_says_when_the_worker_of_a_silent_job_had_ended(rt: Runtime)
     assert found[ended]["supErrorCode"] == 2
     assert found[ended]["supErrorDiag"] == "worker already finished at 2026-11-24 11:00:00 with done"
     assert not found[running]["supErrorCode"]
+
+
+def test_worker_sync_names_workers_whose_pilot_ended_long_ago(rt: Runtime) -> None:
+    workers.update_workers(rt, HID, [_worker(n) for n in (1, 2, 3)] + [_worker(4, "finished")])
+    for number in (1, 2, 4):
+        workers.set_pilot_status(rt, HID, number, "finished")
+    with rt.engine.begin() as conn:
+        conn.execute(
+            update(harvester_workers)
+            .where(harvester_workers.c.workerID.in_((1, 4)))
+            .values(pilotEndTime=utcnow() - dt.timedelta(hours=2))
+        )
+    # 1: pilot ended 2 h ago, Harvester says running -> named; 2: ended just now -> Harvester may
+    # still notice; 3: pilot never said; 4: Harvester knows it ended
+    assert harvester_commands.sync_workers(rt) == 1
+    assert harvester_commands.sync_workers(rt) == 0  # not named again within the retry period
+    got = harvester_commands.acquire(rt, HID, 10)
+    assert [(c["command"], c["params"], c["ack_requested"]) for c in got] == [
+        ("SYNC_WORKERS_KILL", [1], False)
+    ]
+    assert harvester_commands.pending(rt, HID) == []  # no acknowledgement asked: gone once handed out
+    assert harvester_commands.sync_workers(rt, now=utcnow() + dt.timedelta(minutes=31)) == 1

@@ -10,6 +10,8 @@ query (status, computingSite, computingElement, submissionHost lists) likewise.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,3 +152,43 @@ def pending(rt: Runtime, harvester_id: str | None = None) -> list[dict[str, Any]
         stmt = stmt.where(commands.c.harvesterID == harvester_id)
     with read_tx(rt.engine) as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+#: Harvester gets this long to notice by itself that a worker's pilot has finished...
+SYNC_DISCOVERY = dt.timedelta(minutes=60)
+#: ...and a worker it was told about is not named again before this.
+SYNC_RETRY = dt.timedelta(minutes=30)
+SYNC_BATCH = 10000
+
+
+def sync_workers(rt: Runtime, now: dt.datetime | None = None) -> int:
+    """Tell each Harvester to kill workers whose pilot finished long ago while it still counts
+    them as alive (PanDA's worker synchronization); returns the number of workers named."""
+    now = now or utcnow()
+    stmt = (
+        select(workers.c.harvesterID, workers.c.workerID)
+        .where(
+            workers.c.status.in_(("submitted", "ready", "running", "idle")),
+            workers.c.pilotStatus == "finished",
+            workers.c.pilotEndTime < now - SYNC_DISCOVERY,
+            (workers.c.pilotStatusSyncTime.is_(None)) | (workers.c.pilotStatusSyncTime < now - SYNC_RETRY),
+        )
+        .order_by(workers.c.harvesterID, workers.c.workerID)
+        .limit(SYNC_BATCH)
+    )
+    if rt.skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    by_harvester: dict[str, list[int]] = defaultdict(list)
+    with write_tx(rt.engine) as conn:
+        for harvester_id, worker_id in conn.execute(stmt):
+            by_harvester[harvester_id].append(int(worker_id))
+        for harvester_id, worker_ids in sorted(by_harvester.items()):
+            for start in range(0, len(worker_ids), SHARD):
+                shard = worker_ids[start : start + SHARD]
+                queue_command(conn, harvester_id, SYNC_WORKERS_KILL, shard, ack_requested=False)
+                conn.execute(
+                    workers.update()
+                    .where(workers.c.harvesterID == harvester_id, workers.c.workerID.in_(shard))
+                    .values(pilotStatusSyncTime=now)
+                )
+    return sum(len(ids) for ids in by_harvester.values())

@@ -20,6 +20,14 @@ def watcher(rt: Runtime) -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no stale jobs"
 
 
+@task("worker_sync", period=1800)
+def worker_sync(rt: Runtime) -> str:
+    """Ask Harvester to kill workers whose pilot finished over an hour ago but which it still counts alive."""
+    from pandawms.core.harvester_commands import sync_workers
+
+    return f"{sync_workers(rt)} workers named in kill commands"
+
+
 @task("archiver", period=300)
 def archiver(rt: Runtime) -> str:
     """Move final jobs older than archive_delay from the live table to the archive."""

@@ -65,6 +65,8 @@ harvester_workers = Table(
     Column("pilotStatus", String(16), nullable=True),
     Column("pilotStartTime", Timestamp, nullable=True),
     Column("pilotEndTime", Timestamp, nullable=True),
+    #: When the worker sync last told Harvester about a pilot it had not noticed ending.
+    Column("pilotStatusSyncTime", Timestamp, nullable=True),
     Index("ix_harvester_workers_site", "computingSite", "status"),
     Index("ix_harvester_workers_update", "lastUpdate"),
     mysql_engine="InnoDB",
