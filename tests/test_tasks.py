@@ -315,3 +315,43 @@ def test_brokerage_exhausted_and_broken(rt: Runtime) -> None:
         )
     manage_tasks(rt)
     assert _status(rt, stuck) == "broken"
+
+
+def test_concurrent_task_managers_never_double_work(make_runtime: Any, db_url: str) -> None:
+    """Several nodes' task managers at once: every input file gets exactly one job."""
+    import threading
+
+    from pandawms.core.task_jobs import advance_task
+
+    rt = make_runtime(db_url, task_jobs_per_pass=7)
+    _queue(rt)
+    task_id = tasks.submit_task(rt, prun_params("user.jdoe.t9/", nEvents=60), JANE).data
+    errors: list[BaseException] = []
+
+    def node() -> None:
+        try:
+            for _ in range(12):
+                advance_task(rt, task_id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=node) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [e for e in errors if getattr(e, "http_status", None) != 409], errors
+    while advance_task(rt, task_id):
+        pass
+    with rt.engine.connect() as conn:
+        files = conn.execute(
+            select(task_files.c.PandaID).where(
+                task_files.c.jediTaskID == task_id, task_files.c.type == "pseudo_input"
+            )
+        ).all()
+        n_jobs = conn.execute(select(func.count()).where(jobs.c.jediTaskID == task_id)).scalar_one()
+        serials = conn.execute(
+            select(tasks_table.c.nextSerialNr).where(tasks_table.c.jediTaskID == task_id)
+        ).scalar_one()
+    assert len(files) == 60 and len({f[0] for f in files}) == 60 and None not in {f[0] for f in files}
+    assert n_jobs == 60 and serials == 61
