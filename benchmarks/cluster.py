@@ -37,12 +37,24 @@ def haproxy_binary() -> str | None:
 
 
 def haproxy_config(listen_port: int, backends: list[tuple[str, int]]) -> str:
-    """A minimal balancer: round robin, /health checks every 500 ms, redispatch on connect errors.
+    """The balancer as deployed (:func:`pandawms.deploy.haproxy.render_haproxy`), plain HTTP on
+    loopback, /health checked every 500 ms so a dead node leaves the pool within about a second.
 
-    POSTs are retried by HAProxy only when the connection to a node could not be made (its
-    default ``retry-on conn-failure``): a request a node may have processed is never sent twice,
-    the client (pilot) decides whether to repeat it.
+    Falls back to a minimal equivalent when the deploy package lacks the renderer.
     """
+    try:
+        from pandawms.deploy.haproxy import render_haproxy
+    except ImportError:  # pragma: no cover - the deploy package is written alongside
+        pass
+    else:
+        return render_haproxy(
+            backends,
+            listen_port=listen_port,
+            https_port=None,
+            bind_address="127.0.0.1",
+            check_interval_ms=500,
+            maxconn=4000,  # within the FD limit of an unprivileged process
+        )
     servers = "\n".join(
         f"    server node{i} {host}:{port} check" for i, (host, port) in enumerate(backends, start=1)
     )

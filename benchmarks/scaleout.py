@@ -256,12 +256,13 @@ def balancer_summary(log: Path) -> dict[str, Any]:
     redispatched = 0
     for line in log.read_text(errors="replace").splitlines():
         parts = line.split()
-        if len(parts) < 11 or not parts[3].startswith("nodes/") or '"GET /health' in line:
+        at = next((i for i, part in enumerate(parts) if "/node" in part and "[" not in part), None)
+        if at is None or len(parts) < at + 8 or '"GET /health' in line:
             continue
-        per_node[parts[3].split("/", 1)[1]] += 1
-        if parts[5].startswith("5"):
-            codes[parts[5]] += 1
-        if "/+" in parts[10]:
+        per_node[parts[at].split("/", 1)[1]] += 1
+        if parts[at + 2].startswith("5"):
+            codes[parts[at + 2]] += 1
+        if "/+" in parts[at + 7]:  # actconn/feconn/beconn/srv_conn/+retries: re-sent elsewhere
             redispatched += 1
     return {"requests_per_node": dict(per_node), "5xx": dict(codes), "redispatched": redispatched}
 
