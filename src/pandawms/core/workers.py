@@ -290,7 +290,8 @@ def update_workers(rt: Runtime, harvester_id: str, items: Any) -> list[bool]:
     reports = parse_workers(items)
     now = utcnow()
     with write_tx(rt.engine) as conn:
-        for report in reports:
+        # One lock order for every report, so two overlapping reports cannot deadlock.
+        for report in sorted(reports, key=lambda r: r.worker_id):
             _apply(conn, rt, harvester_id, report, now)
     return [True] * len(reports)
 
