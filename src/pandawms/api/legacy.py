@@ -50,10 +50,15 @@ def _int_param(params: dict[str, Any], name: str, default: int = 0) -> int:
     raw = params.get(name)
     if raw is None or str(raw).strip() in ("", "NULL", "None"):
         return default
+    text = str(raw).strip()
     try:
-        return int(float(str(raw)))
-    except ValueError:
-        raise PandaError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
+        value = int(text) if text.lstrip("-").isdigit() else int(float(text))
+    except (ValueError, OverflowError):  # OverflowError: "inf" parses as a float
+        raise PandaError(f"{name} must be a number, got {text[:40]!r}") from None
+    if not -(2**63) <= value < 2**63:
+        # Past the database's integer range the query itself would fail (a 500, not a refusal).
+        raise PandaError(f"{name} is out of range: {text[:40]}")
+    return value
 
 
 def _ids(params: dict[str, Any], name: str) -> list[int]:
