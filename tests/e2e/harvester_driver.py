@@ -1,6 +1,6 @@
 """Drives Harvester's own PanDA communicator against a pandawms server (run as a script).
 
-Not a test module: ``test_harvester_real.py`` runs it in an interpreter that has Harvester's
+Not a test module: ``harvester_real_check.py`` runs it in an interpreter that has Harvester's
 source and its dependencies, with ``PANDA_HOME`` pointing at a Harvester configuration whose
 ``[pandacon]`` names the server. It submits nothing itself; it reads the PandaIDs of two
 activated jobs at queue ``HV_QUEUE`` from argv, runs the whole Harvester cycle (heartbeat, get
