@@ -18,6 +18,7 @@ from typing import Any
 
 def main() -> None:
     from pandaharvester.harvestercommunicator.panda_communicator import PandaCommunicator
+    from pandaharvester.harvestercore.diag_spec import DiagSpec
     from pandaharvester.harvestercore.job_spec import JobSpec
     from pandaharvester.harvestercore.work_spec import WorkSpec
 
@@ -64,6 +65,19 @@ def main() -> None:
         comm.update_worker_stats("HV_QUEUE", {"managed": {"SCORE": {"running": 2, "submitted": 1}}})
     )
     out["worker_stats"] = comm.get_worker_stats_from_panda()[0]
+    out["service_metrics"] = list(
+        comm.update_service_metrics(
+            [["2026-01-02 03:06:00.000000", "hv-host", json.dumps({"rss_mib": 100.5})]]
+        )
+    )
+    dialog = DiagSpec()
+    dialog.diagID = 1
+    dialog.moduleName = "submitter"
+    dialog.identifier = "HV_QUEUE"
+    dialog.creationTime = datetime.datetime(2026, 1, 2, 3, 7, 0)
+    dialog.messageLevel = "ERROR"
+    dialog.diagMessage = "failed to submit"
+    out["dialogs"] = list(comm.send_dialog_messages([dialog]))
     # the first job is killed by the test between the two phases; wait for the go on stdin
     print("READY", flush=True)
     sys.stdin.readline()

@@ -119,6 +119,8 @@ def test_the_real_communicator_runs_a_whole_cycle(sqlite_server: ServerProcess, 
     assert result["worker_stats"] == {
         "HV_QUEUE": {"hv-real": {"managed": {"SCORE": {"running": 2, "submitted": 1}}}}
     }
+    assert result["service_metrics"] == [True, ""]
+    assert result["dialogs"] == [True, ""]
     assert [(c["command"], c["params"]) for c in result["commands"]] == [("SYNC_WORKERS_KILL", [41])]
     assert result["commands_again"] == []
     assert result["ack"] is True

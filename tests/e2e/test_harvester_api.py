@@ -138,6 +138,27 @@ def test_a_whole_harvester_cycle(server: ServerProcess) -> None:
         "HV_QUEUE": {HID: {"managed": {"MCORE": {"running": 3, "submitted": 2}}}}
     }
 
+    # the propagator's service metrics and the agents' dialog messages
+    metrics = [["2026-11-24 10:05:00.000001", "harvester01", json.dumps({"rss_mib": 2737.4, "cpu_pc": 15.2})]]
+    assert (
+        ok(post(server, "harvester/update_service_metrics", {"harvester_id": HID, "metrics": metrics}))
+        is None
+    )
+    dialogs = [
+        {
+            "diagID": 1,
+            "moduleName": "submitter",
+            "identifier": "HV_QUEUE",
+            "creationTime": "2026-11-24 10:05:01.000000",
+            "messageLevel": "ERROR",
+            "diagMessage": "failed to submit 2 workers",
+        }
+    ]
+    assert ok(post(server, "harvester/add_dialogs", {"harvester_id": HID, "dialogs": dialogs})) is None
+    assert (
+        ok(post(server, "harvester/add_dialogs", {"harvester_id": HID, "dialogs": dialogs})) is None
+    )  # resent
+
     # the operator kills one job: the worker running it gets a kill command, once
     assert ok(post(server, "job/kill", {"job_ids": [ids[0]]})) == [True]
     commands = ok(post(server, "harvester/acquire_commands", {"harvester_id": HID, "n_commands": 20}))
@@ -259,6 +280,20 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(sqlite_server: ServerP
         "data must be an object",
     )
     refused(get(sqlite_server, "harvester/heartbeat", {"harvester_id": HID}), 405, "expecting POST")
+    refused(
+        post(
+            sqlite_server,
+            "harvester/update_service_metrics",
+            {"harvester_id": HID, "metrics": [["now", "h", "{}"]]},
+        ),
+        400,
+        "creationTime is not a time",
+    )
+    refused(
+        post(sqlite_server, "harvester/add_dialogs", {"harvester_id": HID, "dialogs": [{"diagID": "one"}]}),
+        400,
+        "diagID must be a non-negative integer",
+    )
     refused(post(sqlite_server, "harvester/heartbeat", {"harvester_id": "x" * 51}), 400, "longer than 50")
     assert ok(get(sqlite_server, "harvester/get_current_worker_id", {"harvester_id": HID})) is None
     assert ok(get(sqlite_server, "harvester/get_worker_statistics", {})) == {}

@@ -52,6 +52,8 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("harvester", "acknowledge_commands"): PILOT,
     ("harvester", "get_current_worker_id"): PILOT,
     ("harvester", "add_sweep_command"): PRODUCTION_WRITE,
+    ("harvester", "update_service_metrics"): PILOT,
+    ("harvester", "add_dialogs"): PILOT,
     ("pilot", "update_worker_status"): PILOT,
     # Task layer and sandbox cache: owners act on their own tasks (checked in core/tasks.py).
     ("file_server", "upload_cache_file"): USER_WRITE,

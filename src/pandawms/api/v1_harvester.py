@@ -142,3 +142,21 @@ def update_worker_status(
     if not workers.set_pilot_status(ctx.rt, harvester_id, worker_id, status, node_id):
         return False, f"worker {worker_id} of {harvester_id[:50]} is not known", None
     return ok()
+
+
+@v1("harvester", "update_service_metrics", "POST", harvester_id=HARVESTER_ID, metrics=Param("json"))
+def update_service_metrics(ctx: RequestContext, harvester_id: str, metrics: Any) -> Result:
+    """Keep the instance's service metrics (``[[creationTime, hostName, metrics JSON], ...]``)."""
+    from pandawms.core.harvester_reports import add_metrics
+
+    add_metrics(ctx.rt, harvester_id, metrics)
+    return ok()
+
+
+@v1("harvester", "add_dialogs", "POST", harvester_id=HARVESTER_ID, dialogs=Param("json"))
+def add_dialogs(ctx: RequestContext, harvester_id: str, dialogs: Any) -> Result:
+    """Keep the instance's messages for operators."""
+    from pandawms.core.harvester_reports import add_dialogs as store
+
+    store(ctx.rt, harvester_id, dialogs)
+    return ok()

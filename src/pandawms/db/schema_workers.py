@@ -116,3 +116,33 @@ harvester_commands = Table(
     sqlite_autoincrement=True,
     mysql_engine="InnoDB",
 )
+
+#: Service metrics an instance sends (memory, CPU, certificate lifetimes...), as it sent them.
+harvester_metrics = Table(
+    "harvester_metrics",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("harvesterID", String(50), nullable=False),
+    Column("hostName", String(128), nullable=True),
+    Column("creationTime", Timestamp, nullable=False),
+    #: JSON.
+    Column("metrics", LongText, nullable=True),
+    Index("ix_harvester_metrics_time", "harvesterID", "creationTime"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
+#: Messages an instance's agents want operators to see (Harvester's "dialogs").
+harvester_dialogs = Table(
+    "harvester_dialogs",
+    metadata,
+    Column("harvesterID", String(50), primary_key=True),
+    Column("diagID", BigInteger, primary_key=True, autoincrement=False),
+    Column("moduleName", String(100), nullable=True),
+    Column("identifier", String(100), nullable=True),
+    Column("creationTime", Timestamp, nullable=True),
+    Column("messageLevel", String(10), nullable=True),
+    Column("diagMessage", String(500), nullable=True),
+    Index("ix_harvester_dialogs_time", "creationTime"),
+    mysql_engine="InnoDB",
+)
