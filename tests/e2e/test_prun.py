@@ -47,10 +47,26 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-curl -sf -o "$ARCHIVE" "$SURL/cache/$ARCHIVE" || { echo "runGen: cannot fetch $ARCHIVE"; exit 3; }
+if [ -n "$ARCHIVE" ]; then
+  curl -sf -o "$ARCHIVE" "$SURL/cache/$ARCHIVE" || { echo "runGen: cannot fetch $ARCHIVE"; exit 3; }
+fi
 CMD=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.unquote(sys.argv[1]))' "$CMD")
 echo "runGen: running $CMD"
 sh -c "$CMD"
+"""
+
+#: The build step's script: the "library" is the sandbox, fetched from the cache.
+BUILD_GEN = r"""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sourceURL) SURL=$2; shift ;;
+    -i) IN=$2; shift ;;
+    -o) OUT=$2; shift ;;
+  esac
+  shift
+done
+curl -sf -o "$OUT" "$SURL/cache/$IN" || { echo "buildGen: cannot fetch $IN"; exit 3; }
+echo "buildGen: built $OUT from $IN"
 """
 
 
@@ -118,6 +134,7 @@ def run_real_pilots(base: str, workdir: Path, count: int) -> list[realpilot.Pilo
     """``count`` real pilots at once, each in its own PID namespace and directory."""
     trf = workdir / "trf"
     realpilot.write_payload(trf, "runGen-00-00-02", RUN_GEN)
+    realpilot.write_payload(trf, "buildGen-00-00-01", BUILD_GEN)
     runs: list[realpilot.PilotRun] = []
 
     def one(index: int) -> None:
@@ -218,14 +235,33 @@ def test_prun_with_build_job(prun_server: ServerProcess, tmp_path: Path) -> None
     match = re.search(r"succeeded\. new jediTaskID=(\d+)", out)
     assert match, out
     task_id = int(match.group(1))
-    (build,) = drive_like_pilot(server.base, QUEUE, 1)
-    deadline = time.monotonic() + 30
-    ids: list[int] = []
-    while time.monotonic() < deadline and len(ids) < 4:
+    real = realpilot.unavailable_reason() is None and os.environ.get("PANDAWMS_PRUN_HTTP_ONLY") != "1"
+    if real:
+        # Pilots one after another: the first runs the build job and, once the task manager
+        # made them, the run jobs too (a pilot asks for more work while there is some).
+        trf = tmp_path / "trf"
+        realpilot.write_payload(trf, "runGen-00-00-02", RUN_GEN)
+        realpilot.write_payload(trf, "buildGen-00-00-01", BUILD_GEN)
+        result = realpilot.run_pilot(
+            server.base, QUEUE, tmp_path / "pilots", timeout=300, max_jobs=4, trf_dir=trf
+        )
         ids = httpx.get(server.base + "/api/v1/task/get_job_ids", params={"task_id": task_id}).json()["data"]
-        time.sleep(0.5)
-    assert ids[0] == build and len(ids) == 4
-    assert drive_like_pilot(server.base, QUEUE, 3) == ids[1:]
+        assert len(ids) == 4 and sorted(result.job_ids) == ids, result.logs()[-5000:]
+        outputs = "".join(p.read_text() for p in (tmp_path / "pilots").rglob("payload.stdout"))
+        assert (
+            outputs.count("buildGen: built") == 1 and outputs.count("runGen: running echo hello\nhello") == 3
+        )
+    else:
+        (build,) = drive_like_pilot(server.base, QUEUE, 1)
+        deadline = time.monotonic() + 30
+        ids = []
+        while time.monotonic() < deadline and len(ids) < 4:
+            ids = httpx.get(server.base + "/api/v1/task/get_job_ids", params={"task_id": task_id}).json()[
+                "data"
+            ]
+            time.sleep(0.5)
+        assert ids[0] == build and len(ids) == 4
+        assert drive_like_pilot(server.base, QUEUE, 3) == ids[1:]
     assert wait_for_status(server.base, task_id, "done") == "done"
     jobs = httpx.post(server.base + "/api/v1/job/get_description_incl_archive", json={"job_ids": ids}).json()[
         "data"
