@@ -90,7 +90,14 @@ def test_two_daemons_run_each_task_once_per_period_and_broker_jobs(
     }
     procs = [_start_daemon(db_url, f"node-{n}", env, tmp_path / f"daemon{n}.log") for n in "ab"]
     try:
-        time.sleep(9)
+        # from the first run of every task (start-up takes a while on a busy machine), 7 s more
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with rt.engine.connect() as conn:
+                if len({r[0] for r in conn.execute(select(daemon_runs.c.task))}) == len(tasks):
+                    break
+            time.sleep(0.2)
+        time.sleep(7)
         assert all(p.poll() is None for p in procs), [(tmp_path / f"daemon{n}.log").read_text() for n in "ab"]
     finally:
         _stop(procs)
@@ -101,8 +108,9 @@ def test_two_daemons_run_each_task_once_per_period_and_broker_jobs(
         leases = {r["task"]: r["owner"] for r in conn.execute(select(daemon_leases)).mappings()}
     for name in tasks:
         mine = sorted((r for r in runs if r["task"] == name), key=lambda r: r["started"])
-        assert 3 <= len(mine) <= 5, (name, mine)
-        assert all(r["outcome"] == "ok" for r in mine), mine
+        assert 3 <= len(mine) <= 6, (name, mine)
+        # the SIGTERM that ends the test may stop the last run
+        assert all(r["outcome"] == "ok" for r in mine[:-1]) and mine[-1]["outcome"] in ("ok", "stopped"), mine
         starts = [r["started"] for r in mine]
         gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
         assert min(gaps) >= PERIOD - 0.5, f"{name} ran twice within one period: {gaps}"
