@@ -1,0 +1,35 @@
+#!/bin/sh
+# Every measurement in benchmarks/README.md, one after the other, each bounded (about 15 minutes
+# in all). Results go to benchmarks/results/<name>.json with the load average before each step in
+# benchmarks/results/uptime.log. Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)
+# and haproxy for the scale-out step.
+#
+#   benchmarks/run_all.sh            # everything
+#   benchmarks/run_all.sh dispatch   # only the steps whose name contains "dispatch"
+set -eu
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=benchmarks/results
+mkdir -p "$OUT"
+only=${1:-}
+
+step() {
+    name=$1
+    shift
+    case "$name" in *"$only"*) ;; *) return 0 ;; esac
+    echo "== $name: $(date -u +%H:%M:%S) $(uptime | sed 's/.*load average/load average/')" | tee -a "$OUT/uptime.log"
+    timeout 900 "$PY" -m "$@" --json-out "$OUT/$name.json" > "$OUT/$name.txt" 2>&1 || echo "   $name failed (see $OUT/$name.txt)" | tee -a "$OUT/uptime.log"
+    tail -n 12 "$OUT/$name.txt"
+}
+
+
+step dispatch-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch --jobs 20000 --pilots 200 --duration 180
+step heartbeat-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario heartbeat --jobs 10000 --pilots 200 --measure 30 --duration 180
+step lifecycle-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario lifecycle --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
+step soak-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario soak --heartbeats 0 --pilots 100 --duration 240 --rss-series
+step dispatch-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario dispatch --jobs 20000 --pilots 200 --duration 180
+step heartbeat-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario heartbeat --jobs 10000 --pilots 200 --measure 30 --duration 180
+step lifecycle-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario lifecycle --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
+step scaleout-pg benchmarks.scaleout --jobs 3000 --pilots 60 --freeze 1 --duration 240
+step growth-pg benchmarks.growth --db postgresql --live 10000,100000,1000000 --archive 10000000 --samples 500
+step growth-sqlite benchmarks.growth --db sqlite --live 10000,100000,1000000 --archive 1000000 --samples 500
