@@ -50,6 +50,8 @@ s, m = Client.getJobIDsJediTasksInTimeRange(since)
 out["modified"] = [s, sorted(m), m[str(tid)]["status"], len(m[str(tid)]["PandaID"])]
 s, info = Client.get_tasks_detailed_info_since(since=since, filters={"jediTaskID": str(tid)})
 out["detailed"] = [s, [(t["jediTaskID"], t["status"], t["superStatus"], t["nFiles"]) for t in info]]
+s, (ok, one) = Client.get_task_details_json(tid)
+out["detailed_info"] = [s, ok, one["taskName"], one["status"], one["nFiles"], one["task_creation_arguments"]]
 s, files = Client.get_files_in_datasets(tid)
 out["files"] = [s, [(x["dataset"]["name"], [f["status"] for f in x["files"]]) for x in files]]
 s, jobs = Client.get_job_descriptions(tid)
@@ -99,6 +101,7 @@ def test_every_task_call_of_the_client(start_server: Callable[..., ServerProcess
     assert r["details"] == [0, "running", "user.jdoe.a.log/", 2, 2]
     assert r["modified"][:2] == [0, [str(tid)]] and r["modified"][2:] == ["running", 2]
     assert r["detailed"] == [0, [[tid, "running", "running", 2]]]
+    assert r["detailed_info"] == [0, True, "user.jdoe.a/", "running", 2, None]
     assert r["files"] == [0, [["pseudo_dataset", ["running", "running"]]]]
     assert r["jobs"] == [0, [tid, tid]]
     # Extended replies carry JEDI's code in data when they succeed, the reason when they do not.

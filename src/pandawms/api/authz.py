@@ -71,6 +71,7 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("task", "get_task_parameters"): USER,
     ("task", "get_job_ids"): USER,
     ("task", "get_details"): USER,
+    ("task", "get_detailed_info"): USER,
     ("task", "get_tasks_modified_since"): USER,
     ("task", "get_tasks_detailed_info_since"): USER,
     ("task", "get_job_descriptions"): USER,

@@ -166,6 +166,13 @@ def task_get_details(
     return ok(found) if found is not None else (False, "Task not found or error retrieving the details", None)
 
 
+@v1("task", "get_detailed_info", "GET", task_id=TASK_ID)
+def task_get_detailed_info(ctx: RequestContext, task_id: int) -> Result:
+    """Every attribute of one task with its progress and parameters."""
+    found = tasks_read.detailed_info(ctx.rt, task_id)
+    return ok(found) if found is not None else (False, "Task not found or error retrieving task info", None)
+
+
 @v1(
     "task",
     "get_tasks_modified_since",

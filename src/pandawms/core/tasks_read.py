@@ -181,6 +181,13 @@ def detailed_since(
     return [t for t in result if all(re.search(p, str(t.get(k, ""))) for k, p in regexes.items())]
 
 
+def detailed_info(rt: Runtime, task_id: int) -> dict[str, Any] | None:
+    """One task as pbook show lists it (every column, progress, parameters), or None."""
+    with read_tx(rt.engine) as conn:
+        row = task_row(conn, task_id)
+        return _details(conn, [row])[0] if row is not None else None
+
+
 def details(
     rt: Runtime, task_id: int, include_parameters: bool, include_status: bool
 ) -> dict[str, Any] | None:
