@@ -50,15 +50,18 @@ def test_acquire_update_and_status(server: ServerProcess) -> None:
         },
     ).json()
     assert [r["success"] for r in bulk["data"]] == [True, True, False]
-    statuses = httpx.get(base + "/pilot/get_job_status", params={"job_ids": [ids[2], ids[1], 5]}).json()[
-        "data"
-    ]
+    unknown = max(ids) + 1_000_000  # PandaIDs come from a sequence that other tests advance
+    statuses = httpx.get(
+        base + "/pilot/get_job_status", params={"job_ids": [ids[2], ids[1], unknown]}
+    ).json()["data"]
     assert statuses == [
         {"job_id": ids[2], "status": "finished", "attempt_number": 0},
         {"job_id": ids[1], "status": "starting", "attempt_number": 0},
-        {"job_id": 5, "status": "not found", "attempt_number": 0},
+        {"job_id": unknown, "status": "not found", "attempt_number": 0},
     ]
-    check = httpx.get(base + "/job/get_status", params={"job_ids": f"{ids[0]},{ids[2]},999"}).json()["data"]
+    check = httpx.get(base + "/job/get_status", params={"job_ids": f"{ids[0]},{ids[2]},{unknown}"}).json()[
+        "data"
+    ]
     assert check == [
         {"status": "activated", "command": "NULL"},
         {"status": "finished", "command": "NULL"},
