@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
-from benchmarks.cluster import Cluster, haproxy_binary
+from benchmarks.cluster import Cluster, free_port, haproxy_binary
 from benchmarks.scaleout import CLUSTER_ENV, drive
 
 from pandawms.core.runtime import Runtime
@@ -46,3 +53,45 @@ def test_three_nodes_behind_haproxy_survive_a_killed_node(
     served = result["balancer"]["requests_per_node"]
     assert served.get("node2", 0) > 0 and served.get("node3", 0) > 0, served
     assert any("node1 is DOWN" in event for event in result["balancer_events"]), result["balancer_events"]
+
+
+def test_workers_stop_when_their_master_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to the httpd master alone takes the node's workers down too (no orphan serving)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PANDA_DB_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "PANDA_DATA_DIR": str(tmp_path),
+        "PANDA_PORT": str(port),
+        "PANDA_WORKERS": "2",
+    }
+    subprocess.run([sys.executable, "-m", "pandawms", "db", "init"], env=env, check=True, capture_output=True)
+    master = subprocess.Popen(
+        [sys.executable, "-m", "pandawms", "httpd"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "httpd did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        master.kill()
+        master.wait(10)
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            except httpx.ConnectError:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the workers still answer after their master was killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(master.pid, signal.SIGKILL)

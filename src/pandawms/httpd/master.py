@@ -28,6 +28,22 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _stop_with_master(master: int) -> None:
+    """Have Linux send this child SIGTERM when the master dies, even by SIGKILL.
+
+    Without it a killed master leaves its workers serving on the inherited socket, unsupervised
+    and outside any restart; with it they finish their requests and exit, as on a normal stop.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != master:  # the master died before the request took effect
+        os._exit(0)
+
+
 class Master:
     """Forks and supervises the workers until told to stop."""
 
@@ -45,12 +61,14 @@ class Master:
         self.hup = False
 
     def _spawn(self, slot: int) -> None:
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                _stop_with_master(master)
                 from pandawms.httpd.worker import run_worker
 
                 run_worker(slot, self.settings, self.stats, self.http_sock, self.https_sock)
@@ -64,12 +82,14 @@ class Master:
 
     def _spawn_daemon(self) -> None:
         """``serve`` runs the periodic tasks too, in a child supervised like the workers."""
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                _stop_with_master(master)
                 self.http_sock.close()
                 if self.https_sock is not None:
                     self.https_sock.close()
