@@ -7,6 +7,7 @@ accepts it and url-encoded otherwise (:mod:`pandawms.api.app` does the encoding)
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +37,38 @@ LegacyHandler = Callable[[RequestContext, dict[str, Any]], Reply]
 METHODS: dict[str, LegacyHandler] = {}
 
 
+#: Methods whose free text (pilot logs, reports, diagnostics) may hold NUL characters: the
+#: update parser keeps such text with the NULs replaced, as a final report must not be lost.
+_FREE_TEXT_METHODS = frozenset({"updateJob", "updateJobsInBulk"})
+
+
+def _refuse_nul(params: dict[str, Any]) -> None:
+    """A NUL in a name or label is a refusal, not a database error.
+
+    PostgreSQL cannot hold NUL in text, even as a query parameter: a ``siteName`` with one made
+    getJob fail with a 503 "database error" there while other backends answered normally.
+    """
+    for key, value in params.items():
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and "\x00" in item for item in items):
+            raise PandaError(f"{str(key)[:40]} contains a NUL character")
+
+
 def legacy(name: str) -> Callable[[LegacyHandler], LegacyHandler]:
     """Register a handler as ``/server/panda/<name>`` (its access rule is in :mod:`pandawms.api.authz`)."""
 
     def register(func: LegacyHandler) -> LegacyHandler:
-        METHODS[name] = func
-        return func
+        if name in _FREE_TEXT_METHODS:
+            METHODS[name] = func
+            return func
+
+        @functools.wraps(func)
+        def checked(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+            _refuse_nul(params)
+            return func(ctx, params)
+
+        METHODS[name] = checked
+        return checked
 
     return register
 
