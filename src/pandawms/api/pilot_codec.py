@@ -197,7 +197,7 @@ def _text(column: str) -> Callable[[str], str]:
     attr = JOB_ATTRIBUTE_BY_NAME[column]
 
     def convert(value: str) -> str:
-        return str(coerce(attr, value, truncate=True))
+        return str(coerce(attr, _without_nul(value), truncate=True))
 
     return convert
 
@@ -294,10 +294,19 @@ def _parse_int(name: str, value: Any, required: bool) -> int | None:
     return result
 
 
+def _without_nul(text: str) -> str:
+    """Pilot text with NUL characters made visible (U+FFFD).
+
+    A payload's log tail can hold NULs; PostgreSQL cannot store them and failed the whole
+    update (a 503, so the pilot retried the same bytes until it gave up and the job was lost).
+    """
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _side_text(name: str, value: Any) -> str | None:
     if value is None or value == "" or value == NULL:
         return None
-    text = value if isinstance(value, str) else str(value)
+    text = _without_nul(value if isinstance(value, str) else str(value))
     if len(text) > MAX_SIDE_TEXT:
         raise PandaError(f"{name} is larger than {MAX_SIDE_TEXT} bytes", http_status=413)
     return text
