@@ -74,7 +74,9 @@ def test_fleet_wide_task_runs_once_per_period_across_two_daemons(db_url: str, ma
     _run_daemons(db_url, "t_tick", 7.2, count=2)
     runs = _runs(rt, "t_tick")
     assert 3 <= len(runs) <= 5, runs
-    assert all(r["outcome"] == "ok" and r["message"] == "tick" for r in runs)
+    # the SIGTERM that ends the daemons may stop the last run on a busy machine
+    assert all(r["outcome"] == "ok" and r["message"] == "tick" for r in runs[:-1]), runs
+    assert runs[-1]["outcome"] in ("ok", "stopped"), runs
     gaps = [(b["started"] - a["started"]).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
     assert min(gaps) >= 1.5, f"two runs within one period: {gaps}"
 
@@ -93,7 +95,9 @@ def test_overrun_is_killed_and_a_failure_does_not_stop_others(db_url: str, make_
         row["task"]: row
         for row in describe(load_settings(None, {"db_url": db_url, "daemon_tasks": "t_tick"}))
     }
-    assert listed["t_tick"]["last_outcome"] == "ok" and listed["t_tick"]["period"] == 2
+    # the SIGTERM that ends the daemons may stop the last run
+    last = _runs(rt, "t_tick")[-1]["outcome"]
+    assert listed["t_tick"]["last_outcome"] == last in ("ok", "stopped") and listed["t_tick"]["period"] == 2
 
 
 def test_task_configuration_is_checked() -> None:
@@ -122,6 +126,7 @@ def test_a_run_longer_than_its_period_keeps_the_lease(db_url: str, make_runtime:
     _run_daemons(db_url, "t_slow", 6.5, count=2)
     runs = _runs(rt, "t_slow")
     # the last run may be cut short by the SIGTERM that ends the test
-    assert len(runs) >= 2 and all(r["outcome"] == "ok" for r in runs[:-1]), runs
+    summary = [(r["started"], r["finished"], r["outcome"], r["message"]) for r in runs]
+    assert len(runs) >= 2 and all(r["outcome"] == "ok" for r in runs[:-1]), summary
     for before, after in zip(runs, runs[1:], strict=False):
         assert after["started"] >= before["finished"], f"two runs at once: {before} and {after}"

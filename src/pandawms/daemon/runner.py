@@ -33,6 +33,15 @@ from pandawms.logsetup import reopen_logs
 from pandawms.model.errors import PandaError
 
 log = logging.getLogger("pandawms.daemon")
+
+
+def lease_ttl(task: Task) -> int:
+    """Seconds a running task's lease lasts: its period plus a grace (5 s to 30 s), so a runner
+    stalled by a busy machine does not lose the lease between two renewals. A finished run
+    shortens it to the end of its period; a runner that dies holds it at most this much longer."""
+    return task.period + min(30, max(5, task.period))
+
+
 _fork = multiprocessing.get_context("fork")
 
 
@@ -139,7 +148,7 @@ class Runner:
             )
 
     def _start(self, task: Task) -> None:
-        if task.fleet_wide and not try_acquire(self.rt, task.name, self.owner, task.period):
+        if task.fleet_wide and not try_acquire(self.rt, task.name, self.owner, lease_ttl(task)):
             log.debug("%s: another node holds the lease", task.name)
             return
         run_id = self._record_start(task)
@@ -164,7 +173,7 @@ class Runner:
         now = time.monotonic()
         if not run.task.fleet_wide or now - run.renewed < max(run.task.period / 3, 0.5):
             return
-        if try_acquire(self.rt, run.task.name, self.owner, run.task.period):
+        if try_acquire(self.rt, run.task.name, self.owner, lease_ttl(run.task)):
             run.renewed = now
         else:
             log.error("%s: lost its lease while running; stopping it", run.task.name)
