@@ -15,7 +15,7 @@ from typing import Any
 from pandawms.core.heartbeat import PilotUpdate
 from pandawms.model.errors import PandaError
 from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
-from pandawms.model.values import NULL, BadValue, coerce, parse_datetime
+from pandawms.model.values import FLOAT_MAX, NULL, BadValue, coerce, parse_datetime
 
 log = logging.getLogger("pandawms.api.pilot")
 
@@ -190,6 +190,8 @@ def _float(value: str) -> float:
     result = float(value)
     if result != result or result in (float("inf"), float("-inf")):
         raise ValueError("not finite")
+    if abs(result) > FLOAT_MAX:
+        raise ValueError("beyond the range of the float columns")
     return result
 
 

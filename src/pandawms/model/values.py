@@ -56,6 +56,9 @@ def parse_datetime(value: Any) -> dt.datetime:
 
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+#: Largest magnitude every backend's float column holds (MariaDB's FLOAT is single precision:
+#: a larger number failed the insert there as a database error instead of being refused).
+FLOAT_MAX = 3.4e38
 
 
 def coerce(attr: Attribute, value: Any, truncate: bool = False) -> Any:
@@ -105,6 +108,8 @@ def coerce(attr: Attribute, value: Any, truncate: bool = False) -> Any:
             raise BadValue(f"{attr.name} must be a number, got {value!r}") from None
         if not math.isfinite(result_f):
             raise BadValue(f"{attr.name} must be a finite number")
+        if abs(result_f) > FLOAT_MAX:
+            raise BadValue(f"{attr.name} is out of range: {value!r}")
         return result_f
     if kind == "datetime":
         try:
