@@ -144,6 +144,7 @@ def _wire(job: dict[str, Any]) -> list[Any]:
 
 _INT_NAMES = [a.name for a in JOB_ATTRIBUTES if a.kind == "int"]
 _STR_NAMES = [a.name for a in JOB_ATTRIBUTES if a.kind == "str" and a.length]
+_FLOAT_NAMES = [a.name for a in JOB_ATTRIBUTES if a.kind == "float"]
 _DT_NAMES = [a.name for a in JOB_ATTRIBUTES if a.kind == "datetime"]
 _JOB_INDEX = {a.name: i for i, a in enumerate(JOB_ATTRIBUTES)}
 _FILE_INDEX = {name: i for i, name in enumerate(FILE_ATTRIBUTE_NAMES)}
@@ -159,6 +160,7 @@ def broken_state(draw: st.DrawFn, state: list[Any]) -> list[Any] | Any:
                 "int_garbage",
                 "int_huge",
                 "int_container",
+                "float_huge",
                 "str_too_long",
                 "str_container",
                 "str_nul",
@@ -182,6 +184,10 @@ def broken_state(draw: st.DrawFn, state: list[Any]) -> list[Any] | Any:
         )
     elif kind == "int_container":
         state[_JOB_INDEX[draw(st.sampled_from(_INT_NAMES))]] = draw(st.sampled_from([[1], {"a": 1}, [], {}]))
+    elif kind == "float_huge":  # past MariaDB's single-precision FLOAT
+        state[_JOB_INDEX[draw(st.sampled_from(_FLOAT_NAMES))]] = draw(
+            st.floats(min_value=3.5e38, max_value=1e308) | st.floats(min_value=-1e308, max_value=-3.5e38)
+        )
     elif kind == "str_too_long":
         name = draw(st.sampled_from(_STR_NAMES))
         state[_JOB_INDEX[name]] = "x" * (JOB_ATTRIBUTE_BY_NAME[name].length + draw(st.integers(1, 50)))
