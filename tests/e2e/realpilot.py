@@ -16,7 +16,9 @@ module sets it up so that it needs nothing but the pandawms server under test:
 
 The wheel installs only the ``pilot`` package; the launcher ``pilot.py`` is in the sdist. It is
 fetched once with pip into a cache directory (``PANDAWMS_PILOT_CACHE``, default
-``~/.cache/pandawms``) unless ``PANDAWMS_PILOT_SCRIPT`` names a copy.
+``~/.cache/pandawms``) unless ``PANDAWMS_PILOT_SCRIPT`` names a copy. Where the pilot cannot
+run (no pilot, Python 3.13+, no ``unshare`` permission, sdist not reachable) the tests skip with
+the reason, or fail with it when ``PANDAWMS_REQUIRE_PILOT=1`` (for CI).
 
 Typical use (see ``tests/e2e/test_real_pilot.py``)::
 

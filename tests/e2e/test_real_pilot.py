@@ -9,6 +9,7 @@ the pilot's updates produced, the accepted output report and the files it record
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,8 @@ QUEUE = "LOCAL_PILOT"
 def _pilot_available() -> None:
     reason = realpilot.unavailable_reason()
     if reason is not None:
+        if os.environ.get("PANDAWMS_REQUIRE_PILOT") == "1":  # CI: a pilot that cannot run is a failure
+            pytest.fail(reason)
         pytest.skip(reason)
 
 
