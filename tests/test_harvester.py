@@ -290,3 +290,30 @@ def test_worker_sync_names_workers_whose_pilot_ended_long_ago(rt: Runtime) -> No
     ]
     assert harvester_commands.pending(rt, HID) == []  # no acknowledgement asked: gone once handed out
     assert harvester_commands.sync_workers(rt, now=utcnow() + dt.timedelta(minutes=31)) == 1
+
+
+def test_nul_characters_are_kept_readable_or_refused(rt: Runtime) -> None:
+    """PostgreSQL cannot store NUL: free text keeps it as U+FFFD, names with it are refused."""
+    from pandawms.core import harvester_reports
+
+    workers.update_workers(rt, HID, [_worker(1, diagMessage="node\x00lost", batchID="b\x001")])
+    assert (_rows(rt)[1]["diagMessage"], _rows(rt)[1]["batchID"]) == ("node\ufffdlost", "b\ufffd1")
+    with pytest.raises(PandaError, match="harvester_id contains a NUL"):
+        workers.update_workers(rt, "hv\x00", [_worker(2)])
+    with pytest.raises(PandaError, match="contains a NUL"):
+        harvester.report_stats(rt, HID, "Q1", {"managed": {"SC\x00ORE": {"running": 1}}})
+    with pytest.raises(PandaError, match="panda_queue contains a NUL"):
+        harvester.report_stats(rt, HID, "Q\x001", {})
+    harvester.heartbeat(rt, HID, WHO, {"sw_version": "0.6\x00", "other": "x\x00y"})
+    row = harvester.instance(rt, HID)
+    assert row is not None and row["sw_version"] == "0.6\ufffd"
+    assert harvester_reports.add_metrics(rt, HID, [["2026-11-24 10:00:00.0", "h\x00", '{"a": "\x00"}']]) == 1
+    dialog = {
+        "diagID": 3,
+        "moduleName": "m\x00",
+        "creationTime": "2026-11-24 10:00:00",
+        "diagMessage": "x\x00",
+    }
+    assert harvester_reports.add_dialogs(rt, HID, [dialog]) == 1
+    assert workers.set_pilot_status(rt, HID, 1, "started", "wn\x00") is True
+    assert _rows(rt)[1]["nodeID"] == "wn\ufffd"

@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import func, select
 
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.core.workers import check_harvester_id
+from pandawms.core.workers import check_harvester_id, check_name, clean_text
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_workers import harvester_instances as instances
 from pandawms.db.schema_workers import harvester_worker_stats as stats
@@ -43,7 +43,7 @@ def _heartbeat_values(data: dict[str, Any]) -> dict[str, Any]:
             if raw is not None and not isinstance(raw, str | int | float):
                 raise PandaError(f"Argument error: data.{key} must be a string")
             column = instances.c[key]
-            values[key] = None if raw is None else str(raw)[: column.type.length]  # type: ignore[attr-defined]
+            values[key] = None if raw is None else clean_text(str(raw))[: column.type.length]  # type: ignore[attr-defined]
         else:
             extra[key] = raw
     if extra:
@@ -59,8 +59,8 @@ def heartbeat(rt: Runtime, harvester_id: str, who: Identity, data: dict[str, Any
     check_harvester_id(harvester_id)
     values = {
         **_heartbeat_values(data or {}),
-        "owner": (who.name or None) and who.name[:128],
-        "hostName": (who.remote_host or None) and who.remote_host[:128],
+        "owner": (who.name or None) and clean_text(who.name)[:128],
+        "hostName": (who.remote_host or None) and clean_text(who.remote_host)[:128],
         "lastUpdate": utcnow(),
     }
     with write_tx(rt.engine) as conn:
@@ -110,8 +110,7 @@ def _parse_stats(text: Any) -> list[tuple[str, str, str, int]]:
                     )
                 names = (str(job_type), str(resource_type), str(status))
                 for name, limit in zip(names, (32, 56, 16), strict=True):
-                    if len(name) > limit:
-                        raise PandaError(f"Argument error: {name[:40]!r} is longer than {limit} characters")
+                    check_name(f"statistics name {name[:40]!r}", name, limit)
                 rows.append((*names, count))
     return rows
 
@@ -119,8 +118,7 @@ def _parse_stats(text: Any) -> list[tuple[str, str, str, int]]:
 def report_stats(rt: Runtime, harvester_id: str, queue: str, text: Any) -> int:
     """Replace the instance's counts for ``queue``; returns the number of rows stored."""
     check_harvester_id(harvester_id)
-    if not isinstance(queue, str) or not queue or len(queue) > 128:
-        raise PandaError("Argument error: panda_queue must be a queue name of at most 128 characters")
+    check_name("panda_queue", queue, 128)
     rows = _parse_stats(text)
     now = utcnow()
     with write_tx(rt.engine) as conn:

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Connection, select
 
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.core.workers import check_harvester_id, live_workers_of_jobs
+from pandawms.core.workers import check_harvester_id, check_name, live_workers_of_jobs
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_workers import harvester_commands as commands
 from pandawms.db.schema_workers import harvester_workers as workers
@@ -73,6 +73,7 @@ def sweep_queue(
     submission_host_list: list[str] | str,
 ) -> list[str]:
     """Ask every instance with workers at ``queue`` to kill them (filtered); returns those instances."""
+    check_name("panda_queue", queue, 128)
     params = {
         "status": status_list,
         "computingSite": [queue],

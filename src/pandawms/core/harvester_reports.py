@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from pandawms.core.runtime import Runtime
-from pandawms.core.workers import check_harvester_id
+from pandawms.core.workers import check_harvester_id, clean_text
 from pandawms.db.engine import write_tx
 from pandawms.db.schema_workers import harvester_dialogs as dialogs
 from pandawms.db.schema_workers import harvester_metrics as metrics
@@ -41,13 +41,13 @@ def add_metrics(rt: Runtime, harvester_id: str, items: Any) -> int:
         created, host, payload = item
         if host is not None and not isinstance(host, str):
             raise PandaError(f"Argument error: metrics[{index}] host name must be a string")
-        text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        text = clean_text(payload if isinstance(payload, str) else orjson.dumps(payload).decode())
         if len(text) > MAX_METRICS_TEXT:
             raise PandaError(f"Argument error: metrics[{index}] is larger than {MAX_METRICS_TEXT} bytes", 413)
         rows.append(
             {
                 "harvesterID": harvester_id,
-                "hostName": (host or "")[:128] or None,
+                "hostName": clean_text(host or "")[:128] or None,
                 "creationTime": _time(f"metrics[{index}] creationTime", created),
                 "metrics": text,
             }
@@ -80,7 +80,7 @@ def add_dialogs(rt: Runtime, harvester_id: str, items: Any) -> int:
             value = item.get(name)
             if value is not None and not isinstance(value, str | int | float):
                 raise PandaError(f"Argument error: dialogs[{index}].{name} must be a string")
-            row[name] = None if value is None else str(value)[:limit]
+            row[name] = None if value is None else clean_text(str(value))[:limit]
         created = item.get("creationTime")
         row["creationTime"] = (
             None if created in (None, "") else _time(f"dialogs[{index}].creationTime", created)

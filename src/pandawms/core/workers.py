@@ -104,8 +104,24 @@ def _text(where: str, name: str, value: Any) -> str | None:
         raise PandaError(f"{where}: {name} must be a string, got {str(value)[:40]!r}")
     column = workers.c[name]
     length = column.type.length if isinstance(column.type, String) else None
-    text = str(value)
+    text = clean_text(str(value))
     return text[:length] if length else text
+
+
+def clean_text(text: str) -> str:
+    """Free text as stored: NUL (which PostgreSQL cannot hold) becomes U+FFFD, nothing is lost."""
+    return text.replace("\x00", "\ufffd")
+
+
+def check_name(what: str, value: Any, limit: int) -> str:
+    """A name (queue, harvesterID...): a non-empty string of at most ``limit`` characters, no NUL."""
+    if not isinstance(value, str) or not value.strip():
+        raise PandaError(f"Argument error: {what} must be a non-empty string")
+    if len(value) > limit:
+        raise PandaError(f"Argument error: {what} is longer than {limit} characters")
+    if "\x00" in value:
+        raise PandaError(f"Argument error: {what} contains a NUL character")
+    return value
 
 
 def parse_worker(index: int, data: Any) -> WorkerReport:
@@ -332,7 +348,7 @@ def set_pilot_status(
     values: dict[str, Any] = {"pilotStatus": "running" if status == "started" else "finished"}
     values["pilotStartTime" if status == "started" else "pilotEndTime"] = now
     if node_id:
-        values["nodeID"] = node_id[:128]
+        values["nodeID"] = clean_text(node_id)[:128]
     with write_tx(rt.engine) as conn:
         changed = conn.execute(
             workers.update()
@@ -392,11 +408,7 @@ def workers_of_job(rt: Runtime, panda_id: int) -> list[dict[str, Any]]:
 
 def check_harvester_id(harvester_id: Any) -> str:
     """A harvesterID must be a short non-empty name."""
-    if not isinstance(harvester_id, str) or not harvester_id.strip():
-        raise PandaError("Argument error: harvester_id must be a non-empty string")
-    if len(harvester_id) > 50:
-        raise PandaError("Argument error: harvester_id is longer than 50 characters")
-    return harvester_id
+    return check_name("harvester_id", harvester_id, 50)
 
 
 def ended_worker_diag(conn: Connection, panda_id: int) -> str | None:
