@@ -285,9 +285,11 @@ async def drive(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     if args.kill_at > 0:
         while time.monotonic() < deadline and len(rec.dispatched) < args.kill_at * args.jobs:
             await asyncio.sleep(0.05)
+        # Counted when node 1 stops answering (the freeze, or the kill itself): what the other
+        # nodes hand out from then on is work they picked up.
+        rec.dispatched_before_kill = len(rec.dispatched)
         await asyncio.to_thread(cluster.kill_node, 0, args.freeze)
         killed_at = time.monotonic() - t1
-        rec.dispatched_before_kill = len(rec.dispatched)
     await watch_until_done(cluster.db_url, stop, deadline, args.jobs)
     await asyncio.gather(*pilots)
     elapsed = time.monotonic() - t1

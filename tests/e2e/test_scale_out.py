@@ -1,7 +1,7 @@
 """Three httpd nodes and two daemons behind a real HAProxy on one PostgreSQL; one node dies.
 
 The short version of ``benchmarks/scaleout.py``: a few hundred jobs, pilots talking only to the
-balancer, node 1 hangs for a second and is SIGKILLed (its whole process group) once 40 % of the
+balancer, node 1 hangs for a second and is SIGKILLed (its whole process group) once 30 % of the
 jobs are out. Every job must be dispatched to one pilot only, every submitted job must end
 finished (itself, or through the retry the watcher makes when a dispatch reply died with the
 node), every acknowledged update must be in the database, and the surviving nodes must carry on.
@@ -40,7 +40,7 @@ def test_three_nodes_behind_haproxy_survive_a_killed_node(
     url = BACKENDS["postgresql"].require()
     make_runtime(url)  # schema in place, tables empty
     args = argparse.Namespace(
-        jobs=300, pilots=24, heartbeats=1, batch=150, kill_at=0.4, freeze=1.0, duration=75
+        jobs=300, pilots=24, heartbeats=1, batch=150, kill_at=0.3, freeze=1.0, duration=75
     )
     with Cluster(
         url, tmp_path / "cluster", n_nodes=3, n_daemons=2, env=dict(CLUSTER_ENV), init_schema=False
