@@ -62,9 +62,10 @@ def _hello_job(name: str) -> dict:
     )
 
 
-def test_real_pilot_runs_a_job_to_finished(sqlite_server: ServerProcess, tmp_path: Path) -> None:
-    server = sqlite_server
-    realpilot.load_queues(server.db_url, {QUEUE: realpilot.queue_definition(QUEUE)})
+def test_real_pilot_runs_a_job_to_finished(server: ServerProcess, tmp_path: Path) -> None:
+    """On each backend: the pilot's own calls take the job from activated to finished."""
+    # timefloor 0: one job per pilot, so the pilot ends right after its final update.
+    realpilot.load_queues(server.db_url, {QUEUE: realpilot.queue_definition(QUEUE, timefloor=0)})
     queuedata = httpx.get(f"{server.base}/cache/schedconfig/{QUEUE}.all.json").json()
     assert queuedata["state"] == "ACTIVE" and queuedata["copytools"] == {"mv": {}}
     (pid,) = _submit(server.base, _hello_job("hello"))
