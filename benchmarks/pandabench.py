@@ -294,8 +294,41 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _cpu_ticks(pids: list[int]) -> dict[str, int]:
+    """CPU ticks so far: the server's process tree, all postgres processes, this load generator,
+    and the whole machine (busy, from /proc/stat)."""
+    server: set[int] = set()
+    queue = list(pids)
+    while queue:
+        pid = queue.pop()
+        if pid not in server:
+            server.add(pid)
+            queue.extend(_children(pid))
+    out = {"server": 0, "postgres": 0, "load generator": 0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        pid = int(entry.name)
+        if pid in server:
+            out["server"] += ticks
+        elif pid == os.getpid():
+            out["load generator"] += ticks
+        elif comm.startswith("postgres"):
+            out["postgres"] += ticks
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    out["machine busy"] = sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])
+    return out
+
+
 def start_profile(args: argparse.Namespace, pids: list[int]) -> None:
-    """py-spy on the first httpd worker for --profile seconds (raw stacks to --profile-out)."""
+    """Mark the start of the measuring window: CPU counters, and py-spy when --profile is set."""
+    args.cpu_start = (time.monotonic(), _cpu_ticks(pids))
     if not args.profile or not pids:
         return
     workers = [c for p in pids for c in _children(p)] or pids
@@ -433,6 +466,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         phases["measure"] = time.monotonic() - t0
     stop_rss.set()
     profile = finish_profile(args)
+    cpu_split = None
+    if getattr(args, "cpu_start", None):
+        started_at, before = args.cpu_start
+        after, span = _cpu_ticks(pids), time.monotonic() - started_at
+        hz = os.sysconf("SC_CLK_TCK")
+        # Cores used on average during the measuring window (postgres: every backend on the box).
+        cpu_split = {k: round((after[k] - before[k]) / hz / span, 2) for k in after} if span > 0 else None
     if rss_task:
         await rss_task
     elapsed = phases["measure"]
@@ -486,6 +526,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_kb": {"first": rss[0][1], "max": max(r for _, r in rss), "last": rss[-1][1]} if rss else None,
         "rss_series": rss if args.rss_series else None,
         "profile": profile,
+        "cpu_cores_used": cpu_split,
     }
 
 
@@ -494,7 +535,7 @@ def table(result: dict[str, Any]) -> str:
         f"scenario {result['scenario']}: {result['submitted']} submitted, {result['dispatched']} dispatched "
         f"({result['dispatched_per_s']}/s), phases {result['phases_s']}, rss {result['rss_kb']}, "
         f"rss slope {result['rss_kib_per_min_second_half']} KiB/min, load {result['loadavg_before']} -> "
-        f"{result['loadavg_after']}, projection {result['projection']}",
+        f"{result['loadavg_after']}, projection {result['projection']}, cores used {result['cpu_cores_used']}",
         f"{'method':<34} {'count':>8} {'err':>5} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}",
     ]
     for method, m in result["methods"].items():

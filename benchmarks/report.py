@@ -22,11 +22,17 @@ def _load_avg(result: dict[str, Any]) -> str:
     return f"{before[0]} → {after[0]}"
 
 
+def _cores(result: dict[str, Any]) -> str:
+    cores = result.get("cpu_cores_used") or {}
+    keys = ("server", "postgres", "load generator", "machine busy")
+    return " / ".join(str(cores.get(k, "-")) for k in keys) if cores else "-"
+
+
 def load_table(directory: Path) -> str:
     """One row per pandabench run: the headline figure, its latency and the load average."""
     rows = [
-        "| run | database | result | p50 / p95 / p99 ms | errors | server RSS first → max MiB | load avg (1 min) before → after |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| run | database | result | p50 / p95 / p99 ms | errors | server RSS first → max MiB | cores used: server / postgres / client / machine | load avg (1 min) before → after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for scenario, method in (
         ("dispatch", "legacy getJob"),
@@ -56,7 +62,8 @@ def load_table(directory: Path) -> str:
                 rss_s += f" (slope {result.get('rss_kib_per_min_second_half')} KiB/min, 2nd half)"
             rows.append(
                 f"| {scenario} | {'PostgreSQL' if db == 'pg' else 'SQLite'} | {figure} | "
-                f"{m.get('p50_ms')} / {m.get('p95_ms')} / {m.get('p99_ms')} | {errors} | {rss_s} | {_load_avg(result)} |"
+                f"{m.get('p50_ms')} / {m.get('p95_ms')} / {m.get('p99_ms')} | {errors} | {rss_s} | {_cores(result)} | "
+                f"{_load_avg(result)} |"
             )
     return "\n".join(rows)
 
