@@ -116,6 +116,7 @@ def test_a_whole_harvester_cycle(server: ServerProcess) -> None:
             "job_sub_status": None,
             "attempt_nr": 0,
             "core_count": 8,
+            "token": "pilot-token",  # forwarded by Harvester, nothing to store
         }
         for panda_id in ids
     ]

@@ -408,6 +408,8 @@ V1_UPDATE_NAMES: dict[str, str] = {
     "source_site": "source_site",
     "destination_site": "destination_site",
     "timeout": "timeout",
+    # Harvester forwards the pilot's token in bulk updates; it carries nothing to store.
+    "token": "token",
 }
 
 
