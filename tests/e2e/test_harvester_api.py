@@ -298,3 +298,61 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(sqlite_server: ServerP
     refused(post(sqlite_server, "harvester/heartbeat", {"harvester_id": "x" * 51}), 400, "longer than 50")
     assert ok(get(sqlite_server, "harvester/get_current_worker_id", {"harvester_id": HID})) is None
     assert ok(get(sqlite_server, "harvester/get_worker_statistics", {})) == {}
+
+
+def test_legacy_pilot_of_a_worker_is_linked_and_reports_its_status(server: ServerProcess) -> None:
+    """Pilot 3 in a Harvester worker sends harvester_id/worker_id with getJob (pull mode), then
+    updateWorkerPilotStatus: the jobs are linked to the worker and its pilot status kept."""
+    from sqlalchemy import create_engine, select
+
+    from pandawms.db.schema_workers import harvester_rel_jobs_workers, harvester_workers
+
+    (panda_id,) = _submit(server, 1)
+    accept = {"Accept": "application/json"}
+    job = httpx.post(
+        f"{server.base}/server/panda/getJob",
+        data={
+            "siteName": "HV_QUEUE",
+            "prodSourceLabel": "managed",
+            "node": "wn7",
+            "harvester_id": HID,
+            "worker_id": "77",
+        },
+        headers=accept,
+    ).json()
+    assert job["PandaID"] == panda_id
+    for status in ("started", "finished"):
+        reply = httpx.post(
+            f"{server.base}/server/panda/updateWorkerPilotStatus",
+            data={"harvesterID": HID, "workerID": "77", "status": status, "node_id": "wn7"},
+            headers=accept,
+        ).json()
+        assert reply["StatusCode"] == 0, reply
+    unknown = httpx.post(
+        f"{server.base}/server/panda/updateWorkerPilotStatus",
+        data={"harvesterID": HID, "workerID": "78", "status": "started"},
+        headers=accept,
+    ).json()
+    assert unknown["StatusCode"] == 50 and "no worker 78" in unknown["errorDialog"]
+    engine = create_engine(server.db_url)
+    try:
+        with engine.connect() as conn:
+            links = (
+                conn.execute(
+                    select(harvester_rel_jobs_workers.c.PandaID).where(
+                        harvester_rel_jobs_workers.c.workerID == 77
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            worker = (
+                conn.execute(select(harvester_workers).where(harvester_workers.c.workerID == 77))
+                .mappings()
+                .one()
+            )
+    finally:
+        engine.dispose()
+    assert links == [panda_id]
+    assert worker["status"] == "running" and worker["pilotStatus"] == "finished" and worker["nodeID"] == "wn7"
+    assert worker["pilotStartTime"] is not None and worker["pilotEndTime"] is not None

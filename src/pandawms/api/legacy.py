@@ -138,6 +138,11 @@ def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     found = dispatch.acquire_jobs(ctx.rt, req, ctx.who)
     if not found:
         return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
+    harvester_id, worker_id = params.get("harvester_id"), _int_param(params, "worker_id", -1)
+    if harvester_id and worker_id >= 0:  # a pilot of a Harvester worker (pull mode)
+        from pandawms.core.workers import link_dispatched
+
+        link_dispatched(ctx.rt, str(harvester_id), worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
     )
@@ -244,11 +249,18 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 
 @legacy("updateWorkerPilotStatus")
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """Accepted and logged; worker bookkeeping arrives with the Harvester interface."""
-    status = str(params.get("status", ""))
-    if status not in ("started", "finished"):
-        raise PandaError(f"status must be started or finished, got {status[:20]!r}")
-    log.info("worker %s of harvester %s: pilot %s", params.get("workerID"), params.get("harvesterID"), status)
+    """The pilot inside a Harvester worker says it started or finished: kept on the worker."""
+    from pandawms.core.workers import set_pilot_status
+
+    worker_id = _int_param(params, "workerID", -1)
+    harvester_id = str(params.get("harvesterID") or "")
+    if worker_id < 0 or not harvester_id:
+        raise PandaError("workerID and harvesterID are required")
+    node = str(params.get("node_id") or "") or None
+    if not set_pilot_status(ctx.rt, harvester_id, worker_id, str(params.get("status", "")), node):
+        return Reply(
+            {"StatusCode": int(StatusCode.INVALID), "errorDialog": f"no worker {worker_id} of {harvester_id}"}
+        )
     return Reply({"StatusCode": 0})
 
 

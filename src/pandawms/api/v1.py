@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import DBAPIError
 
 from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
@@ -207,20 +206,9 @@ def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     if not found:
         return False, "No jobs in PanDA", None
     if kw["harvester_id"] and kw["worker_id"] is not None:
-        from pandawms.core.workers import record_dispatch
+        from pandawms.core.workers import link_dispatched
 
-        # The jobs are already sent: a failure to link them to the worker must not lose them.
-        try:
-            record_dispatch(
-                ctx.rt, kw["harvester_id"], kw["worker_id"], req.site, [j["PandaID"] for j in found]
-            )
-        except (PandaError, DBAPIError) as exc:
-            log.error(
-                "jobs %s sent, but not linked to worker %s: %s",
-                [j["PandaID"] for j in found],
-                kw["worker_id"],
-                exc,
-            )
+        link_dispatched(ctx.rt, kw["harvester_id"], kw["worker_id"], req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
     )

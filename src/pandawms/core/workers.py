@@ -10,11 +10,13 @@ A whole report is one transaction: it is applied completely or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, String, and_, func, or_, select
+from sqlalchemy.exc import DBAPIError
 
 from pandawms.core.retry import retry_if_possible
 from pandawms.core.runtime import Runtime, utcnow
@@ -25,6 +27,8 @@ from pandawms.db.schema_workers import harvester_rel_jobs_workers as rel
 from pandawms.db.schema_workers import harvester_workers as workers
 from pandawms.model.errors import PandaError, TaskBufferError
 from pandawms.model.values import BadValue, parse_datetime
+
+log = logging.getLogger("pandawms.harvester")
 
 #: Worker statuses Harvester uses (WorkSpec.ST_*), and the final ones among them.
 WORKER_STATUSES = frozenset(
@@ -335,6 +339,26 @@ def record_dispatch(
         elif old[0] not in WORKER_FINAL:
             conn.execute(workers.update().where(key).values(status="running", lastUpdate=now))
         add_job_links(conn, harvester_id, worker_id, panda_ids, now)
+
+
+def link_dispatched(
+    rt: Runtime, harvester_id: str, worker_id: int, site: str, panda_ids: Sequence[int]
+) -> None:
+    """:func:`record_dispatch` after a dispatch that has already committed.
+
+    The jobs are sent by then: a failure to link them to their worker is logged, never raised,
+    so the pilot still gets the jobs it was given (the next worker report links them again).
+    """
+    try:
+        record_dispatch(rt, harvester_id, worker_id, site, panda_ids)
+    except (PandaError, DBAPIError) as exc:
+        log.error(
+            "jobs %s sent, but not linked to worker %s of %s: %s",
+            list(panda_ids),
+            worker_id,
+            harvester_id,
+            exc,
+        )
 
 
 def set_pilot_status(
