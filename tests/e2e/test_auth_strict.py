@@ -256,5 +256,28 @@ def test_a_production_token_may_pull_jobs(
     assert refused.status_code == 403 and refused.json()["StatusCode"] == 60
 
 
+def test_a_pilot_token_pulls_jobs_but_submits_nothing(
+    token_server: ServerProcess, signing_key: rsa.RSAPrivateKey
+) -> None:
+    token = _token(signing_key, groups=["atlas", "atlas/pilot"])
+    pilot = {"Authorization": f"Bearer {token}", "Origin": "atlas.pilot", "Accept": "application/json"}
+    got = httpx.post(
+        token_server.base + "/server/panda/getJob", headers=pilot, data={"siteName": "TEST_SITE"}
+    )
+    assert got.status_code == 200 and got.json()["StatusCode"] in (0, 20), got.text
+    jobs = httpx.post(
+        token_server.base + "/api/v1/job/submit",
+        headers=pilot,
+        json={"jobs": json.dumps([state_list(make_job())])},
+    )
+    assert jobs.status_code == 403 and "role user required" in jobs.json()["message"], jobs.text
+    task = httpx.post(
+        token_server.base + "/api/v1/task/submit",
+        headers=pilot,
+        json={"task_parameters": {"taskName": "user.jdoe.pilot-made/", "vo": "atlas"}},
+    )
+    assert task.status_code == 403 and "role user required" in task.json()["message"], task.text
+
+
 def test_environment_untouched() -> None:
     assert "PANDA_AUTH_MODE" not in os.environ

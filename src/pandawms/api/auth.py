@@ -148,14 +148,15 @@ class Authenticator:
                     f"/{verified.vo}/Role={g.split('/', 1)[1]}" if "/" in g else f"/{g}"
                     for g in verified.groups
                 )
-                roles = self._roles(dn, ()) | (
-                    {"production", "pilot"}
-                    if verified.role == "production"
-                    else {"pilot"}
-                    if verified.role == "pilot"
-                    else set()
-                )
-                return Identity(dn, fqans, frozenset(roles), "token", remote)
+                if verified.role == "pilot":
+                    # A pilot's token (Origin <vo>.pilot) is for pulling and reporting jobs: it
+                    # is not a user's, so it may not submit, kill or retry jobs and tasks.
+                    roles = frozenset({"pilot"})
+                elif verified.role == "production":
+                    roles = self._roles(dn, ()) | {"production", "pilot"}
+                else:
+                    roles = self._roles(dn, ())
+                return Identity(dn, fqans, roles, "token", remote)
             if self.settings.auth_mode == "strict":
                 raise TokenRejected("this server has no token issuers configured (oidc_config)")
             claims = _unverified_claims(token)
