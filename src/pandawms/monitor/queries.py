@@ -232,7 +232,7 @@ def _live_snapshot(conn: Connection) -> Summary | None:
     """
     from pandawms.monitor import rollup
 
-    state = rollup._state(conn, rollup.LIVE_COUNTS)
+    state = rollup.read_state(conn, rollup.LIVE_COUNTS)
     if state is None or state[1] < utcnow() - SNAPSHOT_STALE:
         return None
     table = monitor_live_counts
@@ -374,7 +374,7 @@ def _rolled_buckets(
     if seconds % rollup.ROLLUP_SECONDS:
         return None
     with read_tx(rt.engine) as conn:
-        state = rollup._state(conn, rollup.LOG_CURSOR)
+        state = rollup.read_state(conn, rollup.LOG_CURSOR)
         if state is None or state[1] < utcnow() - ROLLUP_STALE:
             return None
         out: list[dict[str, int]] = [defaultdict(int) for _ in range(n_buckets)]

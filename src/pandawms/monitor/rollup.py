@@ -41,7 +41,8 @@ LIVE_COUNTS = "live_counts"
 EPOCH = dt.datetime(1970, 1, 1)
 
 
-def _state(conn: Connection, name: str) -> tuple[int, dt.datetime] | None:
+def read_state(conn: Connection, name: str) -> tuple[int, dt.datetime] | None:
+    """(last status-log id folded, when) of a state row; None before the first run."""
     row = conn.execute(
         select(monitor_rollup_state.c.lastLogID, monitor_rollup_state.c.updated).where(
             monitor_rollup_state.c.name == name
@@ -79,7 +80,7 @@ def _fold_chunk(rt: Runtime) -> tuple[int, bool]:
     log = job_status_log
     with write_tx(rt.engine) as conn:
         now = utcnow()
-        state = _state(conn, LOG_CURSOR)
+        state = read_state(conn, LOG_CURSOR)
         if state is None:
             first = first_log_id_at(conn, now - RETENTION)
             last = (first or 1) - 1
