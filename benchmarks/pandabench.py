@@ -294,9 +294,11 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _cpu_ticks(pids: list[int]) -> dict[str, int]:
-    """CPU ticks so far: the server's process tree, all postgres processes, this load generator,
-    and the whole machine (busy, from /proc/stat)."""
+def _cpu_ticks(pids: list[int]) -> dict[tuple[str, int], int]:
+    """CPU ticks so far per (kind, pid): the server's process tree, postgres processes, this
+    load generator; and the whole machine's busy ticks (from /proc/stat) as ("machine busy", 0).
+    Kept per process so that processes ending during the window (other users' database
+    sessions) do not count as negative time."""
     server: set[int] = set()
     queue = list(pids)
     while queue:
@@ -304,7 +306,7 @@ def _cpu_ticks(pids: list[int]) -> dict[str, int]:
         if pid not in server:
             server.add(pid)
             queue.extend(_children(pid))
-    out = {"server": 0, "postgres": 0, "load generator": 0}
+    out: dict[tuple[str, int], int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -316,13 +318,13 @@ def _cpu_ticks(pids: list[int]) -> dict[str, int]:
         ticks = int(fields[11]) + int(fields[12])
         pid = int(entry.name)
         if pid in server:
-            out["server"] += ticks
+            out[("server", pid)] = ticks
         elif pid == os.getpid():
-            out["load generator"] += ticks
+            out[("load generator", pid)] = ticks
         elif comm.startswith("postgres"):
-            out["postgres"] += ticks
+            out[("postgres", pid)] = ticks
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    out["machine busy"] = sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])
+    out[("machine busy", 0)] = sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])
     return out
 
 
@@ -472,7 +474,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         after, span = _cpu_ticks(pids), time.monotonic() - started_at
         hz = os.sysconf("SC_CLK_TCK")
         # Cores used on average during the measuring window (postgres: every backend on the box).
-        cpu_split = {k: round((after[k] - before[k]) / hz / span, 2) for k in after} if span > 0 else None
+        used: dict[str, int] = defaultdict(int)
+        for (kind, pid), ticks in after.items():
+            used[kind] += ticks - before.get((kind, pid), 0)
+        cpu_split = {k: round(v / hz / span, 2) for k, v in used.items()} if span > 0 else None
     if rss_task:
         await rss_task
     elapsed = phases["measure"]
