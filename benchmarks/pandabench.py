@@ -294,7 +294,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _cpu_ticks(pids: list[int]) -> dict[tuple[str, int], int]:
+def _cpu_ticks(pids: list[int], database: str = "") -> dict[tuple[str, int], int]:
     """CPU ticks so far per (kind, pid): the server's process tree, postgres processes, this
     load generator; and the whole machine's busy ticks (from /proc/stat) as ("machine busy", 0).
     Kept per process so that processes ending during the window (other users' database
@@ -322,7 +322,13 @@ def _cpu_ticks(pids: list[int]) -> dict[tuple[str, int], int]:
         elif pid == os.getpid():
             out[("load generator", pid)] = ticks
         elif comm.startswith("postgres"):
-            out[("postgres", pid)] = ticks
+            # A backend's title names its database ("postgres: user db 127.0.0.1(port) idle").
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                title = ""
+            mine = not database or f" {database} " in title
+            out[("postgres" if mine else "postgres, other databases", pid)] = ticks
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     out[("machine busy", 0)] = sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])
     return out
@@ -330,7 +336,7 @@ def _cpu_ticks(pids: list[int]) -> dict[tuple[str, int], int]:
 
 def start_profile(args: argparse.Namespace, pids: list[int]) -> None:
     """Mark the start of the measuring window: CPU counters, and py-spy when --profile is set."""
-    args.cpu_start = (time.monotonic(), _cpu_ticks(pids))
+    args.cpu_start = (time.monotonic(), _cpu_ticks(pids, args.db_name))
     if not args.profile or not pids:
         return
     workers = [c for p in pids for c in _children(p)] or pids
@@ -471,7 +477,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu_split = None
     if getattr(args, "cpu_start", None):
         started_at, before = args.cpu_start
-        after, span = _cpu_ticks(pids), time.monotonic() - started_at
+        after, span = _cpu_ticks(pids, args.db_name), time.monotonic() - started_at
         hz = os.sysconf("SC_CLK_TCK")
         # Cores used on average during the measuring window (postgres: every backend on the box).
         used: dict[str, int] = defaultdict(int)
@@ -670,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pandabench only drives servers on loopback", file=sys.stderr)
         return 2
     args.loadavg_before = [round(x, 2) for x in os.getloadavg()]
+    # Whose database sessions count as "postgres": the started server's (none on SQLite); all for an external one.
+    args.db_name = {"postgresql": "pandawms_bench", "sqlite": "<none>"}.get(args.start_server or "", "")
     if args.start_server:
         with started_server(args) as (url, pid):
             args.url = url
