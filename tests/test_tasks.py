@@ -41,6 +41,13 @@ def _queue(rt: Runtime) -> None:
     load_queues(rt, json.dumps(spec))
 
 
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def prun_params(name: str = "user.jdoe.t1/", **extra: Any) -> dict[str, Any]:
     """The task parameters prun --exec "echo hello" --nJobs 3 --noBuild sends (trimmed)."""
     base = name.rstrip("/")
@@ -115,6 +122,8 @@ def test_bad_parameters_are_refused_naming_the_parameter(rt: Runtime) -> None:
         "buildSpec.archiveName": prun_params(
             buildSpec={"archiveName": "sources.missing.tar.gz", "jobParameters": "-i ${IN}"}
         ),
+        "container": prun_params(log={"dataset": "x.log/", "container": 5, "value": "x.${SN}.log.tgz"}),
+        "task_parameters": prun_params(extra=_nested(40)),
     }
     for name, params in cases.items():
         reply = tasks.submit_task(rt, params, JANE)

@@ -277,6 +277,15 @@ def test_a_pilot_token_pulls_jobs_but_submits_nothing(
         json={"task_parameters": {"taskName": "user.jdoe.pilot-made/", "vo": "atlas"}},
     )
     assert task.status_code == 403 and "role user required" in task.json()["message"], task.text
+    # Nor may it speak for a Harvester instance (it could fail any job through update_workers).
+    workers = httpx.post(
+        token_server.base + "/api/v1/harvester/update_workers",
+        headers=pilot,
+        json={"harvester_id": "hv-1", "workers": []},
+    )
+    assert workers.status_code == 403 and "role production required" in workers.json()["message"], (
+        workers.text
+    )
 
 
 def test_environment_untouched() -> None:

@@ -40,3 +40,11 @@ def test_deeply_nested_json_is_refused_everywhere(sqlite_server: ServerProcess) 
     # Nothing was stored.
     status = httpx.get(base + "/api/v1/job/get_status", params={"job_ids": "1"}).json()
     assert status["data"] == [{"status": "unknown", "command": "tobekilled"}]
+
+
+def test_integers_past_64_bits_are_refused(sqlite_server: ServerProcess) -> None:
+    huge = str(2**64)
+    reply = httpx.get(sqlite_server.base + "/api/v1/pilot/get_job_status", params={"job_ids": huge})
+    assert reply.status_code == 400 and "at most 64 bits" in reply.json()["message"], reply.text
+    reply = httpx.post(sqlite_server.base + "/api/v1/task/get_status", json={"task_id": 2**70})
+    assert reply.status_code == 400 and "task_id" in reply.json()["message"], reply.text

@@ -29,7 +29,7 @@ from pandawms.api.multipart import parse_multipart
 from pandawms.api.params import bind
 from pandawms.core import audit
 from pandawms.core.runtime import Runtime
-from pandawms.db.engine import BUSY_ERRORS
+from pandawms.db.engine import BUSY_ERRORS, refused_status
 from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.states import IllegalMove
 from pandawms.monitor.metrics import record_request
@@ -119,6 +119,13 @@ def _form(body: bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise PandaError(f"malformed form body: {exc}") from None
     return _collect(pairs)
+
+
+def _refusal_message(exc: BaseException) -> str:
+    """A database refusal in one line, without the SQL statement or parameters SQLAlchemy adds."""
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"the database refused a value of this request: {first[:200]}"
 
 
 def _method_label(path: str) -> str:
@@ -359,7 +366,11 @@ class PandaApp:
             log.error("%s %s/%s database busy or failing: %s", request_id, module, name, exc)
             status, body, ctype, _ = reply(503, False, self._busy_message(exc), None)
             return status, body, ctype, self._retry_after
-        except Exception:
+        except Exception as exc:
+            refused = refused_status(exc)
+            if refused is not None:
+                log.warning("%s %s/%s refused by the database: %s", request_id, module, name, exc)
+                return reply(refused, False, _refusal_message(exc), None)
             log.exception("%s %s/%s failed", request_id, module, name)
             return reply(500, False, f"internal server error (request {request_id})", None)
 
@@ -426,7 +437,16 @@ class PandaApp:
                 legacy.Reply({"StatusCode": int(StatusCode.TIMEOUT), "errorDialog": self._busy_message(exc)}),
             )
             return status, body, ctype, self._retry_after
-        except Exception:
+        except Exception as exc:
+            refused = refused_status(exc)
+            if refused is not None:
+                log.warning("%s %s refused by the database: %s", request_id, name, exc)
+                return render(
+                    refused,
+                    legacy.Reply(
+                        {"StatusCode": int(StatusCode.INVALID), "errorDialog": _refusal_message(exc)}
+                    ),
+                )
             log.exception("%s %s failed", request_id, name)
             return render(
                 500,

@@ -133,7 +133,9 @@ class Authenticator:
             raw = (tls or {}).get("fqans") or ()
             fqans = tuple(str(f) for f in raw) if isinstance(raw, list | tuple) else ()
             return Identity(client_dn, fqans, self._roles(client_dn, fqans), "x509", remote)
-        if self.proxies and headers.get(DN_HEADER) and self._trusted(remote):
+        # DN headers come only from a front end that ended TLS itself and talks plain HTTP to
+        # us: on a TLS connection (HAProxy passthrough) the client wrote them, not the balancer.
+        if tls is None and self.proxies and headers.get(DN_HEADER) and self._trusted(remote):
             dn = headers[DN_HEADER].strip()
             fqans = tuple(f.strip() for f in headers.get(FQAN_HEADER, "").split(",") if f.strip())
             client = headers.get("x-forwarded-for", remote).split(",")[0].strip()

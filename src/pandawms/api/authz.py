@@ -29,6 +29,9 @@ USER_WRITE = Rule(secure=True, roles=frozenset({"user"}), audit=True)
 PILOT = Rule(secure=True, roles=frozenset({"pilot"}))
 PILOT_WRITE = Rule(secure=True, roles=frozenset({"pilot"}), audit=True)
 PRODUCTION_WRITE = Rule(secure=True, roles=frozenset({"production"}), audit=True)
+#: Harvester instances run with a production credential. A pilot's credential (on every worker
+#: node) must not report workers or take commands for an instance: it could fail any job.
+HARVESTER = Rule(secure=True, roles=frozenset({"production"}))
 
 #: v1 methods by (module, method).
 V1_RULES: dict[tuple[str, str], Rule] = {
@@ -44,16 +47,16 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("pilot", "update_job"): PILOT,
     ("pilot", "update_jobs_bulk"): PILOT,
     ("pilot", "get_job_status"): PILOT,
-    ("harvester", "update_workers"): PILOT,
-    ("harvester", "heartbeat"): PILOT,
-    ("harvester", "report_worker_statistics"): PILOT,
-    ("harvester", "get_worker_statistics"): PILOT,
-    ("harvester", "acquire_commands"): PILOT,
-    ("harvester", "acknowledge_commands"): PILOT,
-    ("harvester", "get_current_worker_id"): PILOT,
+    ("harvester", "update_workers"): HARVESTER,
+    ("harvester", "heartbeat"): HARVESTER,
+    ("harvester", "report_worker_statistics"): HARVESTER,
+    ("harvester", "get_worker_statistics"): HARVESTER,
+    ("harvester", "acquire_commands"): HARVESTER,
+    ("harvester", "acknowledge_commands"): HARVESTER,
+    ("harvester", "get_current_worker_id"): HARVESTER,
     ("harvester", "add_sweep_command"): PRODUCTION_WRITE,
-    ("harvester", "update_service_metrics"): PILOT,
-    ("harvester", "add_dialogs"): PILOT,
+    ("harvester", "update_service_metrics"): HARVESTER,
+    ("harvester", "add_dialogs"): HARVESTER,
     ("pilot", "update_worker_status"): PILOT,
     # Task layer and sandbox cache: owners act on their own tasks (checked in core/tasks.py).
     ("file_server", "upload_cache_file"): USER_WRITE,

@@ -135,10 +135,11 @@ def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
     if not req.site:
         raise PandaError("siteName is required")
+    # Checked before dispatching: nothing may fail between handing out jobs and answering.
+    harvester_id, worker_id = params.get("harvester_id"), _int_param(params, "worker_id", -1)
     found = dispatch.acquire_jobs(ctx.rt, req, ctx.who)
     if not found:
         return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
-    harvester_id, worker_id = params.get("harvester_id"), _int_param(params, "worker_id", -1)
     if harvester_id and worker_id >= 0:  # a pilot of a Harvester worker (pull mode)
         from pandawms.core.workers import link_dispatched
 

@@ -46,7 +46,19 @@ def _bad(name: str, what: str, value: Any) -> PandaError:
     return PandaError(f"Argument error: {name} must be {what}, got {shown}")
 
 
+#: Every integer column is at most 64 bits: a larger value is the client's mistake (a 400),
+#: not a database error (SQLite's OverflowError, PostgreSQL's DataError).
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
 def _to_int(name: str, value: Any) -> int:
+    result = _parse_int(name, value)
+    if not _INT_MIN <= result <= _INT_MAX:
+        raise _bad(name, "an integer of at most 64 bits", value)
+    return result
+
+
+def _parse_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise _bad(name, "an integer", value)
     if isinstance(value, int):

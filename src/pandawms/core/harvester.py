@@ -9,7 +9,6 @@ one for the queue in one transaction, and readers see the sums of recent reports
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import orjson
@@ -86,7 +85,7 @@ def instance(rt: Runtime, harvester_id: str) -> dict[str, Any] | None:
 def _parse_stats(text: Any) -> list[tuple[str, str, str, int]]:
     """``{jobType: {resourceType: {status: n}}}`` (a JSON string) -> rows; "Undefined" types dropped."""
     try:
-        tree = json.loads(text) if isinstance(text, str) else text
+        tree = orjson.loads(text) if isinstance(text, str) else text
     except ValueError as exc:
         raise PandaError(f"Argument error: statistics is not valid JSON: {exc}") from None
     if not isinstance(tree, dict):

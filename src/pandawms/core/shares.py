@@ -8,6 +8,7 @@ Without ``global_shares`` nothing here runs and dispatch orders by priority alon
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -47,16 +48,22 @@ def running_by_share(rt: Runtime, fresh: bool = False) -> dict[str, int]:
     return counts
 
 
+@functools.lru_cache(maxsize=8)
+def _targets(text: str) -> dict[str, float]:
+    """The parsed setting (dispatch asks on every getJob; the setting never changes in a process)."""
+    return parse_shares(text)
+
+
 def dispatch_order(rt: Runtime) -> list[str]:
     """Configured shares, furthest below target first; empty when no shares are configured."""
     if not rt.settings.global_shares:
         return []
-    return share_order(parse_shares(rt.settings.global_shares), running_by_share(rt))
+    return share_order(_targets(rt.settings.global_shares), running_by_share(rt))
 
 
 def usage(rt: Runtime) -> dict[str, dict[str, float]]:
     """Per configured share: target and current fraction of the busy jobs (for ``jobs why``)."""
-    targets = parse_shares(rt.settings.global_shares)
+    targets = _targets(rt.settings.global_shares)
     running = running_by_share(rt)
     total = sum(n for share, n in running.items() if share in targets)
     return {

@@ -435,7 +435,7 @@ def advance_task(rt: Runtime, task_id: int) -> int:
 def _advance(rt: Runtime, task_id: int) -> int:
     now = utcnow()
     with write_tx(rt.engine) as conn:
-        task = lock_task(conn, task_id, skip_locked=True)
+        task = lock_task(conn, task_id, skip_locked=rt.skip_locked)
         if task is None:
             return 0
         text = conn.execute(

@@ -164,7 +164,9 @@ def build_template(items: Any) -> tuple[str, list[OutputStream], list[str]]:
             dataset = item.get("dataset")
             if not isinstance(dataset, str) or not dataset:
                 raise BadTaskParameter(f"{where}.dataset", "an output needs its dataset name")
-            outputs.append(OutputStream(dataset, value, f"OUTPUT{len(outputs)}", item.get("container")))
+            outputs.append(
+                OutputStream(dataset, value, f"OUTPUT{len(outputs)}", _str(item, "container", None, 255))
+            )
         if item.get("hidden") is True:
             continue
         match = re.match(r"^-a\s+(\S+)$", value.strip())
@@ -185,7 +187,7 @@ def _log_stream(params: Mapping[str, Any]) -> OutputStream | None:
         raise BadTaskParameter("log.dataset", "must be a dataset name")
     if not isinstance(value, str) or "${SN" not in value:
         raise BadTaskParameter("log.value", "must be an LFN template with ${SN}")
-    return OutputStream(dataset, value, "LOG", log.get("container"))
+    return OutputStream(dataset, value, "LOG", _str(log, "container", None, 255))
 
 
 def _inputs(params: Mapping[str, Any]) -> tuple[list[tuple[str, int | None, int | None]], int, int | None]:
@@ -237,10 +239,30 @@ def _build_step(params: Mapping[str, Any], base_url: str) -> BuildStep | None:
     return BuildStep(archive, job_params, trans, label)
 
 
+#: Deepest nesting of a task parameter dict (prun and pathena send 4 or 5 levels); the stored
+#: copy is re-encoded, and stdlib JSON fails with RecursionError around 1000.
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of dicts and lists, without recursion (the input may be hostile)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def plan_task(params: Any, base_url: str) -> TaskPlan:
     """Check ``params`` and make the plan; raise :class:`BadTaskParameter` on the first problem."""
     if not isinstance(params, dict):
         raise BadTaskParameter("task_parameters", "must be an object")
+    if _depth(params) > MAX_DEPTH:
+        raise BadTaskParameter("task_parameters", f"is nested deeper than {MAX_DEPTH} levels")
     name = _str(params, "taskName", limit=255)
     if not name or not name.strip("/"):
         raise BadTaskParameter("taskName", "is required (prun and pathena set it from --outDS)")

@@ -12,6 +12,8 @@ in one transaction.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import random
 from collections import Counter
 from typing import Any
 
@@ -23,6 +25,8 @@ from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_tasks import task_files, tasks
 from pandawms.model.task_states import ACTIVE, TaskStatus
+
+log = logging.getLogger("pandawms.tasks")
 
 T = TaskStatus
 JOB_FINAL = ("finished", "failed", "cancelled", "closed")
@@ -143,7 +147,7 @@ def sync_task(rt: Runtime, task_id: int) -> str | None:
     """Bring one task up to date with its jobs in one transaction; its status afterwards."""
     now = utcnow()
     with write_tx(rt.engine) as conn:
-        task = lock_task(conn, task_id, skip_locked=True)
+        task = lock_task(conn, task_id, skip_locked=rt.skip_locked)
         if task is None or TaskStatus(task["status"]) not in ACTIVE:
             return None if task is None else str(task["status"])
         if _propagate(conn, task, now):
@@ -152,17 +156,40 @@ def sync_task(rt: Runtime, task_id: int) -> str | None:
 
 
 def active_task_ids(rt: Runtime, limit: int = 1000) -> list[int]:
-    """Tasks the task manager works on, least recently changed first."""
+    """Up to ``limit`` active tasks for one pass, in jediTaskID order from a random point (wrapping).
+
+    Without state kept between passes every active task is reached, however many there are and
+    whether or not they change: ordering by modificationTime would let ``limit`` quiet tasks
+    (paused, long-running) hide all the others for ever.
+    """
+    active = tasks.c.status.in_([s.value for s in ACTIVE])
     with read_tx(rt.engine) as conn:
-        return [
+        low, high = conn.execute(
+            select(func.min(tasks.c.jediTaskID), func.max(tasks.c.jediTaskID)).where(active)
+        ).one()
+        if low is None:
+            return []
+        pivot = random.randint(int(low), int(high))
+        ids = [
             int(r[0])
             for r in conn.execute(
                 select(tasks.c.jediTaskID)
-                .where(tasks.c.status.in_([s.value for s in ACTIVE]))
-                .order_by(tasks.c.modificationTime)
+                .where(active, tasks.c.jediTaskID >= pivot)
+                .order_by(tasks.c.jediTaskID)
                 .limit(limit)
             )
         ]
+        if len(ids) < limit:
+            ids += [
+                int(r[0])
+                for r in conn.execute(
+                    select(tasks.c.jediTaskID)
+                    .where(active, tasks.c.jediTaskID < pivot)
+                    .order_by(tasks.c.jediTaskID)
+                    .limit(limit - len(ids))
+                )
+            ]
+    return ids
 
 
 def manage_tasks(rt: Runtime) -> dict[str, int]:
@@ -172,16 +199,20 @@ def manage_tasks(rt: Runtime) -> dict[str, int]:
 
     counts: Counter[str] = Counter()
     for task_id in active_task_ids(rt):
-        status = sync_task(rt, task_id)
-        if status in (T.REGISTERED, T.READY, T.RUNNING):
-            counts["jobs"] += advance_task(rt, task_id)
-        elif status == T.ABORTING:
-            # Jobs made before the kill or whose kill did not take yet are killed again.
-            from pandawms.core.task_jobs import owner
+        try:
+            status = sync_task(rt, task_id)
+            if status in (T.REGISTERED, T.READY, T.RUNNING):
+                counts["jobs"] += advance_task(rt, task_id)
+            elif status == T.ABORTING:
+                # Jobs made before the kill or whose kill did not take yet are killed again.
+                from pandawms.core.task_jobs import owner
 
-            with read_tx(rt.engine) as conn:
-                row = conn.execute(select(tasks).where(tasks.c.jediTaskID == task_id)).mappings().first()
-            if row is not None:
-                kill_task_jobs(rt, task_id, owner(dict(row)))
-        counts[str(status)] += 1
+                with read_tx(rt.engine) as conn:
+                    row = conn.execute(select(tasks).where(tasks.c.jediTaskID == task_id)).mappings().first()
+                if row is not None:
+                    kill_task_jobs(rt, task_id, owner(dict(row)))
+            counts[str(status)] += 1
+        except Exception:  # noqa: BLE001 - one broken task must not stop the others' work
+            log.exception("task %d: the task manager could not handle it this pass", task_id)
+            counts["errors"] += 1
     return dict(counts)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, func, select
 
 from pandawms.core import cache_files
@@ -296,7 +297,9 @@ def resume_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
             return task
         if task["status"] not in (T.PAUSED, T.EXHAUSTED):
             return _refused(task, "resume")
-        target = T.RUNNING if _running_files(conn, task_id) else T.READY
+        # An exhausted task may only go back to ready (the state table): the task manager takes
+        # it on from there, to running as soon as its jobs are.
+        target = T.RUNNING if task["status"] == T.PAUSED and _running_files(conn, task_id) else T.READY
         if task["status"] == T.PAUSED and task["oldStatus"] in (T.REGISTERED, T.DEFINED):
             target = TaskStatus(task["oldStatus"])
         move_task(conn, task, target.value, now, {"frozenTime": None}, reason=f"resumed by {who.name}")
@@ -326,7 +329,7 @@ def _reset_failed_files(conn: Connection, task: Mapping[str, Any], extra_attempt
 def _apply_new_parameters(conn: Connection, rt: Runtime, task_id: int, new: Any) -> Reply | None:
     if isinstance(new, str):
         try:
-            new = json.loads(new)
+            new = orjson.loads(new)
         except ValueError:
             return Reply(False, "new_parameters is not valid JSON", REFUSED)
     if not isinstance(new, dict):

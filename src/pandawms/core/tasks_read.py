@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, func, select, union_all
 
 from pandawms.core.runtime import Runtime
@@ -142,7 +143,7 @@ def detailed_since(
     regexes: dict[str, str] = {}
     if filters_text:
         try:
-            given = json.loads(filters_text)
+            given = orjson.loads(filters_text)
         except ValueError:
             raise PandaError("Argument error: filters is not valid JSON") from None
         if not isinstance(given, dict):

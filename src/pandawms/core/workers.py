@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, String, and_, func, or_, select
-from sqlalchemy.exc import DBAPIError
 
 from pandawms.core.retry import retry_if_possible
 from pandawms.core.runtime import Runtime, utcnow
@@ -351,7 +350,7 @@ def link_dispatched(
     """
     try:
         record_dispatch(rt, harvester_id, worker_id, site, panda_ids)
-    except (PandaError, DBAPIError) as exc:
+    except Exception as exc:  # noqa: BLE001 - pool timeouts too: the jobs must still reach the pilot
         log.error(
             "jobs %s sent, but not linked to worker %s of %s: %s",
             list(panda_ids),

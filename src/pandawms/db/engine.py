@@ -197,8 +197,20 @@ def supports_skip_locked(engine: Engine) -> bool:
 
 #: Exceptions meaning "the database cannot serve this now" (pool exhausted, statement cancelled,
 #: lock wait timeout, lost connection): worth retrying later, so the HTTP layer answers 503.
+#: Not every database error: a value the database refuses (DataError) or a broken constraint
+#: (IntegrityError) would fail again on every retry, so they get a 4xx (see REFUSED_ERRORS).
 BUSY_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,
     sa_exc.OperationalError,
-    sa_exc.DBAPIError,
+    sa_exc.InterfaceError,
 )
+#: Database refusals caused by the request's content, with the HTTP status they get.
+REFUSED_ERRORS: tuple[tuple[type[sa_exc.DBAPIError], int], ...] = (
+    (sa_exc.DataError, 400),
+    (sa_exc.IntegrityError, 409),
+)
+
+
+def refused_status(exc: BaseException) -> int | None:
+    """The 4xx status of a database refusal caused by the request, or None for other errors."""
+    return next((status for kind, status in REFUSED_ERRORS if isinstance(exc, kind)), None)

@@ -20,7 +20,7 @@ from collections import defaultdict
 from sqlalchemy import Connection, func, select
 
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.db.engine import write_tx
+from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.db.schema_monitor import monitor_live_counts, monitor_rollup_state, monitor_status_buckets
 
@@ -74,11 +74,17 @@ def _add_buckets(conn: Connection, counts: dict[tuple[dt.datetime, str], int]) -
 
 
 def _fold_chunk(rt: Runtime) -> tuple[int, bool]:
-    """Fold the next chunk of settled status-log rows; returns (rows folded, caught up)."""
+    """Fold the next chunk of settled status-log rows; returns (rows folded, caught up).
+
+    The counting is a read (on SQLite it must not hold the write lock that dispatch and
+    heartbeats wait for); the write then moves the cursor only from where the read found it, so
+    a second writer (a lease lost mid-run) can never fold the same rows twice.
+    """
     from pandawms.monitor.queries import bucket_number, first_log_id_at
 
     log = job_status_log
-    with write_tx(rt.engine) as conn:
+    counts: dict[tuple[dt.datetime, str], int] = defaultdict(int)
+    with read_tx(rt.engine) as conn:
         now = utcnow()
         state = read_state(conn, LOG_CURSOR)
         if state is None:
@@ -89,7 +95,6 @@ def _fold_chunk(rt: Runtime) -> tuple[int, bool]:
         settled = first_log_id_at(conn, now - GRACE)
         limit = (settled - 1) if settled is not None else last
         upper = min(limit, last + CHUNK)
-        folded = 0
         if upper > last:
             bucket = bucket_number(rt.backend, log.c.modificationTime, EPOCH, ROLLUP_SECONDS).label("b")
             inner = (
@@ -97,26 +102,29 @@ def _fold_chunk(rt: Runtime) -> tuple[int, bool]:
                 .where(log.c.id > last, log.c.id <= upper)
                 .subquery()
             )
-            counts: dict[tuple[dt.datetime, str], int] = defaultdict(int)
             for number, status, n in conn.execute(
                 select(inner.c.b, inner.c.s, func.count()).group_by(inner.c.b, inner.c.s)
             ):
                 start = EPOCH + dt.timedelta(seconds=int(number or 0) * ROLLUP_SECONDS)
                 counts[(start, status)] += int(n)
-                folded += int(n)
-            _add_buckets(conn, counts)
+    with write_tx(rt.engine) as conn:
+        current = read_state(conn, LOG_CURSOR)
+        if (current[0] if current else None) != (state[0] if state else None):
+            return 0, True  # another run moved the cursor meanwhile: its rows, not ours
+        _add_buckets(conn, counts)
         _set_state(conn, LOG_CURSOR, max(upper, last), now)
-    return folded, upper >= limit
+    return sum(counts.values()), upper >= limit
 
 
 def _recount_live(rt: Runtime) -> int:
-    """Replace the live counts with a fresh count, in one transaction."""
-    with write_tx(rt.engine) as conn:
+    """Replace the live counts with a fresh count (counted in a read, written in one transaction)."""
+    with read_tx(rt.engine) as conn:
         rows = conn.execute(
             select(jobs.c.computingSite, jobs.c.jobStatus, func.count()).group_by(
                 jobs.c.computingSite, jobs.c.jobStatus
             )
         ).all()
+    with write_tx(rt.engine) as conn:
         conn.execute(monitor_live_counts.delete())
         if rows:
             conn.execute(
