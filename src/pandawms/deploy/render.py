@@ -91,7 +91,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         path = dest / name
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
-        os.chmod(tmp, 0o644)
+        # The env file may name secrets (a DB URL with a password, a broker URL): not world-readable.
+        os.chmod(tmp, 0o640 if name == "panda_server_env" else 0o644)
         os.replace(tmp, path)
         target = INSTALL_PATHS[name].replace("(the --env-file path)", args.unit_env_file)
         print(f"{path}  ->  {target}")
