@@ -8,6 +8,7 @@ to ``jobs_archive`` with the same columns, which keeps the table that dispatch s
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Column,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
 from sqlalchemy.dialects import mysql
@@ -66,7 +68,7 @@ jobs = Table(
     "jobs",
     metadata,
     *_job_columns(autoincrement=True),
-    Index("ix_jobs_status_mod", "jobStatus", "modificationTime"),
+    Index("ix_jobs_status", "jobStatus", "PandaID"),
     Index("ix_jobs_task", "jediTaskID"),
     Index("ix_jobs_user", "prodUserName"),
     sqlite_autoincrement=True,
@@ -84,6 +86,15 @@ Index(
     jobs.c.jobStatus,
     jobs.c.currentPriority.desc(),
     jobs.c.PandaID,
+)
+
+# Heartbeats rewrite modificationTime many times per job: with no index on it and free room
+# on each page, PostgreSQL updates the row in place (HOT) instead of adding an entry to every
+# index of the table for every heartbeat.
+event.listen(
+    jobs,
+    "after_create",
+    DDL("ALTER TABLE jobs SET (fillfactor = 80)").execute_if(dialect="postgresql"),
 )
 
 jobs_archive = Table(
