@@ -24,14 +24,14 @@ def _load_avg(result: dict[str, Any]) -> str:
 
 def _cores(result: dict[str, Any]) -> str:
     cores = result.get("cpu_cores_used") or {}
-    keys = ("server", "postgres", "load generator", "machine busy")
+    keys = ("server", "load generator", "machine busy")
     return " / ".join(str(cores.get(k, "-")) for k in keys) if cores else "-"
 
 
 def load_table(directory: Path) -> str:
     """One row per pandabench run: the headline figure, its latency and the load average."""
     rows = [
-        "| run | database | result | p50 / p95 / p99 ms | errors | server RSS first → max MiB | cores used: server / postgres / client / machine | load avg (1 min) before → after |",
+        "| run | database | result | p50 / p95 / p99 ms | errors | server RSS first → max MiB | cores used: server / load generator / whole machine | load avg (1 min) before → after |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for scenario, method in (
