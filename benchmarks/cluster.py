@@ -243,7 +243,13 @@ class Cluster:
                 self.haproxy.wait(5)
 
     def __enter__(self) -> Cluster:
-        return self.start()
+        # __exit__ does not run when __enter__ raises: a node that never became healthy must not
+        # leave the others (and the daemons) running after the test.
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
