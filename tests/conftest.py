@@ -18,12 +18,14 @@ from pandawms.core.runtime import Runtime
 from pandawms.db.schema import metadata
 from pandawms.db.versioning import init_schema
 from tests.dbs import BACKENDS
-from tests.tools import REQUIRE_TOOLS
 
 ALL_BACKENDS = ["sqlite", "postgresql", "mariadb"]
 _initialised: set[str] = set()
 
 
+#: Set by .ci/run, where every program and server the tests need is installed: there a skipped
+#: test means something real went untested, so the session fails (see pytest_sessionfinish).
+REQUIRE_TOOLS = os.environ.get("PANDA_TEST_REQUIRE_TOOLS") == "1"
 #: Skips CI accepts: a fact of this machine's OpenSSL, not a missing installation.
 ALLOWED_SKIPS = ("this OpenSSL cannot make a TLS 1.1 client",)
 _skipped: list[str] = []
