@@ -48,6 +48,10 @@ def test_units_are_wired_as_parent_and_children(tmp_path: Path) -> None:
         "haproxy.cfg",
         "squid.conf",
     }
+    # The env file may name secrets: readable by the service's group, not by everyone.
+    modes = {name: (tmp_path / "out" / name).stat().st_mode & 0o777 for name in files}
+    assert modes.pop("panda_server_env") == 0o640
+    assert set(modes.values()) == {0o644}
     parent = _lines(files["panda.service"])
     assert {"Type=oneshot", "RemainAfterExit=yes", f"ExecStartPre={VENV}/bin/pandawms db check"} <= parent
     assert "Wants=network-online.target panda_httpd.service panda_daemon.service" in parent
