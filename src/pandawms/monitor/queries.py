@@ -691,28 +691,19 @@ def last_pilot_activity(
 ) -> dt.datetime | None:
     """Newest modificationTime of the site's jobs in statuses pilots set: the last heartbeat seen.
 
-    Per status, whichever index reads fewer rows: the dispatch index (site, status) when the
-    site has few such jobs, else the (status, modificationTime) index walked from the newest end
-    until a job of this site turns up.
+    One max() per status over the dispatch index's (site, status) range. There is deliberately no
+    index on modificationTime (heartbeats stay HOT updates on PostgreSQL), so walking one from
+    the newest end is not an option: sorting a status's jobs took 4x longer at 1M jobs.
     """
     if counts is None:
         counts = {st: n for (_, st), n in _count_live(conn, queue=site).items()}
     newest: dt.datetime | None = None
     for status in PILOT_SEEN:
-        n = counts.get(status, 0)
-        if not n:
+        if not counts.get(status, 0):
             continue
-        if n < 5000:
-            stmt = select(func.max(jobs.c.modificationTime)).where(
-                jobs.c.computingSite == site, jobs.c.jobStatus == status
-            )
-        else:
-            stmt = (
-                select(jobs.c.modificationTime)
-                .where(jobs.c.jobStatus == status, func.coalesce(jobs.c.computingSite, "") == site)
-                .order_by(jobs.c.modificationTime.desc())
-                .limit(1)
-            )
+        stmt = select(func.max(jobs.c.modificationTime)).where(
+            jobs.c.computingSite == site, jobs.c.jobStatus == status
+        )
         value = conn.execute(stmt).scalar()
         if value is not None and (newest is None or value > newest):
             newest = value
