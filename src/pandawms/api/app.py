@@ -135,7 +135,8 @@ def _method_label(path: str) -> str:
         known = (parts[2], parts[3]) in v1.METHODS
         return f"v1/{parts[2]}/{parts[3]}" if known else "v1/unknown"
     if len(parts) == 3 and parts[:2] == ["server", "panda"]:
-        return f"legacy/{parts[2]}" if parts[2] in legacy.METHODS else "legacy/unknown"
+        known_legacy = parts[2] in legacy.METHODS or parts[2] in legacy.ASYNC_METHODS
+        return f"legacy/{parts[2]}" if known_legacy else "legacy/unknown"
     if parts[0] in ("cache", "monitor", "metrics", "health"):
         return parts[0]
     return "other"
@@ -411,7 +412,8 @@ class PandaApp:
             return status, urlencode_reply(reply.body), "text/plain", []
 
         handler = legacy.METHODS.get(name)
-        if handler is None:
+        on_loop = legacy.ASYNC_METHODS.get(name)
+        if handler is None and on_loop is None:
             return render(
                 404,
                 legacy.Reply(
@@ -426,6 +428,9 @@ class PandaApp:
             ctx = self._context(scope, headers, request_id, accept_json)
             if self.strict:
                 authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)
+            if on_loop is not None:
+                return render(200, await on_loop(ctx, params))
+            assert handler is not None
             return render(200, await run_in_threadpool(handler, ctx, params))
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)

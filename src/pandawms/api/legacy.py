@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
@@ -34,7 +35,11 @@ class Reply:
 
 
 LegacyHandler = Callable[[RequestContext, dict[str, Any]], Reply]
+AsyncLegacyHandler = Callable[[RequestContext, dict[str, Any]], Awaitable[Reply]]
+#: Handlers run in a worker thread.
 METHODS: dict[str, LegacyHandler] = {}
+#: Handlers run on the event loop (the hot pilot calls); they take these names first.
+ASYNC_METHODS: dict[str, AsyncLegacyHandler] = {}
 
 
 #: Methods whose free text (pilot logs, reports, diagnostics) may hold NUL characters: the
@@ -68,6 +73,25 @@ def legacy(name: str) -> Callable[[LegacyHandler], LegacyHandler]:
             return func(ctx, params)
 
         METHODS[name] = checked
+        return checked
+
+    return register
+
+
+def legacy_async(name: str) -> Callable[[AsyncLegacyHandler], AsyncLegacyHandler]:
+    """Register an event-loop handler as ``/server/panda/<name>`` (same checks as :func:`legacy`)."""
+
+    def register(func: AsyncLegacyHandler) -> AsyncLegacyHandler:
+        if name in _FREE_TEXT_METHODS:
+            ASYNC_METHODS[name] = func
+            return func
+
+        @functools.wraps(func)
+        async def checked(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+            _refuse_nul(params)
+            return await func(ctx, params)
+
+        ASYNC_METHODS[name] = checked
         return checked
 
     return register
@@ -113,9 +137,8 @@ def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply("alive=yes", "text")
 
 
-@legacy("getJob")
-def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot."""
+def _dispatch_request(params: dict[str, Any]) -> tuple[dispatch.DispatchRequest, bool, Any, int]:
+    """getJob's parameters: (request, bulk form?, harvester_id, worker_id)."""
     bulk = "nJobs" in params
     req = dispatch.DispatchRequest(
         site=str(params.get("siteName") or ""),
@@ -136,8 +159,25 @@ def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     if not req.site:
         raise PandaError("siteName is required")
     # Checked before dispatching: nothing may fail between handing out jobs and answering.
-    harvester_id, worker_id = params.get("harvester_id"), _int_param(params, "worker_id", -1)
-    found = dispatch.acquire_jobs(ctx.rt, req, ctx.who)
+    return req, bulk, params.get("harvester_id"), _int_param(params, "worker_id", -1)
+
+
+def _needs_thread(req: dispatch.DispatchRequest, harvester_id: Any, worker_id: int) -> bool:
+    """Whether answering a getJob reads or writes the database after the dispatch itself."""
+    if harvester_id and worker_id >= 0:
+        return True
+    counts_sent = req.prod_source_label in (None, "managed")
+    return counts_sent and dispatch.recently_sent_cached(req.site) is None
+
+
+def _get_job_reply(
+    ctx: RequestContext,
+    req: dispatch.DispatchRequest,
+    bulk: bool,
+    harvester_id: Any,
+    worker_id: int,
+    found: list[dict[str, Any]],
+) -> Reply:
     if not found:
         return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
     if harvester_id and worker_id >= 0:  # a pilot of a Harvester worker (pull mode)
@@ -153,6 +193,21 @@ def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(described[0])
 
 
+@legacy_async("getJob")
+async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot.
+
+    Runs on the event loop: the dispatch joins the worker's group commit
+    (:func:`pandawms.core.dispatch.acquire_jobs_async`); a thread is used afterwards only when
+    the answer needs the database again (a Harvester worker link, a stale ``nSent``).
+    """
+    req, bulk, harvester_id, worker_id = _dispatch_request(params)
+    found = await dispatch.acquire_jobs_async(ctx.rt, req, ctx.who)
+    if found and _needs_thread(req, harvester_id, worker_id):
+        return await run_in_threadpool(_get_job_reply, ctx, req, bulk, harvester_id, worker_id, found)
+    return _get_job_reply(ctx, req, bulk, harvester_id, worker_id, found)
+
+
 @legacy("updateJob")
 def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Heartbeat, state change or final report; answers the back-channel command."""
@@ -163,6 +218,30 @@ def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
         # The real server answers 0 and ignores unknown states; say why as well.
         return Reply({"StatusCode": 0, "command": "NULL", "errorDialog": f"state {upd.state!r} ignored"})
     result = heartbeat.update_job(ctx.rt, upd)
+    return Reply({"StatusCode": int(result.status_code), "command": result.command})
+
+
+def _is_heartbeat(params: dict[str, Any]) -> bool:
+    """A ``running`` update without reports or logs: cheap to parse on the event loop."""
+    return (
+        params.get("state") == "running"
+        and str(params.get("jobId", "")) != "NULL"
+        and not any(params.get(name) for name in ("metaData", "pilotLog", "xml", "jobReport"))
+    )
+
+
+@legacy_async("updateJob")
+async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """updateJob: plain heartbeats join the worker's group commit, everything else a thread.
+
+    A heartbeat is answered only after the batch it joined committed.
+    """
+    if not _is_heartbeat(params):
+        return await run_in_threadpool(update_job, ctx, params)
+    upd = parse_update(params)
+    result = await heartbeat.update_job_async(ctx.rt, upd)
+    if result is None:
+        result = await run_in_threadpool(heartbeat.update_job, ctx.rt, upd, False)
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, func, or_, select
 
+from pandawms.core.batching import GroupRunner
 from pandawms.core.jobs_read import load_jobs
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.shares import dispatch_order
@@ -273,8 +275,36 @@ def acquire_jobs(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[
     return _COMBINER.acquire(rt, req, who)
 
 
+def _dispatch_batch(_key: Hashable, items: Sequence[tuple[Runtime, DispatchRequest, Identity]]) -> list[Any]:
+    rt, _, who = items[0]
+    return list(_acquire_batch(rt, [req for _, req, _ in items], who))
+
+
+_RUNNER: GroupRunner[tuple[Runtime, DispatchRequest, Identity], list[dict[str, Any]]] = GroupRunner(
+    _dispatch_batch, max_batch=DispatchCombiner.MAX_BATCH
+)
+
+
+async def acquire_jobs_async(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
+    """:func:`acquire_jobs` from the event loop: concurrent getJobs share one transaction.
+
+    The request waits on the loop rather than in a thread of its own, so a batch is no longer
+    capped by the worker's thread count (see :mod:`pandawms.core.batching`).
+    """
+    _validate(rt, req)
+    return await _RUNNER.submit((id(rt), *_batch_key(req, who)), (rt, req, who))
+
+
 _SENT_CACHE: dict[str, tuple[float, int]] = {}
 _SENT_TTL = 5.0
+
+
+def recently_sent_cached(site: str) -> int | None:
+    """``nSent`` for ``site`` if the per-process cache has a fresh value, else None."""
+    hit = _SENT_CACHE.get(site)
+    if hit is not None and time.monotonic() - hit[0] < _SENT_TTL:
+        return hit[1]
+    return None
 
 
 def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timedelta(seconds=60)) -> int:
@@ -283,10 +313,10 @@ def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timede
     Informational for the pilot, so a value a few seconds old is as good: it is cached per
     process, which keeps a count query off every getJob.
     """
-    hit = _SENT_CACHE.get(site)
+    cached = recently_sent_cached(site)
+    if cached is not None:
+        return cached
     now_mono = time.monotonic()
-    if hit is not None and now_mono - hit[0] < _SENT_TTL:
-        return hit[1]
     since = utcnow() - window
     with read_tx(rt.engine) as conn:
         value = conn.execute(

@@ -8,18 +8,23 @@ or ``alreadydone`` when a final report arrives twice.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from pandawms.core.batching import GroupRunner
 from pandawms.core.output_report import finalize
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import move_job
-from pandawms.db.engine import autocommit_conn, write_tx
+from pandawms.db.engine import BUSY_ERRORS, autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
 from pandawms.model.errors import StatusCode
 from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
+
+log = logging.getLogger("pandawms.core.heartbeat")
 
 TOBEKILLED = "tobekilled"
 ALREADYDONE = "alreadydone"
@@ -141,35 +146,100 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool) -> Any:
     return stmt
 
 
-def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
-    """The common case in one statement: a ``running`` heartbeat for a job that is running.
+def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
+    """A ``running`` heartbeat with nothing but columns: one UPDATE ... RETURNING can serve it.
 
-    ``UPDATE ... WHERE status is running [and attempt matches] RETURNING`` replaces the locked
-    read and the write; when it matches no row (any other situation) the caller takes the full
-    path. Needs UPDATE ... RETURNING (PostgreSQL, SQLite; MariaDB lacks it).
+    Needs UPDATE ... RETURNING (PostgreSQL, SQLite; MariaDB lacks it).
     """
-    if upd.state != "running" or upd.metadata or upd.pilot_log or rt.backend not in ("postgresql", "sqlite"):
-        return None
+    return (
+        upd.state == "running"
+        and not upd.metadata
+        and not upd.pilot_log
+        and rt.backend in ("postgresql", "sqlite")
+    )
+
+
+def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | None:
     keys = tuple(sorted(upd.values))
     stmt = _heartbeat_statement(keys, upd.attempt_nr is not None)
     params = {f"hb_{k}": upd.values[k] for k in keys}
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
-    # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
-    with autocommit_conn(rt.engine) as conn:
-        row = conn.execute(stmt, params).mappings().first()
+    row = conn.execute(stmt, params).mappings().first()
     if row is None:
         return None
     return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
 
 
-def update_job(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
-    """Apply one pilot update in one transaction and say what the pilot should do next."""
+def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
+    """The common case in one statement: a ``running`` heartbeat for a job that is running.
+
+    ``UPDATE ... WHERE status is running [and attempt matches] RETURNING`` replaces the locked
+    read and the write; when it matches no row (any other situation) the caller takes the full
+    path.
+    """
+    if not _is_plain(rt, upd):
+        return None
+    # One statement, atomic by itself: no BEGIN/COMMIT round trips around it.
+    with autocommit_conn(rt.engine) as conn:
+        return _run_plain(conn, upd, now)
+
+
+def _plain_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[Any]:
+    """Plain heartbeats of many pilots in one transaction (see :mod:`pandawms.core.batching`).
+
+    Rows are updated in PandaID order, so two workers' batches lock in the same order and
+    cannot deadlock each other. An item the fast statement does not match gets None (its
+    request takes the full path). If the database refuses the batch for what one item holds
+    (a value too long for its column, say), every item is retried on its own, so only that
+    item fails; a busy or unreachable database fails the batch (503, retry later).
+    """
+    rt = items[0][0]
+    now = utcnow()
+    order = sorted(range(len(items)), key=lambda i: items[i][1].panda_id)
+    out: list[Any] = [None] * len(items)
+    try:
+        with write_tx(rt.engine) as conn:
+            for i in order:
+                out[i] = _run_plain(conn, items[i][1], now)
+        return out
+    except BUSY_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one item's bad value: retry one by one
+        if len(items) == 1:
+            return [exc]
+        log.info("heartbeat batch of %d refused (%s); retrying one by one", len(items), type(exc).__name__)
+    for i, (_, upd) in enumerate(items):
+        try:
+            out[i] = _plain_heartbeat(rt, upd, now)
+        except Exception as exc:  # noqa: BLE001 - this item's own outcome
+            out[i] = exc
+    return out
+
+
+_PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(_plain_batch)
+
+
+async def update_job_async(rt: Runtime, upd: PilotUpdate) -> UpdateResult | None:
+    """A plain heartbeat through the event loop's group commit; None when it needs the full path.
+
+    The caller runs :func:`update_job` (with ``fast=False``) in a thread for None.
+    """
+    if upd.state not in PILOT_REPORTABLE or not _is_plain(rt, upd):
+        return None
+    return await _PLAIN_RUNNER.submit(id(rt), (rt, upd))
+
+
+def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult:
+    """Apply one pilot update in one transaction and say what the pilot should do next.
+
+    ``fast=False`` skips the plain-heartbeat statement (the caller already tried it).
+    """
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
     now = utcnow()
-    fast = _plain_heartbeat(rt, upd, now)
-    if fast is not None:
-        return fast
+    plain = _plain_heartbeat(rt, upd, now) if fast else None
+    if plain is not None:
+        return plain
     stmt = select(*[jobs.c[c] for c in _READ_COLUMNS]).where(jobs.c.PandaID == upd.panda_id)
     if rt.backend != "sqlite":
         stmt = stmt.with_for_update()

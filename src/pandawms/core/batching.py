@@ -1,0 +1,95 @@
+"""Group commit on the event loop: concurrent requests of one worker share one transaction.
+
+A pilot's getJob or heartbeat is a few microseconds of database work wrapped in a request
+that, done alone, also pays for a thread hand-off, a pool checkout, BEGIN and COMMIT. Under
+load most of a worker's CPU went there (py-spy, benchmarks/README.md). Here each request
+waits on the event loop (no thread of its own) while one thread per key runs the database
+work for everything that queued up meanwhile, in one transaction:
+
+* light load: the first request finds nobody running and starts at once, with no added delay;
+* heavy load: while one batch runs, the next gathers, and the cost of the transaction, the
+  thread hop and the commit is shared by the whole batch.
+
+A request is answered only after its batch committed, so an acknowledged update is durable.
+The batch function returns one result (or exception) per item, in order, so one bad item
+does not fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from anyio import to_thread
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+#: One outcome per item: its result, or the exception to raise in its request.
+Outcomes = list["Result | BaseException"]
+
+
+class _Lane(Generic[Item, Result]):
+    def __init__(self) -> None:
+        self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self.running = False
+
+
+class GroupRunner(Generic[Item, Result]):
+    """Runs ``work(key, items)`` in a thread for the items that arrived while the last batch ran.
+
+    ``work`` must return exactly one outcome per item. Items with different keys never share
+    a batch, and each key has at most one batch running in this process at a time.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[Hashable, Sequence[Item]], list[Result | BaseException]],
+        max_batch: int = 200,
+    ) -> None:
+        self.work = work
+        self.max_batch = max_batch
+        self.lanes: dict[Hashable, _Lane[Item, Result]] = {}
+
+    async def submit(self, key: Hashable, item: Item) -> Result:
+        """Queue ``item`` under ``key`` and wait for its outcome."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = _Lane()
+        lane.pending.append((item, future))
+        if not lane.running:
+            lane.running = True
+            asyncio.ensure_future(self._drain(key, lane))
+        return await future
+
+    async def _drain(self, key: Hashable, lane: _Lane[Item, Result]) -> None:
+        try:
+            while lane.pending:
+                batch = lane.pending[: self.max_batch]
+                del lane.pending[: self.max_batch]
+                items = [item for item, _ in batch]
+                try:
+                    outcomes = await to_thread.run_sync(self.work, key, items)
+                    if len(outcomes) != len(batch):
+                        raise RuntimeError(f"batch of {len(batch)} got {len(outcomes)} outcomes")
+                except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
+                    outcomes = [exc] * len(batch)
+                except BaseException:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            lane.running = False
+            for _, future in lane.pending:  # left only when the loop is being torn down
+                future.cancel()
+            lane.pending.clear()
+            self.lanes.pop(key, None)
