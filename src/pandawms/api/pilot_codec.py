@@ -338,9 +338,9 @@ def parse_update(params: Mapping[str, Any]) -> PilotUpdate:
         key, _, number = item.partition("=")
         try:
             if key == "leak":
-                values["memory_leak"] = int(float(number))
+                values["memory_leak"] = _int(number)
             elif key == "chi2":
-                values["memory_leak_x2"] = float(number)
+                values["memory_leak_x2"] = _float(number)
         except ValueError:
             continue
     assert panda_id is not None

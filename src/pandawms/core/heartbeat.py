@@ -170,6 +170,19 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
 
 
+def _run_plain_batch(conn: Connection, upds: Sequence[PilotUpdate], now: Any) -> list[UpdateResult | None]:
+    """Every update of ``upds``, one statement each, in PandaID order (one lock order for all).
+
+    One ``UPDATE ... FROM (VALUES ...)`` for the whole batch was tried and dropped: PostgreSQL
+    planned it as a hash join over every running job whenever its statistics lagged behind the
+    table (a fresh task, a burst of starts), where the per-job statement stays on an index.
+    """
+    out: list[UpdateResult | None] = [None] * len(upds)
+    for i in sorted(range(len(upds)), key=lambda i: upds[i].panda_id):
+        out[i] = _run_plain(conn, upds[i], now)
+    return out
+
+
 def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
     """The common case in one statement: a ``running`` heartbeat for a job that is running.
 
@@ -187,21 +200,18 @@ def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | 
 def _plain_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[Any]:
     """Plain heartbeats of many pilots in one transaction (see :mod:`pandawms.core.batching`).
 
-    Rows are updated in PandaID order, so two workers' batches lock in the same order and
-    cannot deadlock each other. An item the fast statement does not match gets None (its
+    Rows are taken in PandaID order, so two workers' batches lock in the same order and
+    do not deadlock each other. An item the fast statement does not match gets None (its
     request takes the full path). If the database refuses the batch for what one item holds
     (a value too long for its column, say), every item is retried on its own, so only that
     item fails; a busy or unreachable database fails the batch (503, retry later).
     """
     rt = items[0][0]
     now = utcnow()
-    order = sorted(range(len(items)), key=lambda i: items[i][1].panda_id)
     out: list[Any] = [None] * len(items)
     try:
         with write_tx(rt.engine) as conn:
-            for i in order:
-                out[i] = _run_plain(conn, items[i][1], now)
-        return out
+            return list(_run_plain_batch(conn, [upd for _, upd in items], now))
     except BUSY_ERRORS:
         raise
     except Exception as exc:  # noqa: BLE001 - one item's bad value: retry one by one
