@@ -95,10 +95,44 @@ def _answer_ok(data: bytes) -> bool:
     return reply.get("success", True) is not False
 
 
+class Pacer:
+    """Open-loop pacing (``--rate``): one client's share of the offered rate, at fixed intervals.
+
+    Without it every client sends its next request as soon as the last one is answered (closed
+    loop), and by Little's law the mean latency is then clients / throughput whatever the
+    server does: 200 pilots at 2,000 requests/s wait 100 ms on average. Real pilots ask for
+    work at their own pace; with a rate, latency is measured from the time the request was
+    due, so a server that falls behind shows it in the percentiles.
+    """
+
+    def __init__(self, args: argparse.Namespace, clients: int) -> None:
+        rate = getattr(args, "rate", 0.0) or 0.0
+        self.interval = clients / rate if rate > 0 else 0.0
+        self.next = time.perf_counter() + random.random() * self.interval
+
+    async def wait(self) -> float | None:
+        """Sleep until this client's next request is due; its due time (None when unpaced)."""
+        if not self.interval:
+            return None
+        delay = self.next - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due = self.next
+        self.next += self.interval
+        return due
+
+
 async def timed(
-    stats: Stats, conn: Connection, method: str, verb: str, path: str, body: bytes = b"", ctype: str = ""
+    stats: Stats,
+    conn: Connection,
+    method: str,
+    verb: str,
+    path: str,
+    body: bytes = b"",
+    ctype: str = "",
+    due: float | None = None,
 ) -> tuple[int, bytes]:
-    started = time.perf_counter()
+    started = time.perf_counter() if due is None else due
     try:
         status, data = await conn.request(verb, path, body, ctype)
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
@@ -148,7 +182,9 @@ async def pilot(
         }
     )
     empty_rounds = 0
+    pacer = Pacer(args, args.pilots) if args.scenario == "dispatch" else None
     while time.monotonic() < deadline:
+        due = await pacer.wait() if pacer is not None else None
         status, data = await timed(
             stats,
             conn,
@@ -157,6 +193,7 @@ async def pilot(
             "/server/panda/getJob",
             request,
             "application/x-www-form-urlencoded",
+            due,
         )
         if status != 200:
             await asyncio.sleep(0.05)
@@ -212,7 +249,9 @@ async def heartbeater(
     """
     conn = Connection(args.host, args.port)
     mine = iter(ids[index :: args.pilots]) if warm_up else None
+    pacer = Pacer(args, args.pilots) if not warm_up else None
     while time.monotonic() < deadline and ids:
+        due = await pacer.wait() if pacer is not None else None
         if mine is not None:
             panda_id = next(mine, -1)
             if panda_id < 0:
@@ -237,6 +276,7 @@ async def heartbeater(
             "/server/panda/updateJob",
             body,
             "application/x-www-form-urlencoded",
+            due,
         )
     await conn.close()
 
@@ -428,8 +468,8 @@ def refresh_statistics(args: argparse.Namespace) -> None:
         engine.dispose()
 
 
-async def submit_all(args: argparse.Namespace, stats: Stats, deadline: float) -> None:
-    todo = list(range(0, args.jobs, args.batch))[::-1]
+async def submit_all(args: argparse.Namespace, stats: Stats, deadline: float, start: int = 0) -> None:
+    todo = list(range(start, args.jobs, args.batch))[::-1]
     await asyncio.gather(*(submitter(args, stats, todo, deadline) for _ in range(args.submitters)))
 
 
@@ -482,11 +522,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             measure.latencies["(setup) " + method] = values
         stats = measure
     else:
+        # One batch first, then planner statistics (see refresh_statistics), then the run.
+        await submitter(args, stats, [0], deadline)
+        refresh_statistics(args)
+        t0 = time.monotonic()
         more.set()
         start_profile(args, pids)
         if args.scenario == "soak":
             args.jobs = max(args.jobs, 10**8)  # bounded by --duration, not by a job count
-        submit_task = asyncio.create_task(submit_all(args, stats, deadline))
+        submit_task = asyncio.create_task(submit_all(args, stats, deadline, start=args.batch))
         pilots = [
             asyncio.create_task(pilot(args, stats, i, deadline, more, True)) for i in range(args.pilots)
         ]
@@ -550,6 +594,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "projection": projection,
         "rss_kib_per_min_second_half": rss_slope,
         "pilots": args.pilots,
+        "offered_rate_per_s": args.rate or None,
         "jobs": args.jobs,
         "phases_s": {k: round(v, 2) for k, v in phases.items()},
         "submitted": len(stats.submitted),
@@ -565,7 +610,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"scenario {result['scenario']}: {result['submitted']} submitted, {result['dispatched']} dispatched "
+        f"scenario {result['scenario']} (offered {result['offered_rate_per_s'] or 'closed loop'}/s): "
+        f"{result['submitted']} submitted, {result['dispatched']} dispatched "
         f"({result['dispatched_per_s']}/s), phases {result['phases_s']}, rss {result['rss_kb']}, "
         f"rss slope {result['rss_kib_per_min_second_half']} KiB/min, load {result['loadavg_before']} -> "
         f"{result['loadavg_after']}, projection {result['projection']}, cores used {result['cpu_cores_used']}",
@@ -677,6 +723,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="jobs per submit call")
     parser.add_argument("--submitters", type=int, default=4)
     parser.add_argument("--pilots", type=int, default=200)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered requests/s over all pilots (dispatch, heartbeat): open loop, latency from the due time;"
+        " 0 (default) = closed loop, each pilot asks again as soon as it is answered",
+    )
     parser.add_argument("--readers", type=int, default=50)
     parser.add_argument(
         "--heartbeats", type=int, default=1, help="extra running heartbeats per job (lifecycle)"
