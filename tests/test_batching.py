@@ -262,3 +262,21 @@ def test_default_max_batch_is_200(n: int) -> None:
 
     assert run(main) == [("k", i * 2) for i in range(n)]
     assert work.sizes == ([n] if n <= 200 else [200, n - 200])
+
+
+def test_parallel_two_runs_a_second_batch_while_the_first_is_blocked() -> None:
+    work = Recorder(block_first=True)
+    runner: GroupRunner[int, Any] = GroupRunner(work)
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(runner.submit("k", 0, parallel=2))
+        await asyncio.to_thread(work.started.wait, TIMEOUT)
+        second = asyncio.ensure_future(runner.submit("k", 1, parallel=2))
+        assert await second == ("k", 2), "the second batch ran while the first was blocked"
+        assert not first.done()
+        work.release.set()
+        return [await first]
+
+    assert run(main) == [("k", 0)]
+    assert work.max_active == 2
+    assert runner.lanes == {}

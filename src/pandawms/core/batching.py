@@ -33,14 +33,15 @@ Outcomes = list["Result | BaseException"]
 class _Lane(Generic[Item, Result]):
     def __init__(self) -> None:
         self.pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self.running = False
+        self.running = 0
 
 
 class GroupRunner(Generic[Item, Result]):
     """Runs ``work(key, items)`` in a thread for the items that arrived while the last batch ran.
 
     ``work`` must return exactly one outcome per item. Items with different keys never share
-    a batch, and each key has at most one batch running in this process at a time.
+    a batch, and each key has at most ``parallel`` batches (given by the caller, default one)
+    running in this process at a time.
     """
 
     def __init__(
@@ -52,15 +53,20 @@ class GroupRunner(Generic[Item, Result]):
         self.max_batch = max_batch
         self.lanes: dict[Hashable, _Lane[Item, Result]] = {}
 
-    async def submit(self, key: Hashable, item: Item) -> Result:
-        """Queue ``item`` under ``key`` and wait for its outcome."""
+    async def submit(self, key: Hashable, item: Item, parallel: int = 1) -> Result:
+        """Queue ``item`` under ``key`` and wait for its outcome.
+
+        ``parallel`` > 1 lets that many batches of the key run at once, for work whose
+        transactions do not wait on each other (dispatch with ``SKIP LOCKED``): a request then
+        waits for one batch, not for the one running and then its own.
+        """
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = _Lane()
         lane.pending.append((item, future))
-        if not lane.running:
-            lane.running = True
+        if lane.running < max(parallel, 1):
+            lane.running += 1
             asyncio.ensure_future(self._drain(key, lane))
         return await future
 
@@ -88,8 +94,9 @@ class GroupRunner(Generic[Item, Result]):
                     else:
                         future.set_result(outcome)
         finally:
-            lane.running = False
-            for _, future in lane.pending:  # left only when the loop is being torn down
-                future.cancel()
-            lane.pending.clear()
-            self.lanes.pop(key, None)
+            lane.running -= 1
+            if not lane.running:
+                for _, future in lane.pending:  # left only when the loop is being torn down
+                    future.cancel()
+                lane.pending.clear()
+                self.lanes.pop(key, None)

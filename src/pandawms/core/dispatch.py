@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from pandawms.core.batching import GroupRunner
-from pandawms.core.jobs_read import load_jobs
+from pandawms.core.jobs_read import attach_details
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.shares import dispatch_order
-from pandawms.core.transitions import MOVE_COLUMNS, move_jobs
+from pandawms.core.transitions import move_jobs
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs
 from pandawms.model.errors import PandaError
@@ -123,7 +123,7 @@ def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) 
     )
     open_mode = rt.settings.auth_mode == "open"
     stmt = (
-        select(*[jobs.c[name] for name in MOVE_COLUMNS])
+        select(jobs)
         .where(and_(*_where(merged, who, open_mode)))
         .order_by(jobs.c.currentPriority.desc(), jobs.c.PandaID.asc())
         .limit(merged.n_jobs)
@@ -151,8 +151,13 @@ def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) 
                     "schedulerID": (req.scheduler_id or "")[:128] or None,
                 }
         move_jobs(conn, candidates, JobStatus.SENT.value, now, values, reason="dispatched", per_job=per_job)
-        loaded = load_jobs(conn, [c["PandaID"] for c in candidates], include_archive=False)
-    return [[loaded[job["PandaID"]] for job in share] for share in shares]
+        # The locked rows are the jobs as they now are, once the values just written are applied:
+        # no second read of the rows.
+        for job in candidates:
+            job.update(values, jobStatus=JobStatus.SENT.value, stateChangeTime=now, modificationTime=now)
+            job.update(per_job[job["PandaID"]])
+        attach_details(conn, {job["PandaID"]: job for job in candidates})
+    return shares
 
 
 def _take(conn: Connection, stmt: Select[Any], wanted: int, shares: list[str]) -> list[dict[str, Any]]:
@@ -292,7 +297,9 @@ async def acquire_jobs_async(rt: Runtime, req: DispatchRequest, who: Identity) -
     capped by the worker's thread count (see :mod:`pandawms.core.batching`).
     """
     _validate(rt, req)
-    return await _RUNNER.submit((id(rt), *_batch_key(req, who)), (rt, req, who))
+    # With SKIP LOCKED two batches of one queue take different rows without waiting on each other.
+    parallel = 2 if rt.skip_locked else 1
+    return await _RUNNER.submit((id(rt), *_batch_key(req, who)), (rt, req, who), parallel)
 
 
 _SENT_CACHE: dict[str, tuple[float, int]] = {}

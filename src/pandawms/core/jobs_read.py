@@ -48,6 +48,11 @@ def load_jobs(
         for job in found.values():
             job.pop("meanCoreCount", None)
         return found
+    return attach_details(conn, found)
+
+
+def attach_details(conn: Connection, found: dict[int, Job]) -> dict[int, Job]:
+    """Add files, parameters and metadata to job rows already read (keyed by PandaID)."""
     known = list(found)
     file_rows: dict[int, list[Job]] = {i: [] for i in known}
     for chunk in _chunks(known):
