@@ -18,14 +18,39 @@ from pandawms.logsetup import reopen_logs
 log = logging.getLogger("pandawms.httpd")
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _listen_per_worker(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker slot, all on ``port`` (``SO_REUSEPORT``).
+
+    With one shared socket, whichever worker woke first accepted a whole burst of new
+    connections (uvloop accepts until the queue is empty): 200 pilots connecting at once
+    split 160/40 and one worker's core saturated while the other idled, for as long as the
+    keep-alive connections lasted (benchmarks/README.md). With a socket per slot the kernel
+    spreads connections evenly by address hash. The master keeps every socket open, so the
+    connections queued on a slot whose worker died wait for its replacement instead of being
+    refused. Where SO_REUSEPORT is missing, all slots share one socket as before.
+    """
+    if count <= 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [_listen(host, port)] * max(count, 1)
+    first = _listen(host, port, reuse_port=True)
+    port = first.getsockname()[1]
+    return [first, *(_listen(host, port, reuse_port=True) for _ in range(count - 1))]
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in set(socks):
+        sock.close()
 
 
 def _stop_with_master(master: int) -> None:
@@ -54,8 +79,12 @@ class Master:
         self.n_workers = settings.workers or os.cpu_count() or 1
         self.stats = SharedStats(self.n_workers, settings.worker_threads)
         self.status = StatusLine(self.stats)
-        self.http_sock = _listen(settings.host, settings.port)
-        self.https_sock = _listen(settings.host, settings.https_port) if settings.tls_cert else None
+        self.http_socks = _listen_per_worker(settings.host, settings.port, self.n_workers)
+        self.https_socks = (
+            _listen_per_worker(settings.host, settings.https_port, self.n_workers)
+            if settings.tls_cert
+            else []
+        )
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.hup = False
@@ -71,7 +100,13 @@ class Master:
                 _stop_with_master(master)
                 from pandawms.httpd.worker import run_worker
 
-                run_worker(slot, self.settings, self.stats, self.http_sock, self.https_sock)
+                https = self.https_socks[slot] if self.https_socks else None
+                # Only the master may keep other slots' sockets open: a worker holding them would
+                # keep them listening, with nobody accepting, after the master is gone.
+                _close_all(
+                    [s for s in self.http_socks + self.https_socks if s not in (self.http_socks[slot], https)]
+                )
+                run_worker(slot, self.settings, self.stats, self.http_socks[slot], https)
             except BaseException:  # noqa: BLE001 - a child must never return into the master's code
                 log.exception("worker %d crashed", slot)
                 code = 1
@@ -90,9 +125,7 @@ class Master:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 _stop_with_master(master)
-                self.http_sock.close()
-                if self.https_sock is not None:
-                    self.https_sock.close()
+                _close_all(self.http_socks + self.https_socks)
                 from pandawms.daemon.runner import Runner
 
                 code = Runner(self.settings).run()
@@ -143,7 +176,7 @@ class Master:
         if self.with_daemon:
             self._spawn_daemon()
         where = f"http://{self.settings.host}:{self.settings.port}"
-        if self.https_sock is not None:
+        if self.https_socks:
             where += f" and https://{self.settings.host}:{self.settings.https_port}"
         log.info("httpd master %d: %d workers on %s", os.getpid(), self.n_workers, where)
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status.render()}")
@@ -176,9 +209,7 @@ class Master:
             time.sleep(0.1)
         for pid in list(self.children):
             os.kill(pid, signal.SIGKILL)
-        self.http_sock.close()
-        if self.https_sock is not None:
-            self.https_sock.close()
+        _close_all(self.http_socks + self.https_socks)
         return 0
 
 
