@@ -1,6 +1,6 @@
 #!/bin/sh
-# Every measurement in benchmarks/README.md, one after the other, each bounded (about 15 minutes
-# in all). Results go to benchmarks/results/<name>.json with the load average before each step in
+# Every measurement in benchmarks/README.md, one after the other, each bounded (about 40 minutes
+# in all, 25 without the growth steps). Results go to benchmarks/results/<name>.json with the load average before each step in
 # benchmarks/results/uptime.log. Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)
 # and haproxy for the scale-out step.
 #
@@ -23,11 +23,13 @@ step() {
 }
 
 
-step dispatch-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch --jobs 20000 --pilots 200 --duration 180
+step dispatch-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch --jobs 30000 --pilots 200 --duration 180
+step dispatch-pg-rate2000 benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch --jobs 40000 --pilots 200 --rate 2000 --duration 180
+step dispatch-pg-rate1000 benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch --jobs 20000 --pilots 200 --rate 1000 --duration 180
 step heartbeat-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario heartbeat --jobs 10000 --pilots 200 --measure 30 --duration 180
 step lifecycle-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario lifecycle --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
-step soak-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario soak --heartbeats 0 --pilots 100 --duration 240 --rss-series
-step dispatch-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario dispatch --jobs 20000 --pilots 200 --duration 180
+step soak-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario soak --heartbeats 0 --pilots 100 --duration 600 --rss-series
+step dispatch-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario dispatch --jobs 30000 --pilots 200 --duration 180
 step heartbeat-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario heartbeat --jobs 10000 --pilots 200 --measure 30 --duration 180
 step lifecycle-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario lifecycle --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
 step scaleout-pg benchmarks.scaleout --jobs 3000 --pilots 60 --freeze 1 --duration 240
