@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
 from pandawms.core import dispatch, heartbeat, jobs_read
+from pandawms.core.heartbeat import PilotUpdate
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.model.errors import PandaError, StatusCode
 
@@ -208,41 +209,48 @@ async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return _get_job_reply(ctx, req, bulk, harvester_id, worker_id, found)
 
 
-@legacy("updateJob")
-def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """Heartbeat, state change or final report; answers the back-channel command."""
+def _parsed_update(params: dict[str, Any]) -> PilotUpdate | Reply:
+    """The pilot's update, or the answer that needs no database (``jobId=NULL``, ignored state)."""
     if str(params.get("jobId", "")) == "NULL":
         return Reply({"StatusCode": 0, "command": "NULL"})
     upd = parse_update(params)
     if upd.state not in heartbeat.PILOT_REPORTABLE:
         # The real server answers 0 and ignores unknown states; say why as well.
         return Reply({"StatusCode": 0, "command": "NULL", "errorDialog": f"state {upd.state!r} ignored"})
-    result = heartbeat.update_job(ctx.rt, upd)
+    return upd
+
+
+def _update_reply(result: heartbeat.UpdateResult) -> Reply:
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 
+def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """One updateJob in the calling thread (``updateJobsInBulk``)."""
+    upd = _parsed_update(params)
+    if isinstance(upd, Reply):
+        return upd
+    return _update_reply(heartbeat.update_job(ctx.rt, upd))
+
+
 def _is_heartbeat(params: dict[str, Any]) -> bool:
-    """A ``running`` update without reports or logs: cheap to parse on the event loop."""
-    return (
-        params.get("state") == "running"
-        and str(params.get("jobId", "")) != "NULL"
-        and not any(params.get(name) for name in ("metaData", "pilotLog", "xml", "jobReport"))
+    """A ``running`` update without reports or logs: the one-statement heartbeat may serve it."""
+    return params.get("state") == "running" and not any(
+        params.get(name) for name in ("metaData", "pilotLog", "xml", "jobReport")
     )
 
 
 @legacy_async("updateJob")
 async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """updateJob: plain heartbeats join the worker's group commit, everything else a thread.
-
-    A heartbeat is answered only after the batch it joined committed.
+    """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
+    changes and final reports in another. A pilot is answered only after its batch committed.
     """
-    if not _is_heartbeat(params):
-        return await run_in_threadpool(update_job, ctx, params)
-    upd = parse_update(params)
-    result = await heartbeat.update_job_async(ctx.rt, upd)
+    upd = _parsed_update(params)
+    if isinstance(upd, Reply):
+        return upd
+    result = await heartbeat.update_job_async(ctx.rt, upd) if _is_heartbeat(params) else None
     if result is None:
-        result = await run_in_threadpool(heartbeat.update_job, ctx.rt, upd, False)
-    return Reply({"StatusCode": int(result.status_code), "command": result.command})
+        result = await heartbeat.update_job_full_async(ctx.rt, upd)
+    return _update_reply(result)
 
 
 @legacy("updateJobsInBulk")

@@ -250,38 +250,98 @@ def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult
     plain = _plain_heartbeat(rt, upd, now) if fast else None
     if plain is not None:
         return plain
+    with write_tx(rt.engine) as conn:
+        return _apply_update(conn, rt, upd, now)
+
+
+def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult:
+    """The full update path inside the caller's transaction (locked read, decide, write)."""
     stmt = select(*[jobs.c[c] for c in _READ_COLUMNS]).where(jobs.c.PandaID == upd.panda_id)
     if rt.backend != "sqlite":
         stmt = stmt.with_for_update()
-    with write_tx(rt.engine) as conn:
-        row = conn.execute(stmt).mappings().first()
-        if row is None:
-            return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
-        job = dict(row)
-        if upd.attempt_nr is not None and job["attemptNr"] is not None and upd.attempt_nr != job["attemptNr"]:
-            return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
-        target, override = _decide(job, upd.state)
-        if target is None:
-            return UpdateResult(StatusCode.SUCCESS, override or _command_for(job), job["jobStatus"])
-        values = dict(upd.values)
-        if (
-            target == JobStatus.RUNNING.value
-            and job["jobStatus"] in ("sent", "starting")
-            and "startTime" not in values
-        ):
-            values["startTime"] = now
-        if target == JobStatus.HOLDING.value and "endTime" not in values:
-            values["endTime"] = now
-        if target in ("holding", "transferring") and upd.state == target:
-            values["jobDispatcherErrorDiag"] = f"set to {target} by the pilot at {now:%Y-%m-%d %H:%M:%S}"
-        if target == job["jobStatus"]:
-            values["modificationTime"] = now
-            conn.execute(jobs.update().where(jobs.c.PandaID == upd.panda_id).values(**values))
-        else:
-            move_job(conn, job, target, now, values, reason=f"pilot reported {upd.state}")
-        _store_side_data(conn, upd, now)
-        status = target
-        if upd.state in FINAL_REPORTS:
-            job.update(values, jobStatus=JobStatus.HOLDING.value)
-            status = finalize(conn, job, upd.state, upd.report, now)
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
+    job = dict(row)
+    if upd.attempt_nr is not None and job["attemptNr"] is not None and upd.attempt_nr != job["attemptNr"]:
+        return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
+    target, override = _decide(job, upd.state)
+    if target is None:
+        return UpdateResult(StatusCode.SUCCESS, override or _command_for(job), job["jobStatus"])
+    values = dict(upd.values)
+    if (
+        target == JobStatus.RUNNING.value
+        and job["jobStatus"] in ("sent", "starting")
+        and "startTime" not in values
+    ):
+        values["startTime"] = now
+    if target == JobStatus.HOLDING.value and "endTime" not in values:
+        values["endTime"] = now
+    if target in ("holding", "transferring") and upd.state == target:
+        values["jobDispatcherErrorDiag"] = f"set to {target} by the pilot at {now:%Y-%m-%d %H:%M:%S}"
+    if target == job["jobStatus"]:
+        values["modificationTime"] = now
+        conn.execute(jobs.update().where(jobs.c.PandaID == upd.panda_id).values(**values))
+    else:
+        move_job(conn, job, target, now, values, reason=f"pilot reported {upd.state}")
+    _store_side_data(conn, upd, now)
+    status = target
+    if upd.state in FINAL_REPORTS:
+        job.update(values, jobStatus=JobStatus.HOLDING.value)
+        status = finalize(conn, job, upd.state, upd.report, now)
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
+
+
+def _is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL's deadlock_detected (40P01) or MariaDB's ER_LOCK_DEADLOCK (1213)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == "40P01":
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] == 1213
+
+
+def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[Any]:
+    """State changes and final reports of many pilots in one transaction, in PandaID order.
+
+    What one item brings on (a refused value, a deadlock with another worker's batch over a
+    task or a retry) rolls the batch back, and then every item runs on its own, so only that
+    item can fail; a busy or unreachable database fails the batch (503, retry later).
+    """
+    rt = items[0][0]
+    now = utcnow()
+    out: list[Any] = [None] * len(items)
+    try:
+        with write_tx(rt.engine) as conn:
+            for i in sorted(range(len(items)), key=lambda i: items[i][1].panda_id):
+                out[i] = _apply_update(conn, rt, items[i][1], now)
+        return out
+    except BUSY_ERRORS as exc:
+        if len(items) == 1 or not _is_deadlock(exc):
+            raise
+        log.info("update batch of %d deadlocked; retrying one by one", len(items))
+    except Exception as exc:  # noqa: BLE001 - one item's trouble: retry one by one
+        if len(items) == 1:
+            return [exc]
+        log.info("update batch of %d refused (%s); retrying one by one", len(items), type(exc).__name__)
+    for i, (_, upd) in enumerate(items):
+        try:
+            out[i] = update_job(rt, upd, fast=False)
+        except Exception as exc:  # noqa: BLE001 - this item's own outcome
+            out[i] = exc
+    return out
+
+
+_FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(_full_batch)
+
+
+async def update_job_full_async(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
+    """:func:`update_job` without the plain-heartbeat try, through the event loop's group commit.
+
+    Row locks keep two batches apart on the client-server databases, so two run at once
+    there; SQLite's single writer gains nothing from a second.
+    """
+    if upd.state not in PILOT_REPORTABLE:
+        return UpdateResult(StatusCode.INVALID, "NULL")
+    parallel = 1 if rt.backend == "sqlite" else 2
+    return await _FULL_RUNNER.submit(id(rt), (rt, upd), parallel)
