@@ -280,3 +280,78 @@ def test_parallel_two_runs_a_second_batch_while_the_first_is_blocked() -> None:
     assert run(main) == [("k", 0)]
     assert work.max_active == 2
     assert runner.lanes == {}
+
+
+def _counter_table(url: str) -> Any:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS batching_items"))
+        conn.execute(text("CREATE TABLE batching_items (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO batching_items (id, value) VALUES (1, 0), (2, 0)"))
+    return engine
+
+
+def test_one_transaction_or_each_lets_only_the_refused_item_fail(tmp_path: Any) -> None:
+    """A real constraint violation rolls the batch back; each item then runs alone."""
+    from sqlalchemy import text
+
+    from pandawms.core.batching import one_transaction_or_each
+
+    engine = _counter_table(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    statement = text("INSERT INTO batching_items (id, value) VALUES (:id, 1)")
+
+    def in_tx(conn: Any, item: int) -> int:
+        conn.execute(statement, {"id": item})
+        return item
+
+    def alone(item: int) -> int:
+        with engine.begin() as conn:
+            return in_tx(conn, item)
+
+    outcomes = one_transaction_or_each(engine, [10, 2, 11], in_tx, alone, "test batch")
+    assert outcomes[0] == 10 and outcomes[2] == 11
+    assert type(outcomes[1]).__name__ == "IntegrityError", "id 2 exists: only that item fails"
+    with engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(text("SELECT id FROM batching_items ORDER BY id"))]
+    assert ids == [1, 2, 10, 11], "the other items were written, each once"
+    assert (
+        one_transaction_or_each(engine, [2], in_tx, alone, "test batch")[0].__class__.__name__
+        == "IntegrityError"
+    )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_a_real_deadlock_is_recognised(backend: str) -> None:
+    """Two transactions locking two rows in opposite orders: the loser's error is a deadlock."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from pandawms.db.engine import BUSY_ERRORS, is_deadlock
+    from tests.dbs import BACKENDS
+
+    engine = _counter_table(BACKENDS[backend].require())
+    update = text("UPDATE batching_items SET value = value + 1 WHERE id = :id")
+    both_hold = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def cross(first: int, second: int) -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(update, {"id": first})
+                both_hold.wait(TIMEOUT)
+                conn.execute(update, {"id": second})
+        except OperationalError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cross, args=pair) for pair in ((1, 2), (2, 1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT + 60)
+    engine.dispose()
+    assert len(errors) == 1, "the database broke the deadlock by failing one transaction"
+    assert isinstance(errors[0], BUSY_ERRORS) and is_deadlock(errors[0])
+    assert not is_deadlock(OperationalError("SELECT 1", {}, Exception("connection lost")))

@@ -232,13 +232,6 @@ def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return _update_reply(heartbeat.update_job(ctx.rt, upd))
 
 
-def _is_heartbeat(params: dict[str, Any]) -> bool:
-    """A ``running`` update without reports or logs: the one-statement heartbeat may serve it."""
-    return params.get("state") == "running" and not any(
-        params.get(name) for name in ("metaData", "pilotLog", "xml", "jobReport")
-    )
-
-
 @legacy_async("updateJob")
 async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
@@ -247,10 +240,7 @@ async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Repl
     upd = _parsed_update(params)
     if isinstance(upd, Reply):
         return upd
-    result = await heartbeat.update_job_async(ctx.rt, upd) if _is_heartbeat(params) else None
-    if result is None:
-        result = await heartbeat.update_job_full_async(ctx.rt, upd)
-    return _update_reply(result)
+    return _update_reply(await heartbeat.update_job_grouped(ctx.rt, upd))
 
 
 @legacy("updateJobsInBulk")

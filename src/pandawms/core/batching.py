@@ -18,16 +18,19 @@ does not fail the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
+from sqlalchemy import Connection, Engine
+
+from pandawms.db.engine import BUSY_ERRORS, is_deadlock, write_tx
+
+log = logging.getLogger("pandawms.core.batching")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-#: One outcome per item: its result, or the exception to raise in its request.
-Outcomes = list["Result | BaseException"]
 
 
 class _Lane(Generic[Item, Result]):
@@ -100,3 +103,38 @@ class GroupRunner(Generic[Item, Result]):
                     future.cancel()
                 lane.pending.clear()
                 self.lanes.pop(key, None)
+
+
+def one_transaction_or_each(
+    engine: Engine,
+    items: Sequence[Item],
+    in_transaction: Callable[[Connection, Item], Result],
+    alone: Callable[[Item], Result],
+    what: str,
+) -> list[Any]:
+    """``in_transaction`` for every item in one write transaction, in the order given.
+
+    If the batch fails for what one item brought on (a value the database refuses, a deadlock
+    with another worker's batch), it is rolled back and every item runs ``alone``, so only that
+    item fails (its exception is its outcome). A busy or unreachable database fails the batch:
+    the caller answers every request with a 503. Logs "<what> of N refused|deadlocked;
+    retrying one by one" when it falls back.
+    """
+    try:
+        with write_tx(engine) as conn:
+            return [in_transaction(conn, item) for item in items]
+    except BUSY_ERRORS as exc:
+        if len(items) == 1 or not is_deadlock(exc):
+            raise
+        log.info("%s of %d deadlocked; retrying one by one", what, len(items))
+    except Exception as exc:  # noqa: BLE001 - one item's trouble: retry one by one
+        if len(items) == 1:
+            return [exc]
+        log.info("%s of %d refused (%s); retrying one by one", what, len(items), type(exc).__name__)
+    out: list[Any] = []
+    for item in items:
+        try:
+            out.append(alone(item))
+        except Exception as exc:  # noqa: BLE001 - this item's own outcome
+            out.append(exc)
+    return out

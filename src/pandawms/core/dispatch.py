@@ -10,7 +10,6 @@ the database write lock from BEGIN. The flip is also guarded on ``jobStatus='act
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
@@ -197,96 +196,28 @@ def _batch_key(req: DispatchRequest, who: Identity) -> tuple[Any, ...]:
     )
 
 
-class _Batch:
-    def __init__(self) -> None:
-        self.requests: list[DispatchRequest] = []
-        self.results: list[list[dict[str, Any]]] = []
-        self.error: BaseException | None = None
-        self.go = threading.Event()
-        self.done = threading.Event()
-
-
-class _KeyState:
-    def __init__(self) -> None:
-        self.running = False
-        self.waiting: _Batch | None = None
-
-
-class DispatchCombiner:
-    """Combines concurrent getJob calls of one process into shared transactions.
-
-    While one transaction for a queue runs, further requests for it gather in the next batch;
-    when the transaction ends, the first of them runs the whole batch at once. Under light
-    load every request runs alone with no added delay; under heavy load one transaction (one
-    index scan, one commit) serves many pilots, which is what lets dispatch scale.
-    """
-
-    MAX_BATCH = 200
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.states: dict[tuple[Any, ...], _KeyState] = {}
-
-    def acquire(self, rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
-        """Dispatch for ``req``, sharing a transaction with concurrent compatible requests."""
-        key = _batch_key(req, who)
-        with self.lock:
-            state = self.states.setdefault(key, _KeyState())
-            if state.waiting is not None and len(state.waiting.requests) >= self.MAX_BATCH:
-                batch = None  # the next batch is full: this request runs on its own
-            else:
-                if state.waiting is None:
-                    state.waiting = _Batch()
-                batch = state.waiting
-                index = len(batch.requests)
-                batch.requests.append(req)
-                if not state.running:
-                    state.running = True
-                    state.waiting = None
-                    batch.go.set()
-        if batch is None:
-            return _acquire_batch(rt, [req], who)[0]
-        if index == 0:
-            batch.go.wait()
-            try:
-                batch.results = _acquire_batch(rt, batch.requests, who)
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
-                batch.error = exc
-            finally:
-                with self.lock:
-                    following = state.waiting
-                    if following is not None:
-                        state.waiting = None
-                        following.go.set()
-                    else:
-                        state.running = False
-                batch.done.set()
-        else:
-            batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        return batch.results[index]
-
-
-_COMBINER = DispatchCombiner()
+#: Most requests one dispatch transaction serves.
+MAX_BATCH = 200
 
 
 def acquire_jobs(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
     """Flip up to ``req.n_jobs`` matching activated jobs to ``sent``; return them in full.
 
-    Highest currentPriority first, then oldest (lowest PandaID).
+    Highest currentPriority first, then oldest (lowest PandaID). For callers in a thread
+    (Harvester's v1 ``pilot/acquire_jobs``, which asks for many jobs at once); the pilots'
+    getJob comes through :func:`acquire_jobs_async`.
     """
     _validate(rt, req)
-    return _COMBINER.acquire(rt, req, who)
+    return _acquire_batch(rt, [req], who)[0]
 
 
 def _dispatch_batch(_key: Hashable, items: Sequence[tuple[Runtime, DispatchRequest, Identity]]) -> list[Any]:
     rt, _, who = items[0]
-    return list(_acquire_batch(rt, [req for _, req, _ in items], who))
+    return _acquire_batch(rt, [req for _, req, _ in items], who)
 
 
 _RUNNER: GroupRunner[tuple[Runtime, DispatchRequest, Identity], list[dict[str, Any]]] = GroupRunner(
-    _dispatch_batch, max_batch=DispatchCombiner.MAX_BATCH
+    _dispatch_batch, max_batch=MAX_BATCH
 )
 
 

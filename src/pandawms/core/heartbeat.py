@@ -8,23 +8,20 @@ or ``alreadydone`` when a final report arrives twice.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from pandawms.core.batching import GroupRunner
+from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.output_report import finalize
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import move_job
-from pandawms.db.engine import BUSY_ERRORS, autocommit_conn, write_tx
+from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
 from pandawms.model.errors import StatusCode
 from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
-
-log = logging.getLogger("pandawms.core.heartbeat")
 
 TOBEKILLED = "tobekilled"
 ALREADYDONE = "alreadydone"
@@ -170,19 +167,6 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
 
 
-def _run_plain_batch(conn: Connection, upds: Sequence[PilotUpdate], now: Any) -> list[UpdateResult | None]:
-    """Every update of ``upds``, one statement each, in PandaID order (one lock order for all).
-
-    One ``UPDATE ... FROM (VALUES ...)`` for the whole batch was tried and dropped: PostgreSQL
-    planned it as a hash join over every running job whenever its statistics lagged behind the
-    table (a fresh task, a burst of starts), where the per-job statement stays on an index.
-    """
-    out: list[UpdateResult | None] = [None] * len(upds)
-    for i in sorted(range(len(upds)), key=lambda i: upds[i].panda_id):
-        out[i] = _run_plain(conn, upds[i], now)
-    return out
-
-
 def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
     """The common case in one statement: a ``running`` heartbeat for a job that is running.
 
@@ -197,46 +181,40 @@ def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | 
         return _run_plain(conn, upd, now)
 
 
+def _by_panda_id(items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[int]:
+    """Positions of ``items`` in PandaID order: every batch locks rows in that one order."""
+    return sorted(range(len(items)), key=lambda i: items[i][1].panda_id)
+
+
 def _plain_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[Any]:
     """Plain heartbeats of many pilots in one transaction (see :mod:`pandawms.core.batching`).
 
-    Rows are taken in PandaID order, so two workers' batches lock in the same order and
-    do not deadlock each other. An item the fast statement does not match gets None (its
-    request takes the full path). If the database refuses the batch for what one item holds
-    (a value too long for its column, say), every item is retried on its own, so only that
-    item fails; a busy or unreachable database fails the batch (503, retry later).
+    One statement per heartbeat: one ``UPDATE ... FROM (VALUES ...)`` for the batch was tried
+    and dropped, PostgreSQL planned it as a hash join over every running job whenever its
+    statistics lagged behind the table. An item the statement does not match gets None (its
+    request takes the full path).
     """
     rt = items[0][0]
     now = utcnow()
-    out: list[Any] = [None] * len(items)
-    try:
-        with write_tx(rt.engine) as conn:
-            return list(_run_plain_batch(conn, [upd for _, upd in items], now))
-    except BUSY_ERRORS:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one item's bad value: retry one by one
-        if len(items) == 1:
-            return [exc]
-        log.info("heartbeat batch of %d refused (%s); retrying one by one", len(items), type(exc).__name__)
-    for i, (_, upd) in enumerate(items):
-        try:
-            out[i] = _plain_heartbeat(rt, upd, now)
-        except Exception as exc:  # noqa: BLE001 - this item's own outcome
-            out[i] = exc
+    order = _by_panda_id(items)
+    done = one_transaction_or_each(
+        rt.engine,
+        [items[i][1] for i in order],
+        lambda conn, upd: _run_plain(conn, upd, now),
+        lambda upd: _plain_heartbeat(rt, upd, now),
+        "heartbeat batch",
+    )
+    return _in_item_order(order, done)
+
+
+def _in_item_order(order: list[int], outcomes: list[Any]) -> list[Any]:
+    out: list[Any] = [None] * len(order)
+    for position, outcome in zip(order, outcomes, strict=True):
+        out[position] = outcome
     return out
 
 
 _PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(_plain_batch)
-
-
-async def update_job_async(rt: Runtime, upd: PilotUpdate) -> UpdateResult | None:
-    """A plain heartbeat through the event loop's group commit; None when it needs the full path.
-
-    The caller runs :func:`update_job` (with ``fast=False``) in a thread for None.
-    """
-    if upd.state not in PILOT_REPORTABLE or not _is_plain(rt, upd):
-        return None
-    return await _PLAIN_RUNNER.submit(id(rt), (rt, upd))
 
 
 def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult:
@@ -292,56 +270,37 @@ def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> 
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
 
 
-def _is_deadlock(exc: BaseException) -> bool:
-    """PostgreSQL's deadlock_detected (40P01) or MariaDB's ER_LOCK_DEADLOCK (1213)."""
-    orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) == "40P01":
-        return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
-    return bool(args) and args[0] == 1213
-
-
 def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[Any]:
-    """State changes and final reports of many pilots in one transaction, in PandaID order.
-
-    What one item brings on (a refused value, a deadlock with another worker's batch over a
-    task or a retry) rolls the batch back, and then every item runs on its own, so only that
-    item can fail; a busy or unreachable database fails the batch (503, retry later).
-    """
+    """State changes and final reports of many pilots in one transaction, in PandaID order."""
     rt = items[0][0]
     now = utcnow()
-    out: list[Any] = [None] * len(items)
-    try:
-        with write_tx(rt.engine) as conn:
-            for i in sorted(range(len(items)), key=lambda i: items[i][1].panda_id):
-                out[i] = _apply_update(conn, rt, items[i][1], now)
-        return out
-    except BUSY_ERRORS as exc:
-        if len(items) == 1 or not _is_deadlock(exc):
-            raise
-        log.info("update batch of %d deadlocked; retrying one by one", len(items))
-    except Exception as exc:  # noqa: BLE001 - one item's trouble: retry one by one
-        if len(items) == 1:
-            return [exc]
-        log.info("update batch of %d refused (%s); retrying one by one", len(items), type(exc).__name__)
-    for i, (_, upd) in enumerate(items):
-        try:
-            out[i] = update_job(rt, upd, fast=False)
-        except Exception as exc:  # noqa: BLE001 - this item's own outcome
-            out[i] = exc
-    return out
+    order = _by_panda_id(items)
+    done = one_transaction_or_each(
+        rt.engine,
+        [items[i][1] for i in order],
+        lambda conn, upd: _apply_update(conn, rt, upd, now),
+        lambda upd: update_job(rt, upd, fast=False),
+        "update batch",
+    )
+    return _in_item_order(order, done)
 
 
 _FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(_full_batch)
 
 
-async def update_job_full_async(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
-    """:func:`update_job` without the plain-heartbeat try, through the event loop's group commit.
+async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
+    """:func:`update_job` from the event loop, through the worker's group commit.
 
-    Row locks keep two batches apart on the client-server databases, so two run at once
-    there; SQLite's single writer gains nothing from a second.
+    A plain heartbeat joins a batch of one-statement heartbeats; anything else, or a heartbeat
+    that statement does not match, joins a batch of full updates. Row locks keep two full
+    batches apart on the client-server databases, so two run at once there; SQLite's single
+    writer gains nothing from a second.
     """
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
+    if _is_plain(rt, upd):
+        plain = await _PLAIN_RUNNER.submit(id(rt), (rt, upd))
+        if plain is not None:
+            return plain
     parallel = 1 if rt.backend == "sqlite" else 2
     return await _FULL_RUNNER.submit(id(rt), (rt, upd), parallel)

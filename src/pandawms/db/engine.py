@@ -211,6 +211,19 @@ REFUSED_ERRORS: tuple[tuple[type[sa_exc.DBAPIError], int], ...] = (
 )
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL's deadlock_detected (40P01) or MariaDB's ER_LOCK_DEADLOCK (1213).
+
+    A busy error by type (:data:`BUSY_ERRORS`), but caused by what two transactions hold,
+    not by the database: run alone, each of them succeeds.
+    """
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == "40P01":
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] == 1213
+
+
 def refused_status(exc: BaseException) -> int | None:
     """The 4xx status of a database refusal caused by the request, or None for other errors."""
     return next((status for kind, status in REFUSED_ERRORS if isinstance(exc, kind)), None)
