@@ -28,7 +28,7 @@ from pandawms.daemon.leases import holders, release, try_acquire
 from pandawms.daemon.registry import TASKS, Task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import daemon_runs
-from pandawms.httpd.notify import sd_notify
+from pandawms.infra.sdnotify import sd_notify
 from pandawms.logsetup import reopen_logs
 from pandawms.model.errors import PandaError
 

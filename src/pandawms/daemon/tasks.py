@@ -6,6 +6,7 @@ import urllib.request
 
 from pandawms.core.archive import archive_final_jobs
 from pandawms.core.brokerage import broker_waiting_jobs
+from pandawms.core.ops.rollup import roll_up
 from pandawms.core.queues import load_queues
 from pandawms.core.runtime import Runtime
 from pandawms.core.watcher import fail_stale_jobs
@@ -67,8 +68,6 @@ def publisher(rt: Runtime) -> str:
 @task("monitor_rollup", period=30)
 def monitor_rollup(rt: Runtime) -> str:
     """Fold status changes into the monitor's chart buckets and recount live jobs by queue."""
-    from pandawms.monitor.rollup import roll_up
-
     return roll_up(rt)
 
 

@@ -11,8 +11,8 @@ import time
 from types import FrameType
 
 from pandawms.config import Settings
-from pandawms.httpd.notify import sd_notify
 from pandawms.httpd.stats import SharedStats, StatusLine
+from pandawms.infra.sdnotify import sd_notify
 from pandawms.logsetup import reopen_logs
 
 log = logging.getLogger("pandawms.httpd")

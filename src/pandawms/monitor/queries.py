@@ -15,7 +15,6 @@ queries are written for a live table of a million jobs:
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import json
 import threading
@@ -27,22 +26,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
-    Date,
-    DateTime,
-    Integer,
     Table,
     and_,
-    cast,
-    extract,
     func,
-    literal,
-    literal_column,
     or_,
     select,
 )
 
 from pandawms.core.brokerage import misfit
 from pandawms.core.jobs_read import load_jobs
+from pandawms.core.ops import rollup
+from pandawms.core.ops.rollup import bucket_number, first_log_id_at
 from pandawms.core.queues import Queue
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx
@@ -230,7 +224,6 @@ def _live_snapshot(conn: Connection) -> Summary | None:
     A small table is counted directly (exact, and cheap); past :data:`SNAPSHOT_MIN_JOBS` the
     counts of the last ``monitor_rollup`` run (at most a period old) spare every worker the scan.
     """
-    from pandawms.monitor import rollup
 
     state = rollup.read_state(conn, rollup.LIVE_COUNTS)
     if state is None or state[1] < utcnow() - SNAPSHOT_STALE:
@@ -317,46 +310,6 @@ def _floor_time(when: dt.datetime, seconds: int) -> dt.datetime:
     return epoch + dt.timedelta(seconds=int((when - epoch).total_seconds()) // seconds * seconds)
 
 
-def first_log_id_at(conn: Connection, when: dt.datetime) -> int | None:
-    """Smallest ``job_status_log.id`` written at or after ``when`` (bisection on the primary key).
-
-    The log has no time index (it is written on every status change and kept small in indexes);
-    ids grow with time, so ~25 primary-key lookups find the start of a window. Rows written a
-    little out of order around the boundary are caught by the caller's time filter and the
-    margin it subtracts.
-    """
-    log = job_status_log
-    bounds = conn.execute(select(func.min(log.c.id), func.max(log.c.id))).first()
-    if bounds is None or bounds[0] is None:
-        return None
-    lo, hi = int(bounds[0]), int(bounds[1]) + 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        row = conn.execute(
-            select(log.c.id, log.c.modificationTime).where(log.c.id >= mid).order_by(log.c.id).limit(1)
-        ).first()
-        if row is None or row[1] >= when:
-            hi = mid
-        else:
-            lo = int(row[0]) + 1
-    return lo
-
-
-def bucket_number(dialect: str, column: Any, start: dt.datetime, seconds: int) -> Any:
-    """Integer bucket number of the time ``column`` counted from ``start`` (per backend)."""
-    if dialect == "sqlite":
-        # Whole epoch seconds, so that every backend puts a row on a boundary in the same bucket.
-        offset = cast(func.strftime("%s", column), Integer) - int(calendar.timegm(start.timetuple()))
-        return offset / seconds
-    if dialect == "postgresql":
-        return func.floor(extract("epoch", column - literal(start, DateTime())) / seconds)
-    if dialect in ("mysql", "mariadb"):
-        return func.floor(
-            func.timestampdiff(literal_column("SECOND"), literal(start, DateTime()), column) / seconds
-        )
-    return func.floor((cast(column, Date) - cast(literal(start, DateTime()), Date)) * 86400 / seconds)
-
-
 def _bucket_expr(dialect: str, start: dt.datetime, seconds: int) -> Any:
     return bucket_number(dialect, job_status_log.c.modificationTime, start, seconds)
 
@@ -369,7 +322,6 @@ def _rolled_buckets(
     None when the rollup cannot answer: no ``monitor_rollup`` run recently (no daemon, or the
     task is switched off), or a bucket size that is not a multiple of the rollup's.
     """
-    from pandawms.monitor import rollup
 
     if seconds % rollup.ROLLUP_SECONDS:
         return None

@@ -13,11 +13,24 @@ out of the chart (never out of the job tables).
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import time
 from collections import defaultdict
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import (
+    Connection,
+    Date,
+    DateTime,
+    Integer,
+    cast,
+    extract,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx, write_tx
@@ -39,6 +52,46 @@ LOG_CURSOR = "status_log"
 LIVE_COUNTS = "live_counts"
 
 EPOCH = dt.datetime(1970, 1, 1)
+
+
+def first_log_id_at(conn: Connection, when: dt.datetime) -> int | None:
+    """Smallest ``job_status_log.id`` written at or after ``when`` (bisection on the primary key).
+
+    The log has no time index (it is written on every status change and kept small in indexes);
+    ids grow with time, so ~25 primary-key lookups find the start of a window. Rows written a
+    little out of order around the boundary are caught by the caller's time filter and the
+    margin it subtracts.
+    """
+    log = job_status_log
+    bounds = conn.execute(select(func.min(log.c.id), func.max(log.c.id))).first()
+    if bounds is None or bounds[0] is None:
+        return None
+    lo, hi = int(bounds[0]), int(bounds[1]) + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            select(log.c.id, log.c.modificationTime).where(log.c.id >= mid).order_by(log.c.id).limit(1)
+        ).first()
+        if row is None or row[1] >= when:
+            hi = mid
+        else:
+            lo = int(row[0]) + 1
+    return lo
+
+
+def bucket_number(dialect: str, column: Any, start: dt.datetime, seconds: int) -> Any:
+    """Integer bucket number of the time ``column`` counted from ``start`` (per backend)."""
+    if dialect == "sqlite":
+        # Whole epoch seconds, so that every backend puts a row on a boundary in the same bucket.
+        offset = cast(func.strftime("%s", column), Integer) - int(calendar.timegm(start.timetuple()))
+        return offset / seconds
+    if dialect == "postgresql":
+        return func.floor(extract("epoch", column - literal(start, DateTime())) / seconds)
+    if dialect in ("mysql", "mariadb"):
+        return func.floor(
+            func.timestampdiff(literal_column("SECOND"), literal(start, DateTime()), column) / seconds
+        )
+    return func.floor((cast(column, Date) - cast(literal(start, DateTime()), Date)) * 86400 / seconds)
 
 
 def read_state(conn: Connection, name: str) -> tuple[int, dt.datetime] | None:
@@ -80,7 +133,6 @@ def _fold_chunk(rt: Runtime) -> tuple[int, bool]:
     heartbeats wait for); the write then moves the cursor only from where the read found it, so
     a second writer (a lease lost mid-run) can never fold the same rows twice.
     """
-    from pandawms.monitor.queries import bucket_number, first_log_id_at
 
     log = job_status_log
     counts: dict[tuple[dt.datetime, str], int] = defaultdict(int)

@@ -1,0 +1,1 @@
+"""Server bookkeeping that no PanDA domain owns: the monitor's rollup of status changes."""

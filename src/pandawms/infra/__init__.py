@@ -1,0 +1,1 @@
+"""Leaf utilities that any layer may use: they import nothing from pandawms."""
