@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import func, select
 
 from pandawms.core import dispatch, submit
+from pandawms.core.ops import rollup
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import job_status_log
 from pandawms.db.schema_monitor import monitor_rollup_state
 from pandawms.model.identity import Identity
-from pandawms.monitor import queries, rollup
+from pandawms.monitor import queries
 from tests.jobs import make_job
 
 ALICE = Identity(dn="/DC=org/CN=Alice Smith", method="x509")
