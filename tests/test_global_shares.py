@@ -11,7 +11,7 @@ from pandawms.core import dispatch, shares, submit
 from pandawms.core.runtime import Runtime
 from pandawms.model.identity import Identity
 from pandawms.model.shares import parse_shares, share_order
-from pandawms.monitor.queries import why_not_running
+from pandawms.monitor.queries.why import why_not_running
 from tests.jobs import make_job
 
 ALICE = Identity(dn="/DC=org/CN=Alice Smith", method="x509")

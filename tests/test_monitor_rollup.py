@@ -14,7 +14,8 @@ from pandawms.db.engine import write_tx
 from pandawms.db.schema import job_status_log
 from pandawms.db.schema_monitor import monitor_rollup_state
 from pandawms.model.identity import Identity
-from pandawms.monitor import queries
+from pandawms.monitor.queries import summary as summary_q
+from pandawms.monitor.queries import timeline as timeline_q
 from tests.jobs import make_job
 
 ALICE = Identity(dn="/DC=org/CN=Alice Smith", method="x509")
@@ -23,9 +24,9 @@ ALICE = Identity(dn="/DC=org/CN=Alice Smith", method="x509")
 def _scanned(rt: Runtime, hours: int, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, int]]:
     """The chart counted straight from the status log (the path without a rollup)."""
     with monkeypatch.context() as m:
-        m.setattr(queries, "ROLLUP_STALE", dt.timedelta(days=-1))
-        queries._BUCKETS.clear()
-        return [dict(c) for c in queries.timeline(rt, hours).counts]
+        m.setattr(timeline_q, "ROLLUP_STALE", dt.timedelta(days=-1))
+        timeline_q._BUCKETS.clear()
+        return [dict(c) for c in timeline_q.timeline(rt, hours).counts]
 
 
 def _history(rt: Runtime, n_jobs: int) -> None:
@@ -64,29 +65,29 @@ def test_chart_from_rollup_equals_a_scan(rt: Runtime, monkeypatch: pytest.Monkey
     # Rows of the last two minutes are left to the pages; the chart still shows them.
     assert cursor is not None and cursor < newest
     for hours in (1, 6, 24):
-        queries._BUCKETS.clear()
-        rolled = [dict(c) for c in queries.timeline(rt, hours).counts]
+        timeline_q._BUCKETS.clear()
+        rolled = [dict(c) for c in timeline_q.timeline(rt, hours).counts]
         assert rolled == _scanned(rt, hours, monkeypatch), hours
         assert sum(sum(c.values()) for c in rolled) > 0
     # A second run folds nothing twice.
     rollup.roll_up(rt)
-    assert [dict(c) for c in queries.timeline(rt, 24).counts] == _scanned(rt, 24, monkeypatch)
+    assert [dict(c) for c in timeline_q.timeline(rt, 24).counts] == _scanned(rt, 24, monkeypatch)
 
 
 def test_live_counts_snapshot_for_big_tables(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     submit.submit_jobs(rt, [make_job(jobName=f"s{i}") for i in range(4)], ALICE)
-    counted = queries.live_summary(rt, fresh=True).counts
+    counted = summary_q.live_summary(rt, fresh=True).counts
     assert counted == {("TEST_SITE", "activated"): 4}
     rollup.roll_up(rt)
-    monkeypatch.setattr(queries, "SNAPSHOT_MIN_JOBS", 1)
-    snap = queries.live_summary(rt, fresh=True)
+    monkeypatch.setattr(summary_q, "SNAPSHOT_MIN_JOBS", 1)
+    snap = summary_q.live_summary(rt, fresh=True)
     assert snap.counts == counted
     # The snapshot is as of the rollup's run: a new job shows after the next run.
     submit.submit_jobs(rt, [make_job(jobName="late")], ALICE)
-    assert queries.live_summary(rt, fresh=True).counts == counted
+    assert summary_q.live_summary(rt, fresh=True).counts == counted
     rollup.roll_up(rt)
-    assert queries.live_summary(rt, fresh=True).counts == {("TEST_SITE", "activated"): 5}
+    assert summary_q.live_summary(rt, fresh=True).counts == {("TEST_SITE", "activated"): 5}
     # Small tables are counted directly (exact), whatever the snapshot says.
-    monkeypatch.setattr(queries, "SNAPSHOT_MIN_JOBS", 100)
+    monkeypatch.setattr(summary_q, "SNAPSHOT_MIN_JOBS", 100)
     submit.submit_jobs(rt, [make_job(jobName="later")], ALICE)
-    assert queries.live_summary(rt, fresh=True).counts == {("TEST_SITE", "activated"): 6}
+    assert summary_q.live_summary(rt, fresh=True).counts == {("TEST_SITE", "activated"): 6}

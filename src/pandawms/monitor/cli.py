@@ -184,7 +184,7 @@ def render_summary(
     title: str,
 ) -> str:
     """The condor_q-like table: one row per queue, one column per status present, totals."""
-    from pandawms.monitor.queries import status_sort_key
+    from pandawms.monitor.queries.common import status_sort_key
 
     statuses = sorted({s for c in counts_by_queue.values() for s, n in c.items() if n}, key=status_sort_key)
     totals: dict[str, int] = {s: sum(c.get(s, 0) for c in counts_by_queue.values()) for s in statuses}
@@ -224,7 +224,7 @@ def render_summary(
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from pandawms.monitor.params import STATUSES
-    from pandawms.monitor.queries import filtered_summary
+    from pandawms.monitor.queries.summary import filtered_summary
 
     statuses = tuple(s.strip() for s in (args.status or "").split(",") if s.strip())
     bad = [s for s in statuses if s not in STATUSES]
@@ -355,7 +355,7 @@ def render_why(data: Mapping[str, Any], paint: Painter, width: int) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from pandawms.monitor.queries import job_detail
+    from pandawms.monitor.queries.jobs import job_detail
 
     def body(rt: Any, paint: Painter) -> int:
         data = job_detail(rt, args.panda_id)
@@ -374,7 +374,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_why(args: argparse.Namespace) -> int:
-    from pandawms.monitor.queries import why_not_running
+    from pandawms.monitor.queries.why import why_not_running
 
     def body(rt: Any, paint: Painter) -> int:
         data = why_not_running(rt, args.panda_id)
@@ -420,7 +420,7 @@ def render_tasks(tasks: Sequence[Mapping[str, Any]], paint: Painter, width: int)
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from pandawms.monitor.queries import task_list
+    from pandawms.monitor.queries.tasks import task_list
 
     if args.watch is not None and args.watch <= 0:
         print("pandawms tasks: --watch needs a positive number of seconds", file=sys.stderr)

@@ -16,8 +16,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pandawms import __version__
 from pandawms.core.runtime import Runtime
-from pandawms.monitor import queries
 from pandawms.monitor.metrics import _label, request_lines
+from pandawms.monitor.queries import common as common_q
+from pandawms.monitor.queries import daemon as daemon_q
+from pandawms.monitor.queries import summary as summary_q
 
 log = logging.getLogger("pandawms.monitor")
 
@@ -26,18 +28,18 @@ DB_METRICS_TTL = 10.0
 
 
 def _db_lines(rt: Runtime) -> list[str]:
-    summary = queries.live_summary(rt)
+    summary = summary_q.live_summary(rt)
     lines = [
         "# HELP pandawms_jobs Live jobs (jobs table) by status and queue.",
         "# TYPE pandawms_jobs gauge",
     ]
     for (queue, status), n in sorted(summary.counts.items()):
         lines.append(f'pandawms_jobs{{status="{_label(status)}",queue="{_label(queue)}"}} {n}')
-    totals = queries.CACHE.get(
-        ("daemon_totals", queries._db_key(rt)), lambda: queries.daemon_run_totals(rt), DB_METRICS_TTL
+    totals = common_q.CACHE.get(
+        ("daemon_totals", common_q.db_key(rt)), lambda: daemon_q.daemon_run_totals(rt), DB_METRICS_TTL
     )
-    last = queries.CACHE.get(
-        ("daemon_last", queries._db_key(rt)), lambda: queries.daemon_last_runs(rt), DB_METRICS_TTL
+    last = common_q.CACHE.get(
+        ("daemon_last", common_q.db_key(rt)), lambda: daemon_q.daemon_last_runs(rt), DB_METRICS_TTL
     )
     lines += [
         "# HELP pandawms_daemon_task_runs_total Finished daemon task runs by task and outcome (ok, failed, timeout, stopped).",

@@ -19,7 +19,7 @@ from typing import Any
 
 from pandawms import __version__
 from pandawms.monitor.params import STATUSES
-from pandawms.monitor.queries import STATUS_ORDER, status_sort_key
+from pandawms.monitor.queries.common import STATUS_ORDER, status_sort_key
 
 BASE = "/monitor"
 NAV = (

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from pandawms.model.states import JobStatus
-from pandawms.monitor.queries import JobFilter
+from pandawms.monitor.queries.jobs import JobFilter
 
 _QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _USER_BAD = re.compile(r"[\x00-\x1f\x7f]")

@@ -38,9 +38,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.monitor import pages, params, queries
+from pandawms.monitor import pages, params
 from pandawms.monitor.metrics import bind
 from pandawms.monitor.params import BadParam, Query
+from pandawms.monitor.queries import daemon as daemon_q
+from pandawms.monitor.queries import jobs as jobs_q
+from pandawms.monitor.queries import queues as queues_q
+from pandawms.monitor.queries import summary as summary_q
+from pandawms.monitor.queries import tasks as tasks_q
+from pandawms.monitor.queries import timeline as timeline_q
+from pandawms.monitor.queries import why as why_q
 
 log = logging.getLogger("pandawms.monitor")
 
@@ -112,7 +119,7 @@ def _static(name: str) -> Reply:
 def _dashboard(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ("hours",))
     hours = params.integer(query, "hours", 1, 72, 6) or 6
-    summary = queries.live_summary(rt)
+    summary = summary_q.live_summary(rt)
     return {
         "now": utcnow(),
         "hours": hours,
@@ -122,11 +129,11 @@ def _dashboard(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
             "by_status": summary.by_status(),
             "by_queue": summary.by_queue(),
         },
-        "timeline": queries.cached_timeline(rt, hours).as_dict(),
+        "timeline": timeline_q.cached_timeline(rt, hours).as_dict(),
     }
 
 
-def _page_links(query: Query, page: queries.JobPage, api: bool) -> dict[str, str | None]:
+def _page_links(query: Query, page: jobs_q.JobPage, api: bool) -> dict[str, str | None]:
     base = "/monitor/api/jobs" if api else "/monitor/jobs"
     keep = {k: v for k, v in query.items() if k not in ("before", "after", "format")}
 
@@ -145,7 +152,7 @@ def _page_links(query: Query, page: queries.JobPage, api: bool) -> dict[str, str
 
 def _jobs(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     f = params.job_filter(query)
-    page = queries.list_jobs(rt, f)
+    page = jobs_q.list_jobs(rt, f)
     links = _page_links(query, page, api=True)
     html_links = _page_links(query, page, api=False)
     shown = {k: (v if k == "status" else v[-1]) for k, v in query.items() if k != "format"}
@@ -189,7 +196,7 @@ def _int_path(rest: str, what: str) -> int:
 def _job(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ())
     panda_id = _int_path(rest, "PandaID")
-    data = queries.job_detail(rt, panda_id)
+    data = jobs_q.job_detail(rt, panda_id)
     if data is None:
         raise NotFoundPage(f"no job {panda_id} in the live table or the archive")
     data["now"] = utcnow()
@@ -199,7 +206,7 @@ def _job(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
 def _why(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ())
     panda_id = _int_path(rest, "PandaID")
-    data = queries.why_not_running(rt, panda_id)
+    data = why_q.why_not_running(rt, panda_id)
     if not data.get("found"):
         raise NotFoundPage(f"no job {panda_id}")
     data["now"] = utcnow()
@@ -209,7 +216,7 @@ def _why(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
 def _task(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ())
     task_id = _int_path(rest, "jediTaskID")
-    data = queries.task_detail(rt, task_id)
+    data = tasks_q.task_detail(rt, task_id)
     if data is None:
         raise NotFoundPage(f"no jobs of task {task_id}")
     data["now"] = utcnow()
@@ -225,20 +232,20 @@ def _tasks(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
         "now": utcnow(),
         "user": user,
         "archive": archive,
-        "tasks": queries.task_list(rt, user=user, limit=limit, include_archive=archive),
+        "tasks": tasks_q.task_list(rt, user=user, limit=limit, include_archive=archive),
         "json": _self_link("/monitor/api/tasks", query),
     }
 
 
 def _queues(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ())
-    return {"now": utcnow(), "queues": queries.queue_list(rt)}
+    return {"now": utcnow(), "queues": queues_q.queue_list(rt)}
 
 
 def _queue(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ())
     name = params.queue_name(urllib.parse.unquote(rest), "queue") or ""
-    data = queries.queue_detail(rt, name)
+    data = queues_q.queue_detail(rt, name)
     if data is None:
         raise NotFoundPage(f"no queue {name}: not defined and no live jobs use it")
     data["now"] = utcnow()
@@ -247,7 +254,7 @@ def _queue(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
 
 def _daemon(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     params.check_known(query, ())
-    return queries.daemon_overview(rt)
+    return daemon_q.daemon_overview(rt)
 
 
 def _why_page(data: dict[str, Any]) -> bytes:
@@ -349,7 +356,7 @@ async def handle(app: Any, scope: Any, headers: Any, request_id: str) -> Reply:
     bind(rt)
     if id(rt) not in _warmed:
         _warmed.add(id(rt))
-        queries.warm(rt)
+        timeline_q.warm(rt)
     method = scope.get("method", "GET")
     path: str = scope.get("path", "")
     if method not in ("GET", "HEAD"):
