@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -139,6 +142,11 @@ class RucioDDM:
         self.config = config
         self._exc = rucio_exceptions
         self._local = threading.local()
+        # Rucio's client caches login tokens in files under /tmp shared by every client of the
+        # same account; a private directory keeps this DDM from using a token it did not get
+        # with its own credentials (and others from reading its token).
+        self._token_dir = tempfile.mkdtemp(prefix="pandawms-rucio-")
+        weakref.finalize(self, shutil.rmtree, self._token_dir, True)
 
     def __repr__(self) -> str:
         return f"RucioDDM(host={self.config.host!r}, account={self.config.account!r})"
@@ -148,8 +156,6 @@ class RucioDDM:
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            from rucio.client import Client
-
             cfg = self.config
             creds: dict[str, Any]
             auth_type = cfg.auth_type
@@ -178,7 +184,8 @@ class RucioDDM:
                 kwargs["vo"] = cfg.vo
             if cfg.ca:
                 kwargs["ca_cert"] = cfg.ca
-            client = self._wrap("login", lambda: Client(**kwargs))
+            client_class = _client_class(self._token_dir, threading.get_ident())
+            client = self._wrap("login", lambda: client_class(**kwargs))
             self._local.client = client
         return client
 
@@ -270,12 +277,18 @@ class RucioDDM:
 
     def dataset_info(self, did: DID | str) -> DatasetInfo:
         parsed = as_did(did)
-        meta = self._do(f"metadata of {parsed}", lambda c: c.get_metadata(parsed.scope, parsed.name)) or {}
+        # Counted now (dynamic_depth): the stored counts of an open dataset lag behind.
+        meta = (
+            self._do(
+                f"metadata of {parsed}", lambda c: c.get_did(parsed.scope, parsed.name, dynamic_depth="FILE")
+            )
+            or {}
+        )
         return DatasetInfo(
             scope=parsed.scope,
             name=parsed.name,
-            type=str(meta.get("did_type", "")).upper(),
-            is_open=bool(meta.get("is_open")),
+            type=str(meta.get("type") or meta.get("did_type") or "").upper(),
+            is_open=bool(meta.get("open", meta.get("is_open"))),
             length=meta.get("length"),
             bytes=meta.get("bytes"),
         )
@@ -341,7 +354,8 @@ class RucioDDM:
                         lambda c, e=entry: c.attach_dids(  # type: ignore[misc]
                             target.scope, target.name, [{"scope": e["scope"], "name": e["name"]}]
                         ),
-                        ok=(self._exc.DuplicateContent,),
+                        # Rucio answers FileAlreadyExists for a file already in the dataset.
+                        ok=(self._exc.DuplicateContent, self._exc.FileAlreadyExists),
                     )
 
     @staticmethod
@@ -412,6 +426,20 @@ class RucioDDM:
             lambda c: c.close(parsed.scope, parsed.name),
             ok=(self._exc.UnsupportedOperation,),  # already closed
         )
+
+
+def _client_class(token_dir: str, thread: int) -> Any:
+    """Rucio's Client with its token files in ``token_dir`` (one file per thread and account)."""
+    from rucio.client import Client
+
+    if not hasattr(Client, "_get_auth_tokens"):  # another client version: its own cache
+        return Client
+
+    def _get_auth_tokens(self: Any) -> tuple[None, str, str, str]:
+        stem = f"{token_dir}/{self.account}.{thread}"
+        return None, stem + ".expires", stem + ".token", token_dir
+
+    return type("PandawmsRucioClient", (Client,), {"_get_auth_tokens": _get_auth_tokens})
 
 
 def _rule(row: dict[str, Any]) -> Rule:
