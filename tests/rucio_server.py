@@ -390,6 +390,58 @@ def running_rucio(workdir: Path) -> Iterator[RucioServer]:
             _drop_database(server.database)
 
 
+_UPLOAD = """
+import json, sys
+from rucio.client import Client
+from rucio.client.uploadclient import UploadClient
+spec = json.load(sys.stdin)
+client = Client()
+items = [{"path": p, "rse": spec["rse"], "did_scope": spec["scope"], "dataset_scope": spec["scope"],
+          "dataset_name": spec["dataset"]} for p in spec["paths"]]
+UploadClient(_client=client).upload(items)
+for name, events in spec["events"].items():
+    client.set_metadata(spec["scope"], name, "events", events)
+"""
+
+
+def upload_dataset(
+    server: RucioServer,
+    workdir: Path,
+    rse: str,
+    scope: str,
+    dataset: str,
+    files: dict[str, bytes],
+    events: dict[str, int],
+) -> None:
+    """Upload ``files`` into a new dataset with Rucio's own upload client, as a user would.
+
+    Runs in a child process of this interpreter (which has rucio-clients) with a client-only
+    rucio.cfg for the test account, so the test process's Rucio configuration stays untouched.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (workdir / name).write_bytes(data)
+    cfg = server.client_config(workdir / "rucio.cfg")
+    spec = {
+        "rse": rse,
+        "scope": scope,
+        "dataset": dataset,
+        "paths": [str(workdir / n) for n in sorted(files)],
+        "events": events,
+    }
+    env = {**os.environ, "RUCIO_CONFIG": str(cfg), "TMPDIR": str(workdir)}
+    done = subprocess.run(
+        [sys.executable, "-c", _UPLOAD],
+        input=json.dumps(spec),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rucio upload failed: {done.stderr[-3000:]}")
+
+
 @pytest.fixture(scope="session")
 def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
     """One Rucio server for the whole session (import this fixture into a test module)."""

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import secrets
-import subprocess
-import sys
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ import pytest
 from pandawms.config import load_settings
 from pandawms.ddm import DDMError, DIDNotFound, NewFile, RuleState, make_ddm
 from pandawms.ddm.rucio import RucioConfig, RucioDDM
-from tests.rucio_server import RucioServer, rucio_server  # noqa: F401 - the session fixture
+from tests.rucio_server import RucioServer, rucio_server, upload_dataset  # noqa: F401 - the session fixture
 
 pytestmark = pytest.mark.slow
 
@@ -71,20 +68,6 @@ def _checksums(data: bytes) -> tuple[str, str]:
     return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}", hashlib.md5(data).hexdigest()
 
 
-_UPLOAD = """
-import json, sys
-from rucio.client import Client
-from rucio.client.uploadclient import UploadClient
-spec = json.load(sys.stdin)
-client = Client()
-items = [{"path": p, "rse": spec["rse"], "did_scope": spec["scope"], "dataset_scope": spec["scope"],
-          "dataset_name": spec["dataset"]} for p in spec["paths"]]
-UploadClient(_client=client).upload(items)
-for name, events in spec["events"].items():
-    client.set_metadata(spec["scope"], name, "events", events)
-"""
-
-
 @pytest.fixture(scope="module")
 def uploaded(server: RucioServer, tmp_path_factory: pytest.TempPathFactory) -> Uploaded:
     """Three files uploaded by Rucio's upload client into a new dataset at PANDAWMS_DISK_A."""
@@ -99,24 +82,8 @@ def uploaded(server: RucioServer, tmp_path_factory: pytest.TempPathFactory) -> U
         files[name] = (len(data), *_checksums(data))
         events[name] = EVENTS[index]
     dataset = f"data.{tag}.input"
-    cfg = server.client_config(src / "rucio.cfg")
-    spec = {
-        "rse": "PANDAWMS_DISK_A",
-        "scope": SCOPE,
-        "dataset": dataset,
-        "paths": [str(src / n) for n in sorted(files)],
-        "events": events,
-    }
-    env = {**os.environ, "RUCIO_CONFIG": str(cfg), "TMPDIR": str(src)}
-    done = subprocess.run(
-        [sys.executable, "-c", _UPLOAD],
-        input=json.dumps(spec),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    contents = {name: (src / name).read_bytes() for name in files}
+    upload_dataset(server, src, "PANDAWMS_DISK_A", SCOPE, dataset, contents, events)
     return Uploaded(f"{SCOPE}:{dataset}", files)
 
 

@@ -17,8 +17,9 @@ QUEUES = {
         "status": "online",
         "astorages": {
             "pr": ["PANDAWMS_DISK_A"],
+            "pw": ["PANDAWMS_DISK_A"],
             "read_lan": ["PANDAWMS_DISK_A", "PANDAWMS_TAPE"],
-            "write_lan": ["PANDAWMS_DISK_A"],
+            "write_lan": ["PANDAWMS_DISK_B"],
         },
     },
     "SITE_B_ANALY": {
@@ -32,7 +33,7 @@ QUEUES = {
 
 def test_storage_of_reads_astorages_and_the_legacy_ddm_field() -> None:
     assert storage_of("Q", QUEUES["SITE_A_PROD"]) == QueueStorage(
-        "Q", ("PANDAWMS_DISK_A", "PANDAWMS_TAPE"), ("PANDAWMS_DISK_A",)
+        "Q", ("PANDAWMS_DISK_A", "PANDAWMS_TAPE"), ("PANDAWMS_DISK_A", "PANDAWMS_DISK_B")
     )
     assert storage_of("Q", QUEUES["SITE_C_OLD"]) == QueueStorage(
         "Q", ("PANDAWMS_DISK_B", "PANDAWMS_DISK_A"), ("PANDAWMS_DISK_B",)

@@ -3,7 +3,7 @@
 The mapping lives in the queue definitions CRIC publishes (stored as they came, see
 :mod:`pandawms.core.queues`): ``astorages`` maps an activity to its RSEs (``read_lan``,
 ``read_wan``, ``write_lan``, ``write_wan``, the ``_analysis``/``_production`` variants, and
-``pr`` for the primary storage that serves both), and the older ``ddm`` field is a comma list
+the pilot's ``pr``/``pw``/``pl`` for reading inputs and writing outputs and logs), and the older ``ddm`` field is a comma list
 whose entries are read and whose first is written. Brokerage uses this to send a job where
 its input is; output registration to know which RSE a pilot wrote to.
 """
@@ -52,8 +52,11 @@ def storage_of(name: str, definition: dict[str, Any]) -> QueueStorage:
     write: list[str] = []
     astorages = definition.get("astorages")
     if isinstance(astorages, dict):
+        # The pilot's activities first (pr: read inputs, pw: write outputs, pl: write logs),
+        # then CRIC's read_*/write_* ones.
         _add(read, _names(astorages.get("pr")))
-        _add(write, _names(astorages.get("pr")))
+        _add(write, _names(astorages.get("pw")))
+        _add(write, _names(astorages.get("pl")))
         for activity in sorted(astorages):
             if activity.startswith("read"):
                 _add(read, _names(astorages[activity]))
