@@ -3,8 +3,9 @@
 A dataset of three files is uploaded to a POSIX RSE with Rucio's upload client. prun submits a
 task over it (``--nFilesPerJob 2``); the server's task manager lists the dataset's files in Rucio,
 skips the log file prun excludes by default, and makes two jobs whose input files carry the
-GUIDs, sizes, checksums and scope the pilot needs. The jobs are fetched and finished as the
-pilot does; the task ends done. A dataset Rucio does not know breaks its task with the reason.
+GUIDs, sizes, checksums and scope the pilot needs, at the queue that reads the RSE holding
+the data (not at another queue that would otherwise be chosen). The jobs are fetched and
+finished as the pilot does; the task ends done. A dataset Rucio does not know breaks its task with the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.rucio_server import RucioServer, rucio_server, upload_dataset  # noqa
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 QUEUE = "LOCAL_RUCIO"
+OTHER = "AAA_OTHER_DISK"
 SCOPE = "tests"
 
 
@@ -53,7 +55,10 @@ def data_server(
     server = start_server(f"sqlite:///{tmp_path / 'indata.sqlite'}", env)
     queue = realpilot.queue_definition(QUEUE)
     queue["astorages"] = {"pr": ["PANDAWMS_DISK_A"], "pw": ["PANDAWMS_DISK_B"], "pl": ["PANDAWMS_DISK_B"]}
-    realpilot.load_queues(server.db_url, {QUEUE: queue})
+    # A queue that sorts first and reads only the other disk: brokerage must not pick it.
+    other = realpilot.queue_definition(OTHER)
+    other["astorages"] = {"pr": ["PANDAWMS_DISK_B"], "pw": ["PANDAWMS_DISK_B"], "pl": ["PANDAWMS_DISK_B"]}
+    realpilot.load_queues(server.db_url, {QUEUE: queue, OTHER: other})
     return server
 
 
@@ -66,11 +71,6 @@ def _job_ids(base: str, task_id: int, count: int, timeout: float = 90) -> list[i
             break
         time.sleep(1)
     return ids
-
-
-def _task_field(base: str, task_id: int, field: str) -> object:
-    reply = httpx.get(base + "/api/v1/task/get_details", params={"task_id": task_id}).json()
-    return (reply.get("data") or {}).get(field)
 
 
 def test_prun_over_a_rucio_dataset(
@@ -91,7 +91,7 @@ def test_prun_over_a_rucio_dataset(
     (workdir / "analysis.py").write_text("print('my analysis')\n")
     out = run_cli(
         f'prun --exec "echo %IN" --inDS {SCOPE}:{dataset} --outDS user.jdoe.indata.{tag} '
-        f"--nFilesPerJob 2 --noBuild --site {QUEUE}",
+        "--nFilesPerJob 2 --noBuild",
         server,
         home,
         workdir,

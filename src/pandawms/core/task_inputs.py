@@ -12,14 +12,25 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pandawms.core.runtime import Runtime
 from pandawms.core.task_params import MAX_INPUT_FILES, InputStream, TaskPlan
 from pandawms.ddm.interface import DDM, DDMError, FileInfo
 
+
+@dataclass(frozen=True)
+class StreamFiles:
+    """One input stream's chosen files, and the disk RSEs that hold every one of them."""
+
+    stream: InputStream
+    files: list[FileInfo]
+    rses: tuple[str, ...]
+
+
 #: Each input stream with the files it contributes, in dataset then file-name order.
-InputFiles = list[tuple[InputStream, list[FileInfo]]]
+InputFiles = list[StreamFiles]
 
 _DDMS: dict[int, tuple[Any, DDM]] = {}
 _LOCK = threading.Lock()
@@ -63,14 +74,34 @@ def resolve_inputs(rt: Runtime, plan: TaskPlan, ddm: DDM | None = None) -> Input
     source = ddm or ddm_for(rt)
     budget = min(plan.max_files or MAX_INPUT_FILES, MAX_INPUT_FILES)
     result: InputFiles = []
+    tape: dict[str, bool] = {}
     for stream in plan.input_streams:
         chosen = select_files(stream, source.list_files(stream.dataset))[:budget]
         budget -= len(chosen)
-        result.append((stream, chosen))
-    if not any(files for _, files in result):
+        result.append(StreamFiles(stream, chosen, _complete_at(source, stream, chosen, tape)))
+    if not any(s.files for s in result):
         names = ", ".join(s.dataset for s in plan.input_streams)[:300]
         raise NoInputFiles(f"no input file to process in {names} (after --match/--antiMatch/--nSkipFiles)")
     return result
+
+
+def _complete_at(
+    source: DDM, stream: InputStream, files: list[FileInfo], tape: dict[str, bool]
+) -> tuple[str, ...]:
+    """Disk RSEs holding every chosen file of the stream (a job cannot read from tape)."""
+    if not files:
+        return ()
+    wanted = {(f.scope, f.name) for f in files}
+    where: set[str] | None = None
+    for replica in source.list_replicas([stream.dataset]):
+        if (replica.file.scope, replica.file.name) not in wanted:
+            continue
+        here = set(replica.rses)
+        where = here if where is None else where & here
+    for rse in sorted(where or ()):
+        if rse not in tape:
+            tape[rse] = source.rse_info(rse).is_tape
+    return tuple(sorted(r for r in where or () if not tape[r]))
 
 
 class NoInputFiles(DDMError):

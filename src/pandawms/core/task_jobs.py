@@ -29,7 +29,8 @@ from pandawms.core.task_transitions import lock_task, move_task
 from pandawms.core.transitions import log_statuses
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import queues
-from pandawms.db.schema_tasks import task_datasets, task_files, task_params, tasks
+from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
+from pandawms.ddm.sites import storage_of
 from pandawms.model.errors import PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
@@ -100,9 +101,14 @@ def refine(
         "modificationTime": now,
     }
     if plan.input_streams:
-        for source, files in contents or []:
-            input_id = dataset(source.dataset, "input", "IN", None)
-            for f in files:
+        for part in contents or []:
+            input_id = dataset(part.stream.dataset, "input", "IN", None)
+            if part.rses:
+                conn.execute(
+                    task_dataset_rses.insert(),
+                    [{"datasetID": input_id, "rse": rse[:64], "jediTaskID": task_id} for rse in part.rses],
+                )
+            for f in part.files:
                 rows.append(
                     {
                         **common,
@@ -195,12 +201,44 @@ def _scope(dataset: str) -> str:
     return scope[:30]
 
 
+def _near_data(conn: Connection, task_id: int, queue_list: Sequence[Queue]) -> tuple[list[Queue], str]:
+    """The queues that read, for every input dataset of the task, an RSE holding it all."""
+    wanted: dict[int, set[str]] = {}
+    for dataset_id, rse in conn.execute(
+        select(task_dataset_rses.c.datasetID, task_dataset_rses.c.rse).where(
+            task_dataset_rses.c.jediTaskID == task_id
+        )
+    ):
+        wanted.setdefault(int(dataset_id), set()).add(str(rse))
+    if not wanted:
+        return [], "no disk RSE holds all the input files (on tape only, or incomplete everywhere)"
+    names = [q.name for q in queue_list]
+    definitions = dict(
+        conn.execute(select(queues.c.name, queues.c.data).where(queues.c.name.in_(names))).all()
+    )
+    near = []
+    for queue in queue_list:
+        try:
+            spec = json.loads(definitions.get(queue.name) or "{}")
+        except ValueError:
+            continue
+        reads = set(storage_of(queue.name, spec if isinstance(spec, dict) else {}).read)
+        if all(reads & rses for rses in wanted.values()):
+            near.append(queue)
+    all_rses = ", ".join(sorted(set().union(*wanted.values())))[:150]
+    return near, f"no queue reads the input data at {all_rses}"
+
+
 def _choose_site(
-    conn: Connection, plan: TaskPlan, queue_list: Sequence[Queue], probe: dict[str, Any]
+    conn: Connection, plan: TaskPlan, queue_list: Sequence[Queue], probe: dict[str, Any], task_id: int
 ) -> tuple[str | None, str]:
     if plan.site:
         return plan.site.split(",")[0], ""
     candidates = [q for q in queue_list if q.name not in plan.excluded_sites]
+    if plan.input_streams:
+        candidates, why = _near_data(conn, task_id, candidates)
+        if not candidates:
+            return None, why
     ((site, why),) = broker(conn, candidates, [probe])
     return site, why
 
@@ -355,7 +393,7 @@ def _make_jobs(
         "minRamCount": plan.ram_count or 0,
         "maxWalltime": plan.walltime or 0,
     }
-    site, why = _choose_site(conn, plan, list_queues(rt), probe)
+    site, why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
     if site is None:
         frozen = task.get("frozenTime") or now
         values = {"errorDialog": why[:510], "frozenTime": frozen, "modificationTime": now}
