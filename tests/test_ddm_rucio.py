@@ -21,6 +21,9 @@ from urllib.parse import urlparse
 import pytest
 
 from pandawms.config import load_settings
+from pandawms.core.runtime import Runtime
+from pandawms.core.task_inputs import resolve_inputs
+from pandawms.core.task_params import plan_task
 from pandawms.ddm import DDMError, DIDNotFound, NewFile, RuleState, make_ddm
 from pandawms.ddm.rucio import RucioConfig, RucioDDM
 from tests.rucio_server import RucioServer, rucio_server, upload_dataset  # noqa: F401 - the session fixture
@@ -233,3 +236,24 @@ def test_a_wrong_password_is_a_clear_error_without_the_password(server: RucioSer
     with pytest.raises(DDMError) as info:
         ddm.list_files(f"{SCOPE}:anything")
     assert "login" in str(info.value) and wrong not in str(info.value)
+
+
+def test_input_locality_is_disk_rses_holding_every_file(
+    ddm: RucioDDM, uploaded: Uploaded, server: RucioServer, sqlite_rt: Runtime, tmp_path: Path
+) -> None:
+    """What brokerage reads for a task over datasets: disk RSEs with all its files; tape is not one."""
+    on_tape = f"data.{secrets.token_hex(4)}.tape"
+    upload_dataset(
+        server, tmp_path / "tape", "PANDAWMS_TAPE", SCOPE, on_tape, {f"{on_tape}._000001": b"x" * 10}, {}
+    )
+    item = {"type": "template", "param_type": "input", "value": '-i "${IN/T}"'}
+    params = {
+        "taskName": "user.jdoe.loc/",
+        "jobParameters": [
+            {**item, "dataset": f"{uploaded.dataset},{SCOPE}:{on_tape}", "exclude": r"_000002"}
+        ],
+    }
+    (disk, tape) = resolve_inputs(sqlite_rt, plan_task(params, "http://x"), ddm)
+    assert [f.name for f in disk.files] == sorted(uploaded.files)[:2]
+    assert disk.rses == ("PANDAWMS_DISK_A",)
+    assert len(tape.files) == 1 and tape.rses == ()
