@@ -129,6 +129,24 @@ class Settings:
     wn_script_base_url: str = "http://pandaserver-doma.cern.ch:25080/trf/user"
     #: Most jobs the task manager makes for one task in one pass.
     task_jobs_per_pass: int = 1000
+    #: Data management (Rucio). Empty ddm_rucio_host: no DDM, tasks over datasets are refused.
+    #: Auth host defaults to the server host; auth type userpass (username/password, the
+    #: password from PANDA_DDM_RUCIO_PASSWORD_FILE), x509 (cert and key, or a proxy as both)
+    #: or token (a bearer token read from ddm_rucio_token_path at each login).
+    ddm_rucio_host: str = ""
+    ddm_rucio_auth_host: str = ""
+    ddm_rucio_account: str = ""
+    ddm_rucio_vo: str = ""
+    ddm_rucio_auth_type: str = "userpass"
+    ddm_rucio_username: str = ""
+    ddm_rucio_password: str = ""
+    ddm_rucio_cert: str = ""
+    ddm_rucio_key: str = ""
+    ddm_rucio_token_path: str = ""
+    #: CA bundle or hashed directory to verify Rucio's HTTPS certificate (empty: the system's).
+    ddm_rucio_ca: str = ""
+    #: Seconds one call to Rucio may take before it fails.
+    ddm_rucio_timeout: int = 60
 
     @property
     def effective_db_url(self) -> str:
@@ -260,6 +278,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "schema_check": ("fail", "warn"),
     "auth_mode": ("open", "strict"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "ddm_rucio_auth_type": ("userpass", "x509", "token"),
 }
 _RANGES: dict[str, tuple[int, int]] = {
     "port": (1, 65535),
@@ -285,6 +304,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "cache_max_bytes": (1024, 10 * 1024**3),
     "cache_lifetime": (60, 10**9),
     "task_jobs_per_pass": (1, 100000),
+    "ddm_rucio_timeout": (1, 3600),
 }
 
 

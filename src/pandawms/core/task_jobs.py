@@ -23,12 +23,14 @@ from pandawms.core.brokerage import broker
 from pandawms.core.queues import Queue, list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.submit import _apply_defaults, _insert, validate_jobs
+from pandawms.core.task_inputs import InputFiles, NoInputFiles, resolve_inputs
 from pandawms.core.task_params import BadTaskParameter, TaskPlan, job_parameters, output_lfn, plan_task
 from pandawms.core.task_transitions import lock_task, move_task
 from pandawms.core.transitions import log_statuses
-from pandawms.db.engine import write_tx
+from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import queues
-from pandawms.db.schema_tasks import task_datasets, task_files, task_params, tasks
+from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
+from pandawms.ddm.sites import storage_of
 from pandawms.model.errors import PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
@@ -53,8 +55,19 @@ def _base_name(plan: TaskPlan) -> str:
     return name[:200]
 
 
-def refine(conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, now: dt.datetime) -> None:
-    """Make the datasets and input files of a registered task; it ends ``ready``."""
+def refine(
+    conn: Connection,
+    rt: Runtime,
+    task: dict[str, Any],
+    plan: TaskPlan,
+    now: dt.datetime,
+    contents: InputFiles | None = None,
+) -> None:
+    """Make the datasets and input files of a registered task; it ends ``ready``.
+
+    ``contents`` are the files of its input datasets, read from the data management system
+    before this transaction (a network call must not hold the task's lock).
+    """
     task_id = int(task["jediTaskID"])
 
     def dataset(name: str, kind: str, stream: str, template: str | None, container: str | None = None) -> int:
@@ -76,27 +89,55 @@ def refine(conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, 
         assert key is not None
         return int(key[0])
 
-    input_id = dataset("pseudo_dataset", "pseudo_input", "IN", None)
-    rows = [
-        {
-            "jediTaskID": task_id,
-            "datasetID": input_id,
-            "type": "pseudo_input",
-            "lfn": lfn,
-            "status": "ready",
-            "attemptNr": 0,
-            "maxAttempt": plan.max_attempt,
-            "failedAttempt": 0,
-            "maxFailure": plan.max_attempt,
-            "startEvent": start,
-            "endEvent": end,
-            "chunkNr": index // plan.files_per_job,
-            "creationDate": now,
-            "modificationTime": now,
-        }
-        for index, (lfn, start, end) in enumerate(plan.inputs)
-    ]
-    conn.execute(task_files.insert(), rows)
+    rows: list[dict[str, Any]] = []
+    common = {
+        "jediTaskID": task_id,
+        "status": "ready",
+        "attemptNr": 0,
+        "maxAttempt": plan.max_attempt,
+        "failedAttempt": 0,
+        "maxFailure": plan.max_attempt,
+        "creationDate": now,
+        "modificationTime": now,
+    }
+    if plan.input_streams:
+        for part in contents or []:
+            input_id = dataset(part.stream.dataset, "input", "IN", None)
+            if part.rses:
+                conn.execute(
+                    task_dataset_rses.insert(),
+                    [{"datasetID": input_id, "rse": rse[:64], "jediTaskID": task_id} for rse in part.rses],
+                )
+            for f in part.files:
+                rows.append(
+                    {
+                        **common,
+                        "datasetID": input_id,
+                        "type": "input",
+                        "lfn": f.name,
+                        "scope": f.scope,
+                        "GUID": f.guid,
+                        "fsize": f.size,
+                        "checksum": f.checksum,
+                        "chunkNr": len(rows) // plan.files_per_job,
+                    }
+                )
+    else:
+        input_id = dataset("pseudo_dataset", "pseudo_input", "IN", None)
+        rows = [
+            {
+                **common,
+                "datasetID": input_id,
+                "type": "pseudo_input",
+                "lfn": lfn,
+                "startEvent": start,
+                "endEvent": end,
+                "chunkNr": index // plan.files_per_job,
+            }
+            for index, (lfn, start, end) in enumerate(plan.inputs)
+        ]
+    if rows:
+        conn.execute(task_files.insert(), rows)
     for stream in plan.outputs:
         dataset(stream.dataset, "output", stream.stream, stream.template, stream.container)
     if plan.log is not None:
@@ -160,12 +201,44 @@ def _scope(dataset: str) -> str:
     return scope[:30]
 
 
+def _near_data(conn: Connection, task_id: int, queue_list: Sequence[Queue]) -> tuple[list[Queue], str]:
+    """The queues that read, for every input dataset of the task, an RSE holding it all."""
+    wanted: dict[int, set[str]] = {}
+    for dataset_id, rse in conn.execute(
+        select(task_dataset_rses.c.datasetID, task_dataset_rses.c.rse).where(
+            task_dataset_rses.c.jediTaskID == task_id
+        )
+    ):
+        wanted.setdefault(int(dataset_id), set()).add(str(rse))
+    if not wanted:
+        return [], "no disk RSE holds all the input files (on tape only, or incomplete everywhere)"
+    names = [q.name for q in queue_list]
+    definitions = dict(
+        conn.execute(select(queues.c.name, queues.c.data).where(queues.c.name.in_(names))).all()
+    )
+    near = []
+    for queue in queue_list:
+        try:
+            spec = json.loads(definitions.get(queue.name) or "{}")
+        except ValueError:
+            continue
+        reads = set(storage_of(queue.name, spec if isinstance(spec, dict) else {}).read)
+        if all(reads & rses for rses in wanted.values()):
+            near.append(queue)
+    all_rses = ", ".join(sorted(set().union(*wanted.values())))[:150]
+    return near, f"no queue reads the input data at {all_rses}"
+
+
 def _choose_site(
-    conn: Connection, plan: TaskPlan, queue_list: Sequence[Queue], probe: dict[str, Any]
+    conn: Connection, plan: TaskPlan, queue_list: Sequence[Queue], probe: dict[str, Any], task_id: int
 ) -> tuple[str | None, str]:
     if plan.site:
         return plan.site.split(",")[0], ""
     candidates = [q for q in queue_list if q.name not in plan.excluded_sites]
+    if plan.input_streams:
+        candidates, why = _near_data(conn, task_id, candidates)
+        if not candidates:
+            return None, why
     ((site, why),) = broker(conn, candidates, [probe])
     return site, why
 
@@ -181,10 +254,28 @@ def _job(
     params: str,
     outputs: list[tuple[str, str, str]],
     endpoint: str | None,
+    inputs: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A job as an attribute dict (``Files`` included); outputs are (lfn, type, dataset)."""
+    """A job as an attribute dict (``Files`` included); outputs are (lfn, type, dataset).
+
+    ``inputs`` are the task's input file rows (with ``dataset``, their dataset's name).
+    """
     token = f"dst:{endpoint}" if endpoint else None
     files = [
+        {
+            "lfn": f["lfn"],
+            "type": "input",
+            "dataset": f["dataset"],
+            "prodDBlock": f["dataset"],
+            "scope": f.get("scope"),
+            "GUID": f.get("GUID"),
+            "fsize": f.get("fsize"),
+            "checksum": f.get("checksum"),
+            "jediTaskID": task["jediTaskID"],
+            "attemptNr": attempt,
+        }
+        for f in inputs
+    ] + [
         {
             "lfn": lfn,
             "type": kind,
@@ -224,6 +315,7 @@ def _job(
         "homepackage": plan.trans_home,
         "AtlasRelease": plan.trans_uses,
         "destinationDBlock": outputs[0][2] if outputs else None,
+        "prodDBlock": inputs[0]["dataset"] if inputs else None,
         "Files": files,
     }
 
@@ -301,7 +393,7 @@ def _make_jobs(
         "minRamCount": plan.ram_count or 0,
         "maxWalltime": plan.walltime or 0,
     }
-    site, why = _choose_site(conn, plan, list_queues(rt), probe)
+    site, why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
     if site is None:
         frozen = task.get("frozenTime") or now
         values = {"errorDialog": why[:510], "frozenTime": frozen, "modificationTime": now}
@@ -338,6 +430,7 @@ def _make_jobs(
         )
         made.append((job, [lib_row], [(str(lib_row["lfn"]), "lib", int(lib_ds["datasetID"]))]))
     else:
+        names = {int(ds["datasetID"]): str(ds["datasetName"]) for ds in sets.get("input", [])}
         serials = _next_serials(conn, task, len(groups))
         for serial, group in zip(serials, groups, strict=True):
             outputs = []
@@ -353,8 +446,21 @@ def _make_jobs(
             attempt = max(int(f["attemptNr"]) for f in group)
             inputs = [(str(f["lfn"]), f["startEvent"], f["endEvent"]) for f in group]
             params = job_parameters(template, serial, inputs, attempt, lib_lfn)
+            real_inputs = [
+                {**f, "dataset": names.get(int(f["datasetID"]), "")} for f in group if f["type"] == "input"
+            ]
             job = _job(
-                task, plan, serial, attempt, site, plan.trans_path, plan.label, params, outputs, endpoint
+                task,
+                plan,
+                serial,
+                attempt,
+                site,
+                plan.trans_path,
+                plan.label,
+                params,
+                outputs,
+                endpoint,
+                real_inputs,
             )
             made.append((job, group, records))
     who = owner(task)
@@ -403,14 +509,17 @@ def _make_jobs(
     return len(panda_ids)
 
 
-def advance_task(rt: Runtime, task_id: int) -> int:
+def advance_task(rt: Runtime, task_id: int, contact_ddm: bool = True) -> int:
     """Refine a registered task and make jobs for what is ready, in one transaction; jobs made.
 
     A task whose stored parameters no longer make a plan (they were checked at submission, so
-    only a code change can cause it) is moved to ``broken`` with the reason.
+    only a code change can cause it) is moved to ``broken`` with the reason. A task over input
+    datasets is refined only with ``contact_ddm`` (the task manager's pass, not the
+    submission's: a request must not wait on the data management system).
     """
     try:
-        return _advance(rt, task_id)
+        contents = _contents(rt, task_id) if contact_ddm else None
+        return _advance(rt, task_id, contents)
     except PandaError as exc:
         if exc.http_status == 409:
             raise  # a concurrent change: the next pass tries again
@@ -432,7 +541,55 @@ def advance_task(rt: Runtime, task_id: int) -> int:
         return 0
 
 
-def _advance(rt: Runtime, task_id: int) -> int:
+def _contents(rt: Runtime, task_id: int) -> InputFiles | None:
+    """The files of a registered task's input datasets, read outside any transaction.
+
+    None when there is nothing to read (another state, no input dataset, a plan that no longer
+    parses: the locked pass deals with those) or when the read failed for now (the reason is
+    shown on the task and the next pass tries again). A dataset that does not exist, or a
+    server without data management, breaks the task with the reason.
+    """
+    from pandawms.ddm.interface import DDMError, DDMNotConfigured, DIDNotFound
+
+    with read_tx(rt.engine) as conn:
+        row = conn.execute(
+            select(tasks.c.status, task_params.c.taskParams)
+            .join(task_params, task_params.c.jediTaskID == tasks.c.jediTaskID)
+            .where(tasks.c.jediTaskID == task_id)
+        ).first()
+    if row is None or row[0] != T.REGISTERED:
+        return None
+    try:
+        plan = plan_task(json.loads(row[1]), rt.settings.wn_script_base_url.rstrip("/"))
+    except (BadTaskParameter, ValueError):
+        return None
+    if not plan.input_streams:
+        return None
+    try:
+        return resolve_inputs(rt, plan)
+    except (DDMNotConfigured, DIDNotFound, NoInputFiles) as exc:
+        _stop_registered(rt, task_id, T.BROKEN.value, exc.message, "input not available")
+    except DDMError as exc:
+        _stop_registered(rt, task_id, None, exc.message, "")
+        log.warning("task %s: cannot read its input datasets yet: %s", task_id, exc.message)
+    return None
+
+
+def _stop_registered(rt: Runtime, task_id: int, status: str | None, why: str, reason: str) -> None:
+    """Break a registered task (``status``), or only show why it waits (None)."""
+    now = utcnow()
+    with write_tx(rt.engine) as conn:
+        task = lock_task(conn, task_id)
+        if task is None or task["status"] != T.REGISTERED:
+            return
+        values = {"errorDialog": why[:510], "modificationTime": now}
+        if status is None:
+            conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(**values))
+        else:
+            move_task(conn, task, status, now, values, reason=reason)
+
+
+def _advance(rt: Runtime, task_id: int, contents: InputFiles | None = None) -> int:
     now = utcnow()
     with write_tx(rt.engine) as conn:
         task = lock_task(conn, task_id, skip_locked=rt.skip_locked)
@@ -450,7 +607,9 @@ def _advance(rt: Runtime, task_id: int) -> int:
                 )
             return 0
         if task["status"] == T.REGISTERED:
-            refine(conn, rt, task, plan, now)
+            if plan.input_streams and contents is None:
+                return 0  # its files are read by the task manager's next pass
+            refine(conn, rt, task, plan, now, contents)
         if TaskStatus(task["status"]) not in GENERATING:
             return 0
         return generate(conn, rt, task, plan, now)

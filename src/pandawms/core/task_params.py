@@ -49,6 +49,24 @@ class OutputStream:
 
 
 @dataclass(frozen=True)
+class InputStream:
+    """An input dataset (or container) whose files the task runs over, and which of them.
+
+    ``include``/``exclude`` are prun's --match/--antiMatch (and its default exclusion of log
+    files): comma-separated regular expressions matched against file names; ``offset`` skips
+    the first files (--nSkipFiles); ``files`` names the only files to use.
+    """
+
+    dataset: str
+    include: str | None = None
+    exclude: str | None = None
+    offset: int = 0
+    files: tuple[str, ...] = ()
+    #: The task parameter that declared it (for messages).
+    param: str = "jobParameters"
+
+
+@dataclass(frozen=True)
 class BuildStep:
     """prun/pathena's build job: unpacks the sandbox into a library the run jobs use."""
 
@@ -90,6 +108,10 @@ class TaskPlan:
     build: BuildStep | None = None
     #: Cached files (sandboxes) the jobs will fetch; they must exist and are kept alive.
     cache_files: list[str] = field(default_factory=list)
+    #: Input datasets: their files are read from the data management system when the task is
+    #: refined (``inputs`` is then empty); at most ``max_files`` of them (nFiles) are used.
+    input_streams: list[InputStream] = field(default_factory=list)
+    max_files: int | None = None
 
 
 def _str(params: Mapping[str, Any], name: str, default: str | None = None, limit: int = 250) -> str | None:
@@ -131,18 +153,62 @@ def _str_list(params: Mapping[str, Any], name: str) -> list[str]:
     return value
 
 
-def build_template(items: Any) -> tuple[str, list[OutputStream], list[str]]:
+def _input_stream(item: Mapping[str, Any], where: str) -> list[InputStream]:
+    """prun/pathena's input item: one stream per dataset of a comma-separated ``dataset``."""
+    names = item.get("dataset")
+    if not isinstance(names, str) or not names.strip(","):
+        raise BadTaskParameter(f"{where}.dataset", "an input needs its dataset name")
+    if item.get("hidden") is True:
+        raise BadTaskParameter(
+            f"{where}", "secondary input datasets (--secondaryDSs) are not supported by this server yet"
+        )
+    patterns = {}
+    for key in ("include", "exclude"):
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadTaskParameter(f"{where}.{key}", "must be a string of comma-separated patterns")
+        for pattern in (value or "").split(","):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise BadTaskParameter(
+                    f"{where}.{key}", f"{pattern[:80]!r} is not a regular expression: {exc}"
+                ) from None
+        patterns[key] = value[:1000] if value else None
+    offset = item.get("offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_INPUT_FILES:
+        raise BadTaskParameter(f"{where}.offset", f"must be a whole number from 0 to {MAX_INPUT_FILES}")
+    files = item.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise BadTaskParameter(f"{where}.files", "must be a list of file names")
+    if len(files) > MAX_INPUT_FILES:
+        raise BadTaskParameter(f"{where}.files", f"names more than {MAX_INPUT_FILES} files")
+    streams = []
+    for name in names.split(","):
+        if not name.strip():
+            continue
+        if len(name) > 255 or not re.fullmatch(r"[A-Za-z0-9._\-:/]+", name.strip()):
+            raise BadTaskParameter(f"{where}.dataset", f"{name[:100]!r} is not a dataset name")
+        streams.append(
+            InputStream(name.strip(), patterns["include"], patterns["exclude"], offset, tuple(files), where)
+        )
+    return streams
+
+
+def build_template(items: Any) -> tuple[str, list[OutputStream], list[str], list[InputStream]]:
     """The job parameter template from ``jobParameters`` items, the output streams they declare,
-    and the cache files they name (``-a <archive>``).
+    the cache files they name (``-a <archive>``) and the input datasets.
 
     Items join with one space unless ``padding`` is false; ``hidden`` items only declare
-    outputs. Input datasets need a data management system this server does not have.
+    outputs. An input item's value (``-i "${IN/T}"``) stays in the template and is filled with
+    each job's file names.
     """
     if not isinstance(items, list) or not items:
         raise BadTaskParameter("jobParameters", "must be a non-empty list of objects")
     parts: list[str] = []
     outputs: list[OutputStream] = []
     archives: list[str] = []
+    inputs: list[InputStream] = []
     for index, item in enumerate(items):
         where = f"jobParameters[{index}]"
         if not isinstance(item, dict):
@@ -155,11 +221,7 @@ def build_template(items: Any) -> tuple[str, list[OutputStream], list[str]]:
             raise BadTaskParameter(f"{where}.value", "must be a string")
         param_type = item.get("param_type")
         if param_type == "input" or (param_type is None and item.get("dataset") and kind == "template"):
-            raise BadTaskParameter(
-                f"{where}",
-                f"input dataset {str(item.get('dataset'))[:100]!r} cannot be resolved: this server has no "
-                "data management system; give the files with pfnList (prun --pfnList) or use noInput",
-            )
+            inputs.extend(_input_stream(item, where))
         if param_type == "output":
             dataset = item.get("dataset")
             if not isinstance(dataset, str) or not dataset:
@@ -173,7 +235,9 @@ def build_template(items: Any) -> tuple[str, list[OutputStream], list[str]]:
         if match and kind == "constant":
             archives.append(match.group(1))
         parts.append(value if item.get("padding") is False else value + " ")
-    return "".join(parts).rstrip(" "), outputs, archives
+    if len(inputs) > 20:
+        raise BadTaskParameter("jobParameters", "names more than 20 input datasets")
+    return "".join(parts).rstrip(" "), outputs, archives, inputs
 
 
 def _log_stream(params: Mapping[str, Any]) -> OutputStream | None:
@@ -190,9 +254,18 @@ def _log_stream(params: Mapping[str, Any]) -> OutputStream | None:
     return OutputStream(dataset, value, "LOG", _str(log, "container", None, 255))
 
 
-def _inputs(params: Mapping[str, Any]) -> tuple[list[tuple[str, int | None, int | None]], int, int | None]:
-    """Pseudo input files and how many make a job (files, and events when split by events)."""
+def _inputs(
+    params: Mapping[str, Any], streams: list[InputStream]
+) -> tuple[list[tuple[str, int | None, int | None]], int, int | None]:
+    """Pseudo input files and how many make a job (files, and events when split by events).
+
+    With input datasets there are none yet: the files come from the data management system.
+    """
     pfns = params.get("pfnList")
+    if streams:
+        if pfns is not None:
+            raise BadTaskParameter("pfnList", "cannot be given with an input dataset")
+        return [], _int(params, "nFilesPerJob", 1, 10000, 1) or 1, None
     if pfns is not None:
         if not isinstance(pfns, list) or not pfns or not all(isinstance(p, str) and p for p in pfns):
             raise BadTaskParameter("pfnList", "must be a non-empty list of file names")
@@ -268,8 +341,8 @@ def plan_task(params: Any, base_url: str) -> TaskPlan:
         raise BadTaskParameter("taskName", "is required (prun and pathena set it from --outDS)")
     if not re.fullmatch(r"[A-Za-z0-9._\-:/]+", name):
         raise BadTaskParameter("taskName", "may contain only letters, digits and . _ - : /")
-    template, outputs, archives = build_template(params.get("jobParameters"))
-    inputs, files_per_job, events_per_job = _inputs(params)
+    template, outputs, archives, streams = build_template(params.get("jobParameters"))
+    inputs, files_per_job, events_per_job = _inputs(params, streams)
     build = _build_step(params, base_url)
     if build is not None:
         archives.append(build.archive)
@@ -306,6 +379,8 @@ def plan_task(params: Any, base_url: str) -> TaskPlan:
         source_url=_str(params, "sourceURL", None, 250),
         build=build,
         cache_files=archives,
+        input_streams=streams,
+        max_files=_int(params, "nFiles", 1, MAX_INPUT_FILES, None) if streams else None,
     )
     if "${LIB}" in template and build is None:
         raise BadTaskParameter("jobParameters", "uses ${LIB} but the task has no buildSpec")

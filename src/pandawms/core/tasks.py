@@ -104,6 +104,24 @@ def _check_cache_files(conn: Connection, plan: TaskPlan, rt: Runtime) -> None:
     cache_files.touch(conn, plan.cache_files, utcnow())
 
 
+def _check_ddm(rt: Runtime, plan: TaskPlan) -> None:
+    """A task over input datasets needs the data management system configured (no call is made)."""
+    if not plan.input_streams:
+        return
+    from pandawms.ddm import DDMNotConfigured
+    from pandawms.ddm.rucio import RucioConfig
+
+    try:
+        RucioConfig.from_settings(rt.settings)
+    except DDMNotConfigured as exc:
+        stream = plan.input_streams[0]
+        raise BadTaskParameter(
+            stream.param,
+            f"input dataset {stream.dataset[:100]!r} cannot be resolved: {exc.message}; "
+            "or give the files with pfnList (prun --pfnList), or use noInput",
+        ) from None
+
+
 def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None = None) -> Reply:
     """Register a task and start it; ``data`` is the new jediTaskID (or a refusal code)."""
     try:
@@ -111,6 +129,7 @@ def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None 
         if plan.label == "managed" and rt.settings.auth_mode == "strict" and not who.is_production:
             raise BadTaskParameter("prodSourceLabel", "managed tasks need the production role")
         _check_sites(rt, plan)
+        _check_ddm(rt, plan)
     except BadTaskParameter as exc:
         return Reply(False, exc.message, REFUSED)
     stored = dict(params)
@@ -183,7 +202,7 @@ def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None 
     from pandawms.core.task_jobs import advance_task
 
     try:
-        advance_task(rt, task_id)
+        advance_task(rt, task_id, contact_ddm=False)
     except Exception:  # noqa: BLE001 - the task is stored; the task manager retries the rest
         log.exception("task %s: first pass failed; the task manager will retry", task_id)
     return Reply(True, f"succeeded. new jediTaskID={task_id}", task_id)
@@ -348,6 +367,7 @@ def _apply_new_parameters(conn: Connection, rt: Runtime, task_id: int, new: Any)
     try:
         plan = plan_task(merged, _base_url(rt))
         _check_sites(rt, plan)
+        _check_ddm(rt, plan)
     except BadTaskParameter as exc:
         return Reply(False, exc.message, REFUSED)
     conn.execute(

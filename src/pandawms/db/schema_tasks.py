@@ -99,6 +99,19 @@ task_datasets = Table(
     mysql_engine="InnoDB",
 )
 
+#: Where a task's input dataset is: the disk RSEs holding every file the task uses of it (JEDI's
+#: dataset locality), read from the data management system when the task is refined. Brokerage
+#: sends the task's jobs only to queues that read one of them.
+task_dataset_rses = Table(
+    "task_dataset_rses",
+    metadata,
+    Column("datasetID", BigInteger, primary_key=True),
+    Column("rse", String(64), primary_key=True),
+    Column("jediTaskID", BigInteger, nullable=False),
+    Index("ix_task_dataset_rses_task", "jediTaskID"),
+    mysql_engine="InnoDB",
+)
+
 #: Files of the task datasets. Input files carry the attempt bookkeeping; the job currently
 #: processing a file is ``PandaID``.
 task_files = Table(
