@@ -626,6 +626,50 @@ def job_history(conn: Connection, panda_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+def job_worker_logs(conn: Connection, panda_id: int) -> list[dict[str, Any]]:
+    """Logs Harvester uploaded for the workers that ran the job: worker, kind, size, cache path."""
+    from pandawms.db.schema_meta import jedi_logs
+    from pandawms.db.schema_workers import harvester_rel_jobs_workers as rel
+    from pandawms.db.schema_workers import harvester_workers as w
+
+    stmt = (
+        select(
+            jedi_logs.c.fileName,
+            jedi_logs.c.fileSize,
+            jedi_logs.c.harvesterID,
+            jedi_logs.c.workerID,
+            w.c.stdOut,
+            w.c.stdErr,
+            w.c.batchLog,
+        )
+        .join(
+            rel,
+            (rel.c.harvesterID == jedi_logs.c.harvesterID) & (rel.c.workerID == jedi_logs.c.workerID),
+        )
+        .join(w, (w.c.harvesterID == rel.c.harvesterID) & (w.c.workerID == rel.c.workerID))
+        .where(rel.c.PandaID == panda_id)
+        .order_by(jedi_logs.c.workerID, jedi_logs.c.fileName)
+        .limit(50)
+    )
+    out = []
+    for row in conn.execute(stmt).mappings():
+        name = row["fileName"]
+        kind = next(
+            (k for k in ("stdOut", "stdErr", "batchLog") if (row[k] or "").endswith("/" + name)), "log"
+        )
+        out.append(
+            {
+                "harvesterID": row["harvesterID"],
+                "workerID": row["workerID"],
+                "kind": kind,
+                "fileName": name,
+                "fileSize": row["fileSize"],
+                "path": f"/cache/jedilog/{name}",
+            }
+        )
+    return out
+
+
 def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, Any] | None:
     """Everything about one job: attributes, files, history, errors explained, and (while it
     waits) why it has not run. None when no table holds it."""
@@ -637,6 +681,7 @@ def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, A
         live = conn.execute(select(jobs.c.PandaID).where(jobs.c.PandaID == panda_id)).first() is not None
         history = job_history(conn, panda_id)
         log_row = conn.execute(select(pilot_logs.c.log).where(pilot_logs.c.PandaID == panda_id)).first()
+        worker_logs = job_worker_logs(conn, panda_id)
     file_rows = job.pop("Files", [])
     params = job.pop("jobParameters", None)
     meta = job.pop("metadata", None)
@@ -651,6 +696,7 @@ def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, A
         "jobParameters": params,
         "metadata": meta,
         "pilot_log_tail": (log_row[0] or "")[-8000:] if log_row else None,
+        "worker_logs": worker_logs,
     }
     if with_why and job.get("jobStatus") in WAITING:
         out["why"] = why_not_running(rt, panda_id)
