@@ -36,7 +36,8 @@ _cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
 _lock = threading.Lock()
 
 
-def _cached(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+def _cached(rt: Runtime, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    key = (str(rt.engine.url), *key)
     now = time.monotonic()
     with _lock:
         hit = _cache.get(key)
@@ -124,7 +125,7 @@ def active_by_site(rt: Runtime) -> dict[str, Any]:
             rows = _counts(conn, ("computingSite", "jobStatus"), None, None)
         return _nest(rows, ("assigned", "activated", "running"))
 
-    return _cached(("active_by_site",), compute)
+    return _cached(rt, ("active_by_site",), compute)
 
 
 def active_detailed_by_site(rt: Runtime) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def active_detailed_by_site(rt: Runtime) -> dict[str, Any]:
             )
         return _nest(rows, ("assigned", "activated", "running"))
 
-    return _cached(("active_detailed_by_site",), compute)
+    return _cached(rt, ("active_detailed_by_site",), compute)
 
 
 def by_site_and_resource_type(rt: Runtime, window_minutes: int | None) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def by_site_and_resource_type(rt: Runtime, window_minutes: int | None) -> dict[s
             )
         return _nest(rows, ("assigned", "activated", "running", "finished", "failed"))
 
-    return _cached(("by_site_rt", window_minutes), compute)
+    return _cached(rt, ("by_site_rt", window_minutes), compute)
 
 
 def by_site_share_and_resource_type(rt: Runtime, window_minutes: int | None) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def by_site_share_and_resource_type(rt: Runtime, window_minutes: int | None) -> 
             )
         return _nest(rows, ("assigned", "activated", "running", "finished", "failed"))
 
-    return _cached(("by_site_share_rt", window_minutes), compute)
+    return _cached(rt, ("by_site_share_rt", window_minutes), compute)
 
 
 def _by_cloud(conn: Connection, extra: Sequence[str], labels: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -189,7 +190,7 @@ def by_cloud(rt: Runtime, kind: str) -> dict[str, Any]:
             rows = _by_cloud(conn, (), labels)
         return _nest(rows, ())
 
-    return _cached(("by_cloud", kind), compute)
+    return _cached(rt, ("by_cloud", kind), compute)
 
 
 def production_by_cloud_and_processing_type(rt: Runtime) -> dict[str, Any]:
@@ -200,4 +201,4 @@ def production_by_cloud_and_processing_type(rt: Runtime) -> dict[str, Any]:
             rows = _by_cloud(conn, ("processingType",), PRODUCTION_LABELS)
         return _nest(rows, ())
 
-    return _cached(("production_by_cloud_ptype",), compute)
+    return _cached(rt, ("production_by_cloud_ptype",), compute)
