@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import zlib
@@ -163,3 +164,8 @@ def test_worker_logs_are_bounded_and_safely_named(tmp_path: Path, make_runtime: 
     assert (jedi_logs.log_dir(rt) / "grow.log").stat().st_size == 1000
     with pytest.raises(PandaError, match="no log named"):
         jedi_logs.read(rt, "absent.log", 0)
+    # the cache cleaner removes logs nothing was appended to for cache_lifetime
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+        seconds=rt.settings.cache_lifetime + 60
+    )
+    assert jedi_logs.expire(rt, later) == 1 and not (jedi_logs.log_dir(rt) / "grow.log").exists()

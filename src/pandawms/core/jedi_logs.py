@@ -6,11 +6,13 @@ carries the bytes written since the last one, zlib-compressed, under the name
 (``<pandaCacheURL_R>/<name>``). So a piece is decompressed and appended, never replacing what
 came before, up to ``jedi_log_max_bytes`` per file. Each file is recorded in ``jedi_logs`` with
 the worker whose reported URL names it; the monitor's job page finds a job's workers through
-``harvester_rel_jobs_workers`` and links their logs. Served as ``/cache/jedilog/<name>``.
+``harvester_rel_jobs_workers`` and links their logs. Served as ``/cache/jedilog/<name>``; the
+cache cleaner removes a log nothing was appended to for ``cache_lifetime``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import zlib
 from pathlib import Path
@@ -115,3 +117,26 @@ def read(rt: Runtime, name: str, offset: int) -> str:
             return handle.read(rt.settings.jedi_log_max_bytes).decode("utf-8", "replace")
     except FileNotFoundError:
         raise PandaError(f"no log named {name[:100]}", http_status=404) from None
+
+
+def expire(rt: Runtime, now: dt.datetime | None = None, batch: int = 500) -> int:
+    """Delete logs nothing was appended to for ``cache_lifetime`` seconds; how many went."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=rt.settings.cache_lifetime)
+    with read_tx(rt.engine) as conn:
+        names = [
+            str(r[0])
+            for r in conn.execute(
+                select(jedi_logs.c.fileName).where(jedi_logs.c.modificationTime <= cutoff).limit(batch)
+            )
+        ]
+    removed = 0
+    directory = log_dir(rt)
+    for name in names:
+        with write_tx(rt.engine) as conn:
+            gone = conn.execute(
+                jedi_logs.delete().where(jedi_logs.c.fileName == name, jedi_logs.c.modificationTime <= cutoff)
+            ).rowcount
+        if gone:
+            (directory / name).unlink(missing_ok=True)
+            removed += 1
+    return removed
