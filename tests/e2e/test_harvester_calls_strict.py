@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import ssl
+import subprocess
+import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -14,6 +18,7 @@ import httpx
 import pytest
 
 from tests.certs import Pki, make_pki
+from tests.e2e import harvester_env
 from tests.e2e.httpd_proc import Httpd
 
 STATISTICS = [
@@ -159,3 +164,38 @@ def test_legacy_credentials_need_production_and_resource_types_need_a_pilot(stri
     harvester = _client(strict, pki, pki.add_user("Harvester Service"))
     keys = harvester.post("/server/panda/getKeyPair", data={"publicKeyName": "a", "privateKeyName": "b"})
     assert keys.status_code == 200 and "creds_dir" in parse_qs(keys.text)["errorDialog"][0]
+
+
+def test_pilot_3_11_reads_the_resource_types(strict: Httpd, pki: Pki, tmp_path: Path) -> None:
+    """The newest pilot's own ``get_memory_limits`` (pilot/util/https.py) against the server."""
+    archives = sorted(harvester_env.CLIENTS.glob("pilot3-*.tar.gz"))
+    if not archives:
+        pytest.skip(f"the pilot 3.11 source tarball is not in {harvester_env.CLIENTS} (pilot3-*.tar.gz)")
+    with tarfile.open(archives[-1]) as tar:
+        tar.extractall(tmp_path, filter="data")
+    script = (
+        "import json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import pilot.info  # the pilot's own import order (https <-> dataloader)\n"
+        "from pilot.util.https import get_memory_limits\n"
+        "print('LIMITS:' + json.dumps(get_memory_limits('https://localhost', int(sys.argv[2]))))\n"
+    )
+    env = {
+        **os.environ,
+        "X509_USER_PROXY": str(pki.add_user("Pilot Factory")),
+        "X509_CERT_DIR": str(pki.ca_dir),
+        "PILOT_HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pilot3"), str(strict.https_port)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("LIMITS:")]
+    assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+    limits = json.loads(lines[0][len("LIMITS:") :])
+    assert limits["SCORE"] == {"mincore": 1, "maxcore": 1, "minrampercore": None, "maxrampercore": 2000}
+    assert limits["MCORE_HIMEM"]["minrampercore"] == 2001
