@@ -59,6 +59,7 @@ def strict(tmp_path: Path, pki: Pki) -> Iterator[Httpd]:
         auth_mode="strict",
         pilot_dns="CN=Pilot Factory",
         production_dns="CN=Harvester Service",
+        cache_dir=str(tmp_path / "cache"),
     )
     yield server
     server.stop()
@@ -105,6 +106,14 @@ def test_users_read_statistics_but_get_no_credentials(strict: Httpd, pki: Pki) -
         "message": "",
         "data": {},
     }
+    subprocess.run(
+        [sys.executable, "-m", "pandawms", "users", "ban", "Bob Jones", "--reason", "abuse"],
+        env=strict.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert user.get("/api/v1/metaconfig/get_banned_users").json()["data"] == {"Bob Jones": False}
     for path, verb, params in PRODUCTION_ONLY:
         reply = _call(user, path, verb, params)
         assert reply.status_code == 403, (path, reply.text)

@@ -111,6 +111,7 @@ def setup(tmp_path: Path, harvester_source: tuple[Path, Path]) -> Iterator[dict[
         auth_mode="strict",
         production_dns="CN=Harvester Service",
         creds_dir=str(creds),
+        cache_dir=str(tmp_path / "cache"),
     )
     home = tmp_path / "harvester"
     harvester_env.write_config(
