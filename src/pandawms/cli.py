@@ -195,6 +195,50 @@ def _cmd_users(args: argparse.Namespace) -> int:
         rt.engine.dispose()
 
 
+def _cmd_resource_types(args: argparse.Namespace) -> int:
+    from pandawms.core import resource_types as rtypes
+    from pandawms.core.runtime import Runtime
+    from pandawms.model.errors import PandaError
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    rt = Runtime.from_settings(settings)
+    try:
+        if args.action in ("set", "delete") and not args.name:
+            print(f"pandawms resource-types {args.action}: a NAME is required", file=sys.stderr)
+            return 2
+        try:
+            if args.action == "set":
+                rtypes.set_type(
+                    rt,
+                    rtypes.ResourceType(
+                        args.name, args.min_core, args.max_core, args.min_ram_per_core, args.max_ram_per_core
+                    ),
+                )
+            elif args.action == "delete":
+                if not rtypes.delete_type(rt, args.name):
+                    print(f"no resource type {args.name}", file=sys.stderr)
+                    return 1
+        except PandaError as exc:
+            print(f"pandawms resource-types: {exc.message}", file=sys.stderr)
+            return 2
+
+        def show(value: int | None) -> str:
+            return "-" if value is None else str(value)
+
+        print(
+            f"{'resource type':<16} {'min core':>9} {'max core':>9} {'min MB/core':>12} {'max MB/core':>12}"
+        )
+        for t in rtypes.list_types(rt):
+            print(
+                f"{t.resource_name:<16} {show(t.mincore):>9} {show(t.maxcore):>9} "
+                f"{show(t.minrampercore):>12} {show(t.maxrampercore):>12}"
+            )
+        return 0
+    finally:
+        rt.engine.dispose()
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from pandawms.core import audit
     from pandawms.core.runtime import Runtime
@@ -290,6 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("--db-url")
     users.add_argument("--data-dir")
     users.set_defaults(func=_cmd_users)
+
+    rtp = sub.add_parser(
+        "resource-types",
+        help="list or set the resource types (SCORE, MCORE, ...) Harvester and pilots read; '-' is no limit",
+    )
+    rtp.add_argument("action", choices=("list", "set", "delete"))
+    rtp.add_argument("name", nargs="?", help="e.g. SCORE_HIMEM")
+    rtp.add_argument("--min-core", type=int)
+    rtp.add_argument("--max-core", type=int)
+    rtp.add_argument("--min-ram-per-core", type=int, help="MB")
+    rtp.add_argument("--max-ram-per-core", type=int, help="MB")
+    rtp.add_argument("--db-url")
+    rtp.add_argument("--data-dir")
+    rtp.set_defaults(func=_cmd_resource_types)
 
     aud = sub.add_parser("audit", help="who did what: submissions, kills and other state-changing calls")
     aud.add_argument("--job", type=int, help="only calls that named this PandaID")

@@ -124,6 +124,12 @@ class Settings:
     cache_host: str = ""
     cache_max_bytes: int = 16 * 1024 * 1024
     cache_lifetime: int = 14 * 86400
+    #: Largest worker log Harvester may upload into ``<cache_dir>/jedilog`` (bytes, after
+    #: decompression; later pieces of one log are appended up to this size).
+    jedi_log_max_bytes: int = 100 * 1024 * 1024
+    #: Directory of the proxies, key pairs and token keys Harvester and pilots may fetch
+    #: (``proxies/``, ``keys/``, ``token_keys/``; see core/creds.py). Empty: none are served.
+    creds_dir: str = ""
     #: Base URL of the worker-node scripts tasks run (runGen, buildGen); the generic pilot only
     #: accepts whitelisted bases, and takes the script from HARVESTER_WORKDIR when that is set.
     wn_script_base_url: str = "http://pandaserver-doma.cern.ch:25080/trf/user"
@@ -303,6 +309,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_jobs_per_dispatch": (1, 10000),
     "cache_max_bytes": (1024, 10 * 1024**3),
     "cache_lifetime": (60, 10**9),
+    "jedi_log_max_bytes": (1024, 10 * 1024**3),
     "task_jobs_per_pass": (1, 100000),
     "ddm_rucio_timeout": (1, 3600),
 }

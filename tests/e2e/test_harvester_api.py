@@ -5,7 +5,7 @@ installable from the package index, so these tests replay its requests: ``reques
 ``Accept: application/json`` and ``Connection: close`` on every call, a JSON body with
 ``Content-Type: application/json`` on POST, query parameters on GET (lists as repeated keys),
 and the payload shapes of ``WorkSpec.convert_to_propagate`` and ``JobSpec``. The same cycle is
-run with the real communicator by ``harvester_real_check.py`` where Harvester is available.
+run with the real communicator itself by ``test_harvester_real.py``.
 """
 
 from __future__ import annotations

@@ -302,6 +302,9 @@ class PandaApp:
             return exc.http_status, f"ERROR : {exc.message}\n".encode(), "text/plain", []
         except OSError:
             return 404, b"ERROR : cached file is gone\n", "text/plain", []
+        if name.startswith("jedilog/"):
+            # Worker logs grow while Harvester appends to them: never cached.
+            return 200, body, "text/plain; charset=utf-8", [(b"cache-control", b"no-cache")]
         return 200, body, "application/octet-stream", [(b"cache-control", b"public, max-age=3600")]
 
     def _health(self) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:

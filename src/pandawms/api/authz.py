@@ -79,6 +79,29 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("task", "get_tasks_detailed_info_since"): USER,
     ("task", "get_job_descriptions"): USER,
     ("task", "get_datasets_and_files"): USER,
+    # Credentials: only Harvester (production) may fetch proxies, key pairs and token keys.
+    ("creds", "get_proxy"): HARVESTER,
+    ("creds", "get_key_pair"): HARVESTER,
+    ("creds", "get_token_key"): HARVESTER,
+    ("metaconfig", "get_resource_types"): USER,
+    ("metaconfig", "get_banned_users"): USER,
+    # Job counts: readable by any identified user (the real server also answers anonymous calls).
+    ("statistics", "active_job_stats_by_site"): USER,
+    ("statistics", "active_job_detailed_stats_by_site"): USER,
+    ("statistics", "job_stats_by_cloud"): USER,
+    ("statistics", "production_job_stats_by_cloud_and_processing_type"): USER,
+    ("statistics", "job_stats_by_site_and_resource_type"): USER,
+    ("statistics", "job_stats_by_site_share_and_resource_type"): USER,
+    # Worker logs: Harvester writes them, identified users read them back.
+    ("file_server", "upload_jedi_log"): PRODUCTION_WRITE,
+    ("file_server", "update_jedi_log"): PRODUCTION_WRITE,
+    ("file_server", "download_jedi_log"): USER,
+    # The event service is not enabled; the refusals still need the roles the real server asks.
+    ("event", "acquire_event_ranges"): HARVESTER,
+    ("event", "update_event_ranges"): HARVESTER,
+    ("event", "update_single_event_range"): HARVESTER,
+    ("event", "get_available_event_range_count"): HARVESTER,
+    ("event", "get_event_range_statuses"): USER,
 }
 
 #: Legacy ``/server/panda`` methods.
@@ -92,8 +115,10 @@ LEGACY_RULES: dict[str, Rule] = {
     "getEventRanges": PILOT,
     "updateEventRanges": PILOT,
     "updateWorkerPilotStatus": PILOT,
-    "getKeyPair": PILOT,
-    "getProxy": PILOT,
+    # Credentials go to production identities only (a pilot credential sits on every worker node).
+    "getKeyPair": HARVESTER,
+    "getProxy": HARVESTER,
+    "getResourceTypes": PILOT,
 }
 
 #: Pages and files outside the APIs.

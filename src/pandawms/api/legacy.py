@@ -342,18 +342,41 @@ def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> R
     return Reply({"StatusCode": 0})
 
 
+def _cred_refusal(exc: PandaError) -> Reply:
+    return Reply({"StatusCode": exc.code, "errorDialog": exc.message})
+
+
 @legacy("getKeyPair")
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """No key pairs are configured on this server."""
-    return Reply(
-        {"StatusCode": int(StatusCode.PERMS), "errorDialog": "no key pairs are configured on this server"}
-    )
+    """A key pair by its two names, from the credential directory (``publicKey``, ``privateKey``)."""
+    from pandawms.core import creds
+
+    try:
+        public, private = creds.get_key_pair(
+            ctx.rt.settings, str(params.get("publicKeyName") or ""), str(params.get("privateKeyName") or "")
+        )
+    except PandaError as exc:
+        return _cred_refusal(exc)
+    return Reply({"StatusCode": 0, "publicKey": public, "privateKey": private})
 
 
 @legacy("getProxy")
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """No proxy cache is configured on this server."""
-    return Reply(
-        {"StatusCode": int(StatusCode.PERMS), "errorDialog": "no proxy cache is configured on this server"},
-        "json",
-    )
+    """The proxy of ``dn`` (default: the caller) with ``role``, always JSON (``userProxy``)."""
+    from pandawms.core import creds
+
+    role = str(params.get("role") or "") or None
+    try:
+        pem = creds.get_proxy(ctx.rt.settings, str(params.get("dn") or "") or ctx.who.dn, role)
+    except PandaError as exc:
+        return Reply(_cred_refusal(exc).body, "json")
+    return Reply({"StatusCode": 0, "errorDialog": "", "userProxy": pem}, "json")
+
+
+@legacy("getResourceTypes")
+def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """Resource types for the pilot's memory monitor: ``ResourceTypes`` is the list of definitions
+    (url-encoded replies carry it as JSON text, which pilot 3.11 parses)."""
+    from pandawms.core import resource_types
+
+    return Reply({"StatusCode": 0, "Returns": 0, "ResourceTypes": resource_types.as_dicts(ctx.rt)})

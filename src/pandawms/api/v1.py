@@ -290,5 +290,10 @@ def pilot_get_job_status(ctx: RequestContext, job_ids: list[int]) -> Result:
 
 
 # Methods kept in their own modules register themselves on import (they use the names above).
+from pandawms.api import v1_creds as _v1_creds  # noqa: E402, F401
+from pandawms.api import v1_event as _v1_event  # noqa: E402, F401
 from pandawms.api import v1_harvester as _v1_harvester  # noqa: E402, F401
+from pandawms.api import v1_jedi_log as _v1_jedi_log  # noqa: E402, F401
+from pandawms.api import v1_metaconfig as _v1_metaconfig  # noqa: E402, F401
+from pandawms.api import v1_statistics as _v1_statistics  # noqa: E402, F401
 from pandawms.api import v1_tasks as _v1_tasks  # noqa: E402, F401

@@ -183,12 +183,16 @@ def touch(conn: Connection, names: Iterable[str], now: dt.datetime) -> int:
 
 
 def path_for_serving(rt: Runtime, name: str) -> Path:
-    """The file to send for ``GET /cache/<name>``; NotFound for unknown or unsafe names."""
+    """The file to send for ``GET /cache/<name>`` (or ``jedilog/<name>``, Harvester's worker logs);
+    NotFound for unknown or unsafe names."""
+    directory = cache_dir(rt.settings)
+    if name.startswith("jedilog/"):
+        directory, name = directory / "jedilog", name[len("jedilog/") :]
     try:
         check_name(name)
     except PandaError:
         raise NotFound(f"no cached file {name[:100]}") from None
-    path = cache_dir(rt.settings) / name
+    path = directory / name
     if not path.is_file():
         raise NotFound(f"no cached file {name[:100]}")
     return path

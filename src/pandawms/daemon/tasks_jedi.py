@@ -21,5 +21,8 @@ def task_manager(rt: Runtime) -> str:
 
 @task("cache_cleaner", period=3600)
 def cache_cleaner(rt: Runtime) -> str:
-    """Delete sandbox files unused for cache_lifetime that no active task refers to."""
-    return f"removed {expire(rt)} cached files"
+    """Delete sandbox files unused for cache_lifetime that no active task refers to, and worker
+    logs Harvester has not added to for as long."""
+    from pandawms.core.jedi_logs import expire as expire_logs
+
+    return f"removed {expire(rt)} cached files and {expire_logs(rt)} worker logs"

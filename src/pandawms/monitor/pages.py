@@ -511,6 +511,24 @@ def job_page(data: Mapping[str, Any]) -> bytes:
         extra += (
             f"<details><summary>job parameters</summary><pre>{esc(data['jobParameters'])}</pre></details>"
         )
+    if data.get("worker_logs"):
+        extra += (
+            "<section><h2>worker logs</h2>"
+            + table(
+                ["worker", "kind", "file", "size"],
+                [
+                    [
+                        f"{esc(w['harvesterID'])} / {esc(w['workerID'])}",
+                        esc(w["kind"]),
+                        f'<a href="{esc(w["path"])}">{esc(w["fileName"])}</a>',
+                        esc(w["fileSize"]),
+                    ]
+                    for w in data["worker_logs"]
+                ],
+                "worker-logs",
+            )
+            + "</section>"
+        )
     if data.get("pilot_log_tail"):
         extra += (
             f"<details><summary>pilot log (tail)</summary><pre>{esc(data['pilot_log_tail'])}</pre></details>"

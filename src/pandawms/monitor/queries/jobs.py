@@ -18,6 +18,8 @@ from pandawms.core.jobs_read import load_jobs
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import job_status_log, jobs, jobs_archive, pilot_logs
+from pandawms.db.schema_meta import jedi_logs
+from pandawms.db.schema_workers import harvester_rel_jobs_workers, harvester_workers
 from pandawms.model.states import TERMINAL
 from pandawms.monitor.codes import ERROR_COLUMNS, explain, summary
 from pandawms.monitor.queries.common import LIST_COLUMNS, PROBE_ROWS, WAITING
@@ -176,6 +178,47 @@ def job_history(conn: Connection, panda_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
+def job_worker_logs(conn: Connection, panda_id: int) -> list[dict[str, Any]]:
+    """Logs Harvester uploaded for the workers that ran the job: worker, kind, size, cache path."""
+    rel, w = harvester_rel_jobs_workers, harvester_workers
+    stmt = (
+        select(
+            jedi_logs.c.fileName,
+            jedi_logs.c.fileSize,
+            jedi_logs.c.harvesterID,
+            jedi_logs.c.workerID,
+            w.c.stdOut,
+            w.c.stdErr,
+            w.c.batchLog,
+        )
+        .join(
+            rel,
+            (rel.c.harvesterID == jedi_logs.c.harvesterID) & (rel.c.workerID == jedi_logs.c.workerID),
+        )
+        .join(w, (w.c.harvesterID == rel.c.harvesterID) & (w.c.workerID == rel.c.workerID))
+        .where(rel.c.PandaID == panda_id)
+        .order_by(jedi_logs.c.workerID, jedi_logs.c.fileName)
+        .limit(50)
+    )
+    out = []
+    for row in conn.execute(stmt).mappings():
+        name = row["fileName"]
+        kind = next(
+            (k for k in ("stdOut", "stdErr", "batchLog") if (row[k] or "").endswith("/" + name)), "log"
+        )
+        out.append(
+            {
+                "harvesterID": row["harvesterID"],
+                "workerID": row["workerID"],
+                "kind": kind,
+                "fileName": name,
+                "fileSize": row["fileSize"],
+                "path": f"/cache/jedilog/{name}",
+            }
+        )
+    return out
+
+
 def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, Any] | None:
     """Everything about one job: attributes, files, history, errors explained, and (while it
     waits) why it has not run. None when no table holds it."""
@@ -187,6 +230,7 @@ def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, A
         live = conn.execute(select(jobs.c.PandaID).where(jobs.c.PandaID == panda_id)).first() is not None
         history = job_history(conn, panda_id)
         log_row = conn.execute(select(pilot_logs.c.log).where(pilot_logs.c.PandaID == panda_id)).first()
+        worker_logs = job_worker_logs(conn, panda_id)
     file_rows = job.pop("Files", [])
     params = job.pop("jobParameters", None)
     meta = job.pop("metadata", None)
@@ -201,6 +245,7 @@ def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, A
         "jobParameters": params,
         "metadata": meta,
         "pilot_log_tail": (log_row[0] or "")[-8000:] if log_row else None,
+        "worker_logs": worker_logs,
     }
     if with_why and job.get("jobStatus") in WAITING:
         out["why"] = why_not_running(rt, panda_id)
