@@ -17,7 +17,7 @@ from pandawms.core.runtime import Runtime
 from pandawms.db.schema_meta import jedi_logs as jedi_logs_table
 from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.identity import Identity
-from pandawms.monitor.queries import job_detail
+from pandawms.monitor.queries.jobs import job_detail
 from tests.jobs import make_job
 
 WHO = Identity(dn="/DC=org/CN=Harvester Service", remote_host="10.0.0.9")
