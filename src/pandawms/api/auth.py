@@ -138,18 +138,25 @@ class Authenticator:
         }
         self.bans = BanList(engine, settings.ban_cache_seconds) if engine is not None else None
 
-    def _roles(self, dn: str, fqans: tuple[str, ...], token_role: str | None = None) -> frozenset[str]:
-        owner = owner_dn(dn)
+    def _roles(
+        self, dn: str, fqans: tuple[str, ...], token_role: str | None = None, token: bool = False
+    ) -> frozenset[str]:
+        # A token user may be listed by the whole DN or by its issuer and subject alone
+        # (/O=<issuer>/OU=<sub>), which stay the same when the name claims change.
+        keys = {owner_dn(dn), dn.split("/CN=", 1)[0] if token else ""} - {""}
         roles = {"user"}
         for role, dns in self.role_dns.items():
-            if owner and owner in dns:
+            if keys & dns:
                 roles.add(role)
         for fqan in fqans:
             granted = fqan_role(fqan, self.settings.vo)
             if granted in ("production", "pilot"):
                 roles.add(granted)
-        if token_role in ("production", "pilot"):
-            roles.add(token_role)
+        if token_role == "pilot":
+            # A pilot's token (Origin <vo>.pilot) pulls and reports jobs, whoever it names.
+            return frozenset({"pilot"})
+        if token_role == "production":
+            roles.add("production")
         if "admin" in roles:
             roles.add("manager")
         if "manager" in roles:
@@ -211,7 +218,7 @@ class Authenticator:
                 # The Origin's role was checked against the token's groups (whole "<vo>/<role>");
                 # it counts only for the VO this server serves.
                 role = verified.role if vo == self.settings.vo else None
-                return Identity(dn, fqans, self._roles(dn, (), role), "token", remote)
+                return Identity(dn, fqans, self._roles(dn, (), role, token=True), "token", remote)
             if self.settings.auth_mode == "strict":
                 raise TokenRejected("this server has no token issuers configured (oidc_config)")
             claims = _unverified_claims(token)
@@ -219,7 +226,7 @@ class Authenticator:
             groups = claims.get("groups") or claims.get("wlcg.groups") or []
             fqans = tuple("/" + str(g).strip("/") for g in groups) if isinstance(groups, list) else ()
             if dn:
-                return Identity(dn, fqans, self._roles(dn, ()), "token", remote)
+                return Identity(dn, fqans, self._roles(dn, (), token=True), "token", remote)
         return Identity(remote_host=remote)
 
 
