@@ -103,7 +103,10 @@ class Settings:
     global_shares: str = ""
     #: Authorisation mode: "open" trusts every caller (laptop, tests); "strict" needs identities.
     auth_mode: str = "open"
-    #: Comma-separated DN substrings that carry a role (production also grants pilot).
+    #: The VO this server serves: only FQANs and token groups of this VO grant roles.
+    vo: str = "atlas"
+    #: Comma-separated whole DNs (slash form; proxy CNs are ignored) that carry a role
+    #: (production also grants pilot). A DN must match an entry exactly, never in part.
     production_dns: str = ""
     pilot_dns: str = ""
     manager_dns: str = ""
@@ -388,7 +391,24 @@ def load_settings(
         values[key] = _convert(key, str(value), hints[key], "command line")
     _check_db_password(values)
     _check_global_shares(values)
+    _check_dn_lists(values)
     return Settings(**values)
+
+
+#: Settings that list DNs granting a role.
+DN_LIST_SETTINGS = ("production_dns", "pilot_dns", "manager_dns", "admin_dns")
+
+
+def _check_dn_lists(values: dict[str, Any]) -> None:
+    """Role DN lists hold whole slash-form DNs: a fragment (``CN=Prod``) would match nobody."""
+    for name in DN_LIST_SETTINGS:
+        for item in str(values.get(name) or "").split(","):
+            item = item.strip()
+            if item and not item.startswith("/"):
+                raise ConfigError(
+                    f"{name}: {item[:100]!r} is not a whole DN; give DNs in slash form "
+                    "(/DC=ch/DC=cern/OU=Users/CN=Jane Doe), they match exactly"
+                )
 
 
 def _check_global_shares(values: dict[str, Any]) -> None:

@@ -77,5 +77,10 @@ class Httpd:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
+            # Keep reading the notify socket meanwhile: the master writes its status there every
+            # second, and once an unread socket is full the write blocks it (systemd always reads).
+            deadline = time.monotonic() + 30
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                self.read_notify()
+            self.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         self.notify.close()

@@ -38,7 +38,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def strict(tmp_path: Path, pki: Pki) -> Iterator[Httpd]:
     server = Httpd(
-        tmp_path, pki, workers=1, auth_mode="strict", pilot_dns=f"CN={PILOT_CN}", ban_cache_seconds="1"
+        tmp_path,
+        pki,
+        workers=1,
+        auth_mode="strict",
+        pilot_dns=f"/DC=org/DC=pandawms/OU=Users/CN={PILOT_CN}",
+        ban_cache_seconds="1",
     )
     yield server
     server.stop()

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
-from pandawms.core import dispatch, heartbeat, jobs_read
+from pandawms.core import dispatch, heartbeat, jobs_read, pilot_binding
 from pandawms.core.heartbeat import PilotUpdate
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.model.errors import PandaError, StatusCode
@@ -209,11 +209,11 @@ async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return _get_job_reply(ctx, req, bulk, harvester_id, worker_id, found)
 
 
-def _parsed_update(params: dict[str, Any]) -> PilotUpdate | Reply:
+def _parsed_update(ctx: RequestContext, params: dict[str, Any]) -> PilotUpdate | Reply:
     """The pilot's update, or the answer that needs no database (``jobId=NULL``, ignored state)."""
     if str(params.get("jobId", "")) == "NULL":
         return Reply({"StatusCode": 0, "command": "NULL"})
-    upd = parse_update(params)
+    upd = parse_update(params, pilot_binding.caller_for(ctx.rt, ctx.who))
     if upd.state not in heartbeat.PILOT_REPORTABLE:
         # The real server answers 0 and ignores unknown states; say why as well.
         return Reply({"StatusCode": 0, "command": "NULL", "errorDialog": f"state {upd.state!r} ignored"})
@@ -226,7 +226,7 @@ def _update_reply(result: heartbeat.UpdateResult) -> Reply:
 
 def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """One updateJob in the calling thread (``updateJobsInBulk``)."""
-    upd = _parsed_update(params)
+    upd = _parsed_update(ctx, params)
     if isinstance(upd, Reply):
         return upd
     return _update_reply(heartbeat.update_job(ctx.rt, upd))
@@ -237,7 +237,7 @@ async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Repl
     """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
     changes and final reports in another. A pilot is answered only after its batch committed.
     """
-    upd = _parsed_update(params)
+    upd = _parsed_update(ctx, params)
     if isinstance(upd, Reply):
         return upd
     return _update_reply(await heartbeat.update_job_grouped(ctx.rt, upd))
@@ -264,7 +264,7 @@ def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
             reply = update_job(ctx, {k: (v if isinstance(v, str) else str(v)) for k, v in item.items()})
             results.append(reply.body)
         except PandaError as exc:
-            results.append({"StatusCode": int(StatusCode.INVALID), "errorDialog": exc.message})
+            results.append({"StatusCode": exc.code, "errorDialog": exc.message})
     return Reply([True, results], "json")
 
 
@@ -300,6 +300,7 @@ def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     panda_id = _int_param(params, "pandaID", -1)
     if panda_id < 0:
         raise PandaError("pandaID is required")
+    pilot_binding.require_bound(ctx.rt, panda_id, ctx.who)
     return Reply(
         {"StatusCode": 0, "eventRanges": [], "errorDialog": "no event ranges: event service not enabled"}
     )

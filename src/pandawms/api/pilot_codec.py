@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pandawms.core.heartbeat import PilotUpdate
+from pandawms.core.pilot_binding import Caller
 from pandawms.model.errors import PandaError
 from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
 from pandawms.model.values import FLOAT_MAX, NULL, BadValue, coerce, parse_datetime
@@ -314,8 +315,11 @@ def _side_text(name: str, value: Any) -> str | None:
     return text
 
 
-def parse_update(params: Mapping[str, Any]) -> PilotUpdate:
+def parse_update(params: Mapping[str, Any], caller: Caller | None) -> PilotUpdate:
     """updateJob's parameters (legacy names, string values) -> a :class:`PilotUpdate`.
+
+    ``caller`` is who sends it (:func:`pandawms.core.pilot_binding.caller_for`): the core
+    accepts the update only if the job was dispatched to them.
 
     ``jobId``, ``state`` and ``attemptNr`` must be right or the update is refused; a metric
     that does not parse is dropped with a log line, as one bad number must not lose a heartbeat.
@@ -352,6 +356,7 @@ def parse_update(params: Mapping[str, Any]) -> PilotUpdate:
         report=_side_text("xml", params.get("xml")),
         metadata=_side_text("metaData", params.get("metaData")),
         pilot_log=_side_text("pilotLog", params.get("pilotLog")),
+        caller=caller,
     )
 
 

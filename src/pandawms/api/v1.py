@@ -17,7 +17,7 @@ from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
 from pandawms.api.params import Param
 from pandawms.api.pilot_codec import job_for_pilot, parse_update, v1_to_legacy
-from pandawms.core import dispatch, heartbeat, jobs_read, kill, submit
+from pandawms.core import dispatch, heartbeat, jobs_read, kill, pilot_binding, submit
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.model.errors import PandaError, StatusCode
 
@@ -231,7 +231,7 @@ _UPDATE_PARAMS = {
 def _update_one(ctx: RequestContext, params: dict[str, Any]) -> Result:
     legacy = v1_to_legacy({k: v for k, v in params.items() if v is not None})
     try:
-        upd = parse_update(legacy)
+        upd = parse_update(legacy, pilot_binding.caller_for(ctx.rt, ctx.who))
     except PandaError as exc:
         return False, exc.message, {"StatusCode": int(StatusCode.INVALID)}
     if upd.state not in heartbeat.PILOT_REPORTABLE:

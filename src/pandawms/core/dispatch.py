@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from pandawms.core.batching import GroupRunner
 from pandawms.core.jobs_read import attach_details
+from pandawms.core.pilot_binding import dispatch_values
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.shares import dispatch_order
 from pandawms.core.transitions import move_jobs
@@ -131,7 +132,12 @@ def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) 
         stmt = stmt.with_for_update(skip_locked=True)
     order = dispatch_order(rt)  # before the transaction: it may read (another connection)
     now = utcnow()
-    values: dict[str, Any] = {"startTime": now, "jobExecutionID": 1 if first.background else 0}
+    values: dict[str, Any] = {
+        "startTime": now,
+        "jobExecutionID": 1 if first.background else 0,
+        # Who takes the jobs: only they may report on them (core/pilot_binding.py).
+        **dispatch_values(who),
+    }
     with write_tx(rt.engine) as conn:
         candidates = _take(conn, stmt, merged.n_jobs, order)
         if not candidates:
@@ -148,6 +154,7 @@ def _acquire_batch(rt: Runtime, requests: list[DispatchRequest], who: Identity) 
                     "modificationHost": (req.node or job["modificationHost"] or "")[:128] or None,
                     "computingElement": (req.computing_element or "")[:128] or None,
                     "schedulerID": (req.scheduler_id or "")[:128] or None,
+                    "dispatchNode": (req.node or "")[:128] or None,
                 }
         move_jobs(conn, candidates, JobStatus.SENT.value, now, values, reason="dispatched", per_job=per_job)
         # The locked rows are the jobs as they now are, once the values just written are applied:
@@ -190,7 +197,8 @@ def _batch_key(req: DispatchRequest, who: Identity) -> tuple[Any, ...]:
         req.prod_user_id,
         req.background,
         req.job_type,
-        who.name,
+        # The whole identity, not its compact name: every job of a batch is bound to it.
+        who.owner,
         who.is_pilot,
         who.is_production,
     )

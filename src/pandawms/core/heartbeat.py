@@ -4,6 +4,9 @@ Every update answers with a ``command`` for the pilot: ``NULL`` when there is no
 the job's ``commandToPilot`` (``tobekilled`` after a kill), ``tobekilled`` when the pilot holds a
 job that is not its to run (unknown PandaID, wrong attemptNr, a job the server already ended),
 or ``alreadydone`` when a final report arrives twice.
+
+In strict mode an update is accepted only from the credential the job was dispatched to
+(:mod:`pandawms.core.pilot_binding`); the update carries its caller for that check.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from pandawms.core import pilot_binding
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.output_report import finalize
+from pandawms.core.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import move_job
 from pandawms.db.engine import autocommit_conn, write_tx
@@ -40,6 +45,7 @@ _READ_COLUMNS = (
     "endTime",
     "taskBufferErrorCode",
     "jobDispatcherErrorDiag",
+    *pilot_binding.COLUMNS,
 )
 
 
@@ -54,6 +60,9 @@ class PilotUpdate:
     report: str | None = None
     metadata: str | None = None
     pilot_log: str | None = None
+    #: Who sends it (:func:`pandawms.core.pilot_binding.caller_for`); None: no binding check
+    #: (open mode, or the server itself).
+    caller: Caller | None = None
 
 
 @dataclass(frozen=True)
@@ -117,21 +126,25 @@ def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
     return target, None
 
 
-_HEARTBEAT_STATEMENTS: dict[tuple[tuple[str, ...], bool], Any] = {}
+_HEARTBEAT_STATEMENTS: dict[tuple[tuple[str, ...], bool, str], Any] = {}
 
 
-def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool) -> Any:
+def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str = "") -> Any:
     """The plain-heartbeat UPDATE writing ``keys``, built once per set of columns.
 
     Building the statement and its cache key took more of a worker's CPU than running it
     (py-spy, benchmarks/README.md); pilots send the same few sets of fields, so a handful of
-    prebuilt statements with bound parameters serve every heartbeat.
+    prebuilt statements with bound parameters serve every heartbeat. ``binding`` (a
+    :attr:`Caller.kind`, or empty for none) adds the dispatch binding to the WHERE clause: a
+    heartbeat from another credential matches no row and takes the full path, which refuses it.
     """
-    stmt = _HEARTBEAT_STATEMENTS.get((keys, with_attempt))
+    stmt = _HEARTBEAT_STATEMENTS.get((keys, with_attempt, binding))
     if stmt is None:
         conditions = [jobs.c.PandaID == bindparam("hb_id"), jobs.c.jobStatus == "running"]
         if with_attempt:
             conditions.append(jobs.c.attemptNr == bindparam("hb_attempt"))
+        if binding:
+            conditions.append(pilot_binding.where_clause(binding))
         stmt = (
             jobs.update()
             .where(*conditions)
@@ -139,7 +152,7 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool) -> Any:
             .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
         )
         if len(_HEARTBEAT_STATEMENTS) < 256:
-            _HEARTBEAT_STATEMENTS[(keys, with_attempt)] = stmt
+            _HEARTBEAT_STATEMENTS[(keys, with_attempt, binding)] = stmt
     return stmt
 
 
@@ -158,9 +171,12 @@ def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
 
 def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | None:
     keys = tuple(sorted(upd.values))
-    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None)
+    caller = upd.caller
+    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, caller.kind if caller else "")
     params = {f"hb_{k}": upd.values[k] for k in keys}
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
+    if caller is not None:
+        params["bind_owner"] = caller.owner[:250]
     row = conn.execute(stmt, params).mappings().first()
     if row is None:
         return None
@@ -241,6 +257,8 @@ def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> 
     if row is None:
         return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
     job = dict(row)
+    # Before anything is written: a refusal leaves the transaction (and a batch) untouched.
+    pilot_binding.check(job, upd.caller)
     if upd.attempt_nr is not None and job["attemptNr"] is not None and upd.attempt_nr != job["attemptNr"]:
         return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
     target, override = _decide(job, upd.state)
@@ -278,11 +296,23 @@ def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) ->
     done = one_transaction_or_each(
         rt.engine,
         [items[i][1] for i in order],
-        lambda conn, upd: _apply_update(conn, rt, upd, now),
+        lambda conn, upd: _refusal_as_outcome(conn, rt, upd, now),
         lambda upd: update_job(rt, upd, fast=False),
         "update batch",
     )
     return _in_item_order(order, done)
+
+
+def _refusal_as_outcome(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> Any:
+    """:func:`_apply_update` in a batch; a binding refusal is this item's outcome.
+
+    The refusal comes before the item wrote anything, so the batch carries on instead of
+    rolling back and rerunning every item alone.
+    """
+    try:
+        return _apply_update(conn, rt, upd, now)
+    except NotDispatchedToYou as exc:
+        return exc
 
 
 _FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(_full_batch)

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Table, select
 
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
-from pandawms.db.schema import files, job_metadata, job_params, jobs, jobs_archive
+from pandawms.db.schema import SERVER_JOB_COLUMNS, files, job_metadata, job_params, jobs, jobs_archive
 from pandawms.model.jobspec import FILE_ATTRIBUTE_NAMES
 
 #: Most IDs one read call may ask for (the real server caps getJobStatus at 5500).
@@ -46,7 +46,8 @@ def load_jobs(
             found.update(fetch_rows(conn, jobs_archive, missing))
     if not with_details or not found:
         for job in found.values():
-            job.pop("meanCoreCount", None)
+            for name in SERVER_JOB_COLUMNS:
+                job.pop(name, None)
         return found
     return attach_details(conn, found)
 
@@ -63,7 +64,8 @@ def attach_details(conn: Connection, found: dict[int, Job]) -> dict[int, Job]:
     params = fetch_rows(conn, job_params, known)
     metas = fetch_rows(conn, job_metadata, known)
     for panda_id, job in found.items():
-        job.pop("meanCoreCount", None)
+        for name in SERVER_JOB_COLUMNS:
+            job.pop(name, None)
         job["jobParameters"] = (params.get(panda_id) or {}).get("jobParameters")
         job["metadata"] = (metas.get(panda_id) or {}).get("metaData")
         job["Files"] = file_rows[panda_id]

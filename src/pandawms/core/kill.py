@@ -35,14 +35,18 @@ _TASKBUFFER_CODE = {
 }
 _SUB_STATUS = {2: "toreassign", 51: "toreassign", 55: "taskdone"}
 
-_COLUMNS = (*MOVE_COLUMNS, "commandToPilot", "prodUserName", "workingGroup")
+_COLUMNS = (*MOVE_COLUMNS, "commandToPilot", "prodUserID", "prodUserName", "workingGroup")
 
 
 def may_kill(who: Identity, job: dict[str, Any], open_mode: bool) -> bool:
-    """Owner, production role or manager, or anyone when the server runs in open mode."""
+    """Owner, production role or manager, or anyone when the server runs in open mode.
+
+    The owner is the job's ``prodUserID`` (a DN) compared whole with the caller's, proxy CNs
+    aside: ``prodUserName`` is a display name that many people can share.
+    """
     if open_mode or who.is_production or "manager" in who.roles:
         return True
-    return bool(who.dn) and job.get("prodUserName") == who.name
+    return who.owns(job.get("prodUserID"))
 
 
 def kill_jobs(rt: Runtime, ids: Sequence[int], who: Identity, code: int | None = None) -> list[bool]:

@@ -110,6 +110,9 @@ def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: s
         jobStatus="activated" if old["computingSite"] else "defined",
         cpuConsumptionTime=0,
         nEvents=0,
+        dispatchDN=None,
+        dispatchRole=None,
+        dispatchNode=None,
     )
     new_id = int(conn.execute(insert(jobs).returning(jobs.c.PandaID), [new]).scalar_one())
     file_rows = []

@@ -68,10 +68,14 @@ class Reply:
 
 
 def may_act(who: Identity, task: Mapping[str, Any], open_mode: bool) -> bool:
-    """The owner, a production or manager identity, or anyone when the server runs open."""
+    """The owner, a production or manager identity, or anyone when the server runs open.
+
+    The owner is the task's ``dn`` (the submitter's DN, or a token user's issuer-and-subject
+    DN), compared whole: ``userName`` is a display name that many people can share.
+    """
     if open_mode or who.is_production or "manager" in who.roles:
         return True
-    return bool(who.dn) and task.get("userName") == who.name
+    return who.owns(task.get("dn"))
 
 
 def _base_url(rt: Runtime) -> str:

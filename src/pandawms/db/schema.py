@@ -61,7 +61,15 @@ def _job_columns(autoincrement: bool) -> list[Column]:
             cols.append(Column(attr.name, _column_type(attr), nullable=True))
     # Written by updateJob but not part of the client's JobSpec.
     cols.append(Column("meanCoreCount", Float, nullable=True))
+    # Who took the job at dispatch, so that only they report on it (core/pilot_binding.py).
+    cols.append(Column("dispatchDN", String(250), nullable=True))
+    cols.append(Column("dispatchRole", String(16), nullable=True))
+    cols.append(Column("dispatchNode", String(128), nullable=True))
     return cols
+
+
+#: Job columns the server keeps for itself: never sent to clients.
+SERVER_JOB_COLUMNS = ("meanCoreCount", "dispatchDN", "dispatchRole", "dispatchNode")
 
 
 jobs = Table(

@@ -47,6 +47,11 @@ async def _serve(
         "timeout_keep_alive": 75,
         "timeout_graceful_shutdown": 20,
         "server_header": False,
+        # uvicorn by default replaces the connection's peer address with X-Forwarded-For when
+        # the peer is local (FORWARDED_ALLOW_IPS, 127.0.0.1): any local client could then pose
+        # as a trusted front end and have its DN headers believed. The app sees the socket's
+        # peer, always; api/auth.py decides trust from it and only then reads X-Forwarded-For.
+        "proxy_headers": False,
     }
     servers.append(_QuietServer(uvicorn.Config(app, http=TLSIdentityProtocol, **common)))
     socks = [http_sock]
