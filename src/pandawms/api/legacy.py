@@ -357,3 +357,7 @@ def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
         {"StatusCode": int(StatusCode.PERMS), "errorDialog": "no proxy cache is configured on this server"},
         "json",
     )
+
+
+# Calls kept in their own module register themselves on import (they use the names above).
+from pandawms.api import legacy_user as _legacy_user  # noqa: E402, F401
