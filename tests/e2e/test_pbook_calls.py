@@ -214,3 +214,127 @@ def test_wire_details_of_the_real_server(server: ServerProcess) -> None:
         data={"command_name": "get_status", "kwargs": json.dumps({"request_id": 1})},
     )
     assert relay.status_code == 200 and relay.json() == [False, "no iDDS configured: set PANDA_IDDS_URL"]
+
+
+PBOOK_FIRST = """
+print('@@debug'); debug({pid}, True)
+print('@@set'); set_secret('MB_PASSWORD', 'pw-value')
+print('@@list'); list_secrets()
+print('@@delete'); delete_secret('MB_PASSWORD')
+print('@@delete_all'); delete_all_secrets()
+print('@@recover'); recover_lost_files({tid}, test_mode=True)
+print('@@show_workflow'); show_workflow(1)
+print('@@kill_workflow'); kill_workflow(1)
+print('@@retry_workflow'); retry_workflow(1)
+print('@@finish_workflow'); finish_workflow(1)
+print('@@pause_workflow'); pause_workflow(1)
+print('@@resume_workflow'); resume_workflow(1)
+print('@@show_native_workflow'); show_native_workflow(1)
+print('@@reload_input'); reload_input('{tid}')
+print('@@kill'); kill('{tid2}')
+print('@@end')
+"""
+
+PBOOK_AFTER = """
+print('@@metadata'); get_user_job_metadata({tid}, '{meta}')
+print('@@retry_killed'); retry('{tid2}')
+print('@@finish'); finish('{tid2}')
+print('@@show'); show({tid})
+print('@@showl'); showl('{tid}')
+print('@@help'); help()
+print('@@end')
+"""
+
+
+def _sections(output: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    name = ""
+    for line in output.splitlines():
+        if line.startswith("@@"):
+            name = line[2:].strip()
+            parts[name] = ""
+        elif name:
+            parts[name] += line + "\n"
+    return parts
+
+
+def test_pbook_commands(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """Each pbook subcommand that talks to the server, as a user types it (pbook -c)."""
+    from tests.e2e.test_prun import run_cli
+
+    server = start_server(f"sqlite:///{tmp_path / 'cli.sqlite'}", {"PANDA_DAEMON_PERIODS": "task_manager=1"})
+    realpilot.load_queues(server.db_url, {QUEUE: realpilot.queue_definition(QUEUE)})
+    env = client_env(server.base, tmp_path / "client", CLAIMS)
+
+    def submit(name: str) -> int:
+        status, code, message = run_client(SUBMIT.replace("user.jdoe.dbg", name) % {"queue": QUEUE}, env)
+        assert (status, code) == (0, 0), message
+        return int(message.split("jediTaskID=")[1])
+
+    # The first task's job is taken before the second task exists, so it is the first task's.
+    tid = submit("user.jdoe.cli1")
+    assert wait_for_status(server.base, tid, "running") == "running"
+    job = httpx.post(
+        server.base + "/server/panda/getJob",
+        headers=ACCEPT,
+        data={"siteName": QUEUE, "computingElement": QUEUE, "prodSourceLabel": "user", "node": "wn1"},
+    ).json()
+    assert job["StatusCode"] == 0 and job["taskID"] == tid, job
+    pid, attempt = job["PandaID"], job["attemptNr"]
+    tid2 = submit("user.jdoe.cli2")
+    _update(server.base, pid, "running", attempt)
+    home = tmp_path / "home"
+    workdir = tmp_path / "work"
+    home.mkdir()
+    workdir.mkdir()
+    out = run_cli(
+        f'pbook -c "{PBOOK_FIRST.format(pid=pid, tid=tid, tid2=tid2)}"',
+        server,
+        home,
+        workdir,
+    )
+    parts = _sections(out)
+    assert "end" in parts, out
+    assert "Succeeded" in parts["debug"], out
+    assert "Secret set successfully" in parts["set"], out
+    assert "MB_PASSWORD" in parts["list"] and "pw-value" in parts["list"], out
+    for name in ("delete", "delete_all"):
+        assert "Secret set successfully" in parts[name], out
+    assert "requestID" in parts["recover"], out
+    for name in (
+        "show_workflow",
+        "kill_workflow",
+        "retry_workflow",
+        "finish_workflow",
+        "pause_workflow",
+        "resume_workflow",
+    ):
+        assert "no iDDS configured: set PANDA_IDDS_URL" in parts[name], (name, out)
+    assert "pandawms runs no native workflows" in parts["show_native_workflow"], out
+    assert "ERROR" not in parts["reload_input"] and "ERROR" not in parts["kill"], out
+    killed, kept = tid2, tid
+    # The pilot hears "debug" and finishes the job with a job report; the killed task ends aborted.
+    assert _update(server.base, pid, "running", attempt)["command"] == "debug"
+    xml = {lfn: {"guid": "", "fsize": 1, "adler32": "00000001"} for lfn in job["outFiles"].split(",") if lfn}
+    _update(
+        server.base,
+        pid,
+        "finished",
+        attempt,
+        transExitCode="0",
+        pilotErrorCode="0",
+        xml=json.dumps(xml),
+        metaData='{"k": 1}',
+    )
+    assert wait_for_status(server.base, kept, "done") == "done"
+    assert wait_for_status(server.base, killed, "aborted") == "aborted"
+    meta = tmp_path / "meta.json"
+    out = run_cli(f'pbook -c "{PBOOK_AFTER.format(tid=kept, tid2=killed, meta=meta)}"', server, home, workdir)
+    parts = _sections(out)
+    assert "end" in parts, out
+    assert json.loads(meta.read_text()) == {str(pid): {"k": 1}}
+    assert "ERROR" not in parts["retry_killed"], out
+    assert wait_for_status(server.base, killed, "running") in ("ready", "running")
+    assert "ERROR" not in parts["finish"], out
+    assert str(kept) in parts["show"] and str(kept) in parts["showl"], out
+    assert "generate_credential" in parts["help"], out
