@@ -238,7 +238,7 @@ print('@@end')
 PBOOK_AFTER = """
 print('@@metadata'); get_user_job_metadata({tid}, '{meta}')
 print('@@retry_killed'); retry('{tid2}')
-print('@@finish'); finish('{tid2}')
+print('@@finish'); finish('{tid}')
 print('@@show'); show({tid})
 print('@@showl'); showl('{tid}')
 print('@@help'); help()
@@ -335,6 +335,7 @@ def test_pbook_commands(start_server: Callable[..., ServerProcess], tmp_path: Pa
     assert json.loads(meta.read_text()) == {str(pid): {"k": 1}}
     assert "ERROR" not in parts["retry_killed"], out
     assert wait_for_status(server.base, killed, "running") in ("ready", "running")
-    assert "ERROR" not in parts["finish"], out
+    # A refused command shows the server's reason through pbook.
+    assert f"command=finish cannot be executed for jediTaskID={kept} in done status" in parts["finish"], out
     assert str(kept) in parts["show"] and str(kept) in parts["showl"], out
     assert "generate_credential" in parts["help"], out
