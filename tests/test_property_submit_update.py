@@ -95,7 +95,10 @@ def _text(max_size: int, min_size: int = 1) -> st.SearchStrategy[str]:
     )
 
 
-_NAME = st.text(string.ascii_letters + string.digits + "._-", min_size=1, max_size=40)
+#: "NULL" is PanDA's unset marker on the wire: a name spelled so cannot be sent.
+_NAME = st.text(string.ascii_letters + string.digits + "._-", min_size=1, max_size=40).filter(
+    lambda s: s != "NULL"
+)
 _SMALL = st.integers(min_value=0, max_value=10**6)
 
 

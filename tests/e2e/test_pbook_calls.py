@@ -339,3 +339,30 @@ def test_pbook_commands(start_server: Callable[..., ServerProcess], tmp_path: Pa
     assert f"command=finish cannot be executed for jediTaskID={kept} in done status" in parts["finish"], out
     assert str(kept) in parts["show"] and str(kept) in parts["showl"], out
     assert "generate_credential" in parts["help"], out
+
+
+def test_pilot_legacy_debug_mode_and_secrets(server: ServerProcess) -> None:
+    """Pilot 3.11's setDebugMode (its queue asks for debug mode) and get_user_secrets calls."""
+    from tests.jobs import make_job, state_list
+
+    submitted = httpx.post(
+        server.base + "/api/v1/job/submit", json={"jobs": json.dumps([state_list(make_job())])}
+    ).json()
+    panda_id = submitted["data"][0][0]
+    reply = httpx.post(
+        server.base + "/server/panda/setDebugMode", data={"pandaID": panda_id, "modeOn": "True"}
+    )
+    assert reply.status_code == 200 and reply.text == "Succeeded"
+    described = httpx.post(server.base + "/api/v1/job/get_description", json={"job_ids": [panda_id]}).json()
+    assert "debug" in described["data"][0]["specialHandling"].split(",")
+    unknown = httpx.post(
+        server.base + "/server/panda/setDebugMode", data={"pandaID": 987654, "modeOn": "True"}
+    )
+    assert unknown.text == "PandaID=987654 not found in active DB"
+    # Secrets belong to an identity: a caller without one gets the reason, not someone's secrets.
+    secrets = httpx.post(
+        server.base + "/server/panda/get_user_secrets",
+        data={"get_json": "True", "keys": "MB_USERNAME,MB_PASSWORD"},
+    )
+    assert secrets.status_code == 200
+    assert secrets.json() == [False, "secrets need an identified user (a certificate or a token)"]
