@@ -116,6 +116,8 @@ def test_upload_validate_and_serve_over_http(
     big = httpx.post(api + "/upload_cache_file", files={"file": ("big.tgz", b"y" * 5000)})
     assert big.status_code == 413 and "Exceeded size limit" in big.json()["message"]
     bad_name = httpx.post(api + "/upload_cache_file", files={"file": ("..", b"z")})
-    assert bad_name.status_code == 400 and "file name" in bad_name.json()["message"]
+    assert bad_name.status_code == 200 and bad_name.json()["success"] is False
+    assert "file name" in bad_name.json()["message"]
     no_file = httpx.post(api + "/upload_cache_file", json={"file": "x"})
-    assert no_file.status_code == 400 and "file" in no_file.json()["message"]
+    assert no_file.status_code == 200 and no_file.json()["success"] is False
+    assert "file" in no_file.json()["message"]

@@ -245,6 +245,15 @@ def test_commands_check_owner_and_status(make_runtime: Any, db_url: str) -> None
             )
         ).all()
     assert {r[0] for r in left} == {"failed"}
+    # A killed task can be retried, as JEDI allows: its files come back and it ends done.
+    assert tasks.retry_task(rt, other, JOHN).data == tasks.NOT_OWNER
+    assert tasks.retry_task(rt, other, JANE).data == tasks.OK
+    assert _status(rt, other) == "ready"
+    manage_tasks(rt)
+    assert _status(rt, other) == "running"
+    assert len(_run_jobs(rt)) == len(left)
+    manage_tasks(rt)
+    assert _status(rt, other) == "done"
 
 
 def test_build_step_runs_before_the_run_jobs(rt: Runtime) -> None:

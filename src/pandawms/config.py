@@ -156,6 +156,20 @@ class Settings:
     ddm_rucio_ca: str = ""
     #: Seconds one call to Rucio may take before it fails.
     ddm_rucio_timeout: int = 60
+    #: Key (Fernet, urlsafe base64 of 32 bytes) that encrypts user secrets at rest; best given
+    #: as PANDA_SECRETS_KEY_FILE and the same on every node. Empty: ``<data_dir>/secrets.key``,
+    #: made on first use (fine for one node only).
+    secrets_key: str = ""
+    #: iDDS server for workflow commands (pbook *_workflow); empty: such commands are refused.
+    idds_url: str = ""
+    #: Token issuer for creds/get_access_token (token pilots renewing their token): the
+    #: issuer's token endpoint, the client credentials of this server there (the secret best
+    #: as PANDA_TOKEN_CLIENT_SECRET_FILE), an optional scope, and the client_name callers ask for.
+    token_endpoint: str = ""
+    token_client_id: str = ""
+    token_client_secret: str = ""
+    token_scope: str = ""
+    token_client_name: str = "pilot_server"
 
     @property
     def effective_db_url(self) -> str:

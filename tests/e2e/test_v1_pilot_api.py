@@ -63,8 +63,8 @@ def test_acquire_update_and_status(server: ServerProcess) -> None:
         "data"
     ]
     assert check == [
-        {"status": "activated", "command": "NULL"},
-        {"status": "finished", "command": "NULL"},
+        {"status": "activated", "command": None},
+        {"status": "finished", "command": None},
         {"status": "unknown", "command": "tobekilled"},
     ]
     described = httpx.post(base + "/job/get_description", json={"job_ids": [ids[2]]}).json()["data"][0]

@@ -142,6 +142,20 @@ def _method_label(path: str) -> str:
     return "other"
 
 
+#: HTTP statuses of handler refusals that the v1 API answers with 200 and ``success: false``.
+_IN_ENVELOPE = frozenset({400, 404, 409})
+
+
+def _verb_accepted(declared: str, verb: str) -> bool:
+    """Whether ``verb`` may call a v1 method declared with ``declared`` ("ANY": either verb).
+
+    A GET method also takes POST (its arguments in a JSON body), as panda-client sends some so.
+    """
+    if verb == "HEAD" or verb == declared or declared == "ANY":
+        return verb in ("GET", "POST", "HEAD")
+    return declared == "GET" and verb == "POST"
+
+
 def _media_type(headers: Headers) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -338,15 +352,27 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
+        handled = False
         try:
-            if verb not in (method.verb, "HEAD") and not (method.verb == "GET" and verb == "POST"):
-                return reply(405, False, f"expecting {method.verb}, received {verb}", None)
             given, from_text = await self._v1_params(scope, receive, headers, verb)
-            kwargs = bind(method.params, given, from_text)
             ctx = self._context(scope, headers, request_id, True)
             rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
+            # A wrong verb, argument or type is answered as the real server does: HTTP 200 with
+            # success false and the reason. panda-client treats any other status as a lost
+            # connection and would hide the reason from the user.
+            if not _verb_accepted(method.verb, verb):
+                expected = "GET or POST" if method.verb == "ANY" else method.verb
+                return reply(200, False, f"expecting {expected}, received {verb}", None)
+            try:
+                kwargs = bind(method.params, given, from_text)
+            except PandaError as exc:
+                if exc.http_status != 400:
+                    raise
+                log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
+                return reply(200, False, exc.message, None)
+            handled = True
             try:
                 success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
             except PandaError as exc:
@@ -363,9 +389,12 @@ class PandaApp:
             return reply(200, success, message, data)
         except PandaError as exc:
             log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
-            return reply(exc.http_status, False, exc.message, None)
+            # Refusals of a well-formed request (bad values, unknown or busy targets) are
+            # answered in the envelope; identity, size and parsing problems keep their status.
+            status = 200 if exc.http_status in _IN_ENVELOPE and handled else exc.http_status
+            return reply(status, False, exc.message, None)
         except IllegalMove as exc:
-            return reply(409, False, str(exc), None)
+            return reply(200, False, str(exc), None)
         except BUSY_ERRORS as exc:
             log.error("%s %s/%s database busy or failing: %s", request_id, module, name, exc)
             status, body, ctype, _ = reply(503, False, self._busy_message(exc), None)

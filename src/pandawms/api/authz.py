@@ -29,6 +29,8 @@ USER_WRITE = Rule(secure=True, roles=frozenset({"user"}), audit=True)
 PILOT = Rule(secure=True, roles=frozenset({"pilot"}))
 PILOT_WRITE = Rule(secure=True, roles=frozenset({"pilot"}), audit=True)
 PRODUCTION_WRITE = Rule(secure=True, roles=frozenset({"production"}), audit=True)
+#: Secrets are read by their owner: a user (pbook) or a pilot (its own broker credentials).
+SECRETS_OWNER = Rule(secure=True, roles=frozenset({"user", "pilot"}))
 #: Harvester instances run with a production credential. A pilot's credential (on every worker
 #: node) must not report workers or take commands for an instance: it could fail any job.
 HARVESTER = Rule(secure=True, roles=frozenset({"production"}))
@@ -102,6 +104,21 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("event", "update_single_event_range"): HARVESTER,
     ("event", "get_available_event_range_count"): HARVESTER,
     ("event", "get_event_range_statuses"): USER,
+    # pbook's other calls: owners act on their own jobs and tasks (checked in the core).
+    ("job", "set_debug_mode"): USER_WRITE,
+    ("job", "get_metadata_for_analysis_jobs"): USER,
+    ("file_server", "upload_file_recovery_request"): USER_WRITE,
+    ("task", "get_parent_detailed_info"): USER,
+    ("idds", "relay_idds_command"): USER,
+    ("idds", "execute_idds_workflow_command"): USER,
+    ("workflow", "submit_workflow_raw_request"): USER,
+    ("workflow", "submit_workflow"): USER,
+    ("workflow", "get_workflow_details"): USER,
+    # A user's secrets: the owner is the caller's identity, never an argument.
+    ("creds", "set_user_secrets"): USER_WRITE,
+    ("creds", "get_user_secrets"): USER,
+    # Token pilots renew their token; a user credential may not obtain one.
+    ("creds", "get_access_token"): PILOT,
 }
 
 #: Legacy ``/server/panda`` methods.
@@ -119,6 +136,11 @@ LEGACY_RULES: dict[str, Rule] = {
     "getKeyPair": HARVESTER,
     "getProxy": HARVESTER,
     "getResourceTypes": PILOT,
+    "setDebugMode": PILOT_WRITE,
+    "get_user_secrets": SECRETS_OWNER,
+    "get_access_token": PILOT,
+    "relay_idds_command": USER,
+    "execute_idds_workflow_command": USER,
 }
 
 #: Pages and files outside the APIs.

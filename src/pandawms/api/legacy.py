@@ -381,3 +381,7 @@ def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     from pandawms.core import resource_types
 
     return Reply({"StatusCode": 0, "Returns": 0, "ResourceTypes": resource_types.as_dicts(ctx.rt)})
+
+
+# Calls kept in their own module register themselves on import (they use the names above).
+from pandawms.api import legacy_user as _legacy_user  # noqa: E402, F401

@@ -50,13 +50,14 @@ _ENVELOPE = {
 def _responses() -> dict[str, Any]:
     content = {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}
     described = {
-        "200": "the call was handled; success says whether it did what was asked",
-        "400": "malformed request or argument error",
+        "200": (
+            "the call was handled; success says whether it did what was asked (a wrong verb, "
+            "argument or type is success false with the reason, as on the PanDA server)"
+        ),
+        "400": "the request body cannot be read (bad JSON, gzip or form encoding)",
         "401": "a secure identity is needed (strict mode) or the token was rejected",
         "403": "the caller may not do this, or is banned",
         "404": "no such method",
-        "405": "wrong HTTP verb",
-        "409": "the job changed concurrently",
         "413": "request too large",
         "503": "database unavailable; retry later",
     }
@@ -75,7 +76,8 @@ def document() -> dict[str, Any]:
             "responses": _responses(),
             "x-pandawms-access": {"secure": rule.secure, "roles": sorted(rule.roles)},
         }
-        required = [p for p, spec in method.params.items() if spec.default is REQUIRED]
+        declared = {p: spec for p, spec in method.params.items() if spec.kind != "extra"}
+        required = [p for p, spec in declared.items() if spec.default is REQUIRED]
         if method.verb == "GET":
             operation["parameters"] = [
                 {
@@ -86,13 +88,13 @@ def document() -> dict[str, Any]:
                     "style": "form",
                     "explode": False,
                 }
-                for p, spec in method.params.items()
+                for p, spec in declared.items()
             ]
         else:
             body: dict[str, Any] = {
                 "type": "object",
-                "properties": {p: _schema(spec) for p, spec in method.params.items()},
-                "additionalProperties": False,
+                "properties": {p: _schema(spec) for p, spec in declared.items()},
+                "additionalProperties": len(declared) != len(method.params),
             }
             if required:
                 body["required"] = required
@@ -100,7 +102,8 @@ def document() -> dict[str, Any]:
                 "required": bool(required),
                 "content": {"application/json": {"schema": body}},
             }
-        paths[f"/api/v1/{module}/{name}"] = {method.verb.lower(): operation}
+        verb = "post" if method.verb == "ANY" else method.verb.lower()
+        paths[f"/api/v1/{module}/{name}"] = {verb: operation}
     return {
         "openapi": "3.1.0",
         "info": {

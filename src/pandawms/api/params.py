@@ -25,7 +25,7 @@ def _loads(text: str) -> Any:
 
 
 ParamKind = Literal[
-    "int", "str", "bool", "float", "int_list", "str_list", "dict", "list", "json", "any", "file"
+    "int", "str", "bool", "float", "int_list", "str_list", "dict", "list", "json", "any", "file", "extra"
 ]
 REQUIRED: Any = object()
 
@@ -170,11 +170,17 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
 def bind(params: dict[str, Param], given: dict[str, Any], from_text: bool) -> dict[str, Any]:
     """Check ``given`` against the declaration; return keyword arguments for the handler."""
     unknown = sorted(set(given) - set(params))
-    if unknown:
+    extra = next((name for name, spec in params.items() if spec.kind == "extra"), None)
+    if unknown and extra is None:
         raise PandaError(f"Argument error: unexpected argument(s) {', '.join(unknown[:5])}")
     bound: dict[str, Any] = {}
     for name, spec in params.items():
-        if name in given:
+        if spec.kind == "extra":
+            # A method that takes any further arguments (the real server's ``**kwargs``).
+            if len(unknown) > spec.max_items:
+                raise PandaError(f"Argument error: more than {spec.max_items} arguments", 413)
+            bound[name] = {key: given[key] for key in unknown}
+        elif name in given:
             bound[name] = convert(name, spec, given[name], from_text)
         elif spec.default is REQUIRED:
             raise PandaError(f"Argument error: missing required argument {name}")

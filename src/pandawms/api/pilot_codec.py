@@ -28,14 +28,21 @@ def _v(value: Any) -> Any:
     return NULL if value is None else value
 
 
-def _join(files: list[dict[str, Any]], key: str, transform: Callable[[Any], Any] | None = None) -> str:
+def _join(
+    files: list[dict[str, Any]], key: str, transform: Callable[[Any], Any] | None = None, unset: str = ""
+) -> str:
     values = []
     for f in files:
         value = f.get(key)
         if transform is not None:
             value = transform(value)
-        values.append("" if value is None else str(value))
+        values.append(unset if value is None else str(value))
     return ",".join(values)
+
+
+def _tokens(files: list[dict[str, Any]], key: str) -> str:
+    """Space tokens per file, "NULL" for a file without one, as the real dispatcher sends them."""
+    return _join(files, key, unset=NULL)
 
 
 def _input_checksum(f: dict[str, Any]) -> str:
@@ -43,8 +50,9 @@ def _input_checksum(f: dict[str, Any]) -> str:
 
 
 def _first_token(value: Any) -> str:
-    text = (value or "").split(",")[0]
-    return text.replace("ddd:", "dst:")
+    if value is None:
+        return NULL
+    return str(value).split(",")[0].replace("ddd:", "dst:")
 
 
 def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
@@ -60,7 +68,9 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
     logs = [f for f in files if f.get("type") == "log"]
     only_outputs = [f for f in files if f.get("type") == "output"]
     handling = (job.get("specialHandling") or "").split(",")
-    params = _MULTI_STEP.sub("", job.get("jobParameters") or "")
+    raw_params = job.get("jobParameters") or ""
+    multi_step = _MULTI_STEP.search(raw_params) is not None
+    params = _MULTI_STEP.sub("", raw_params)
     if "ej" in handling:
         params = base64.b64encode(params.encode()).decode()
     task_id = (
@@ -78,12 +88,12 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
         "cloud": _v(job.get("cloud")),
         "inFiles": _join(inputs, "lfn"),
         "dispatchDblock": _join(inputs, "dispatchDBlock"),
-        "dispatchDBlockToken": _join(inputs, "dispatchDBlockToken"),
-        "dispatchDBlockTokenForOut": _join(outputs, "dispatchDBlockToken"),
+        "dispatchDBlockToken": _tokens(inputs, "dispatchDBlockToken"),
+        "dispatchDBlockTokenForOut": _tokens(outputs, "dispatchDBlockToken"),
         "destinationDBlockToken": _join(outputs, "destinationDBlockToken", _first_token),
         "prodDBlocks": _join(inputs, "prodDBlock"),
-        "prodDBlockToken": _join(inputs, "prodDBlockToken"),
-        "prodDBlockTokenForOutput": _join(outputs, "prodDBlockToken"),
+        "prodDBlockToken": _tokens(inputs, "prodDBlockToken"),
+        "prodDBlockTokenForOutput": _tokens(outputs, "prodDBlockToken"),
         "realDatasetsIn": _join(inputs, "dataset"),
         "GUID": _join(inputs, "GUID"),
         "fsize": ",".join(str(f.get("fsize") or 0) for f in inputs),
@@ -107,7 +117,8 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
         "minRamCount": job.get("minRamCount") or 0,
         "maxWalltime": _v(job.get("maxWalltime")),
         "coreCount": job.get("coreCount") or 1,
-        "cmtConfig": job.get("cmtConfig") or "",
+        # "NULL" when unset, as the real dispatcher sends it; "" only for a multi-step job without one.
+        "cmtConfig": job.get("cmtConfig") or ("" if multi_step else NULL),
         "currentPriority": job.get("currentPriority") or 0,
         "taskID": _v(task_id),
         "jobsetID": _v(job.get("jobsetID")),
@@ -264,7 +275,6 @@ IGNORED_UPDATE_FIELDS = frozenset(
         "xml",
         "metaData",
         "pilotLog",
-        "stdout",
         "token",
         "timestamp",
         "workdir",
@@ -357,7 +367,23 @@ def parse_update(params: Mapping[str, Any], caller: Caller | None) -> PilotUpdat
         metadata=_side_text("metaData", params.get("metaData")),
         pilot_log=_side_text("pilotLog", params.get("pilotLog")),
         caller=caller,
+        stdout=_stdout_tail(params.get("stdout")),
     )
+
+
+#: Most of a debug-mode stdout tail kept (its end: the newest output).
+MAX_DEBUG_STDOUT = 1024 * 1024
+
+
+def _stdout_tail(value: Any) -> str | None:
+    """The debug-mode output a pilot sent, cut to its last MAX_DEBUG_STDOUT characters.
+
+    Cut rather than refused: a long tail must not cost the heartbeat it rides on.
+    """
+    if value is None or value == "" or value == NULL:
+        return None
+    text = _without_nul(value if isinstance(value, str) else str(value))
+    return text[-MAX_DEBUG_STDOUT:]
 
 
 #: v1 snake_case update parameters -> legacy names.

@@ -68,9 +68,12 @@ def is_alive(ctx: RequestContext) -> Result:
     return ok()
 
 
-@v1("system", "get_attributes", "GET")
-def get_attributes(ctx: RequestContext) -> Result:
-    """The caller as the server sees it, in the gridsite variables panda-client's get_cert_attributes reads."""
+@v1("system", "get_attributes", "GET", parameters=Param("extra", max_items=100))
+def get_attributes(ctx: RequestContext, parameters: dict[str, Any]) -> Result:
+    """The caller as the server sees it, in the gridsite variables panda-client's get_cert_attributes reads.
+
+    Any arguments are echoed back under ``parameters`` (as text), as the real server does.
+    """
     who = ctx.who
     env: dict[str, Any] = {
         "SSL_CLIENT_S_DN": who.dn or None,
@@ -84,7 +87,8 @@ def get_attributes(ctx: RequestContext) -> Result:
         env["GRST_CRED_0"] = f"X509USER 0 0 0 {who.dn}"
     for index, fqan in enumerate(who.fqans, start=1):
         env[f"GRST_CRED_{index}"] = f"VOMS 0 0 0 {fqan}"
-    return ok({"environment": env})
+    echoed = {key: str(value)[:1000] for key, value in sorted(parameters.items())}
+    return ok({"parameters": echoed, "environment": env})
 
 
 @v1("metaconfig", "get_site_specs", "GET", type=Param("str", None))
@@ -109,14 +113,14 @@ def job_submit(ctx: RequestContext, jobs: Any) -> Result:
     return ok(submit.submit_jobs(ctx.rt, decoded, ctx.who))
 
 
-@v1("job", "get_description", "POST", job_ids=IDS)
+@v1("job", "get_description", "ANY", job_ids=IDS)
 def job_get_description(ctx: RequestContext, job_ids: list[int]) -> Result:
     """Full descriptions of live jobs (null for unknown IDs)."""
     found = jobs_read.get_descriptions(ctx.rt, job_ids, include_archive=False)
     return ok([encode_job(j) if j else None for j in found])
 
 
-@v1("job", "get_description_incl_archive", "POST", job_ids=IDS)
+@v1("job", "get_description_incl_archive", "ANY", job_ids=IDS)
 def job_get_description_incl_archive(ctx: RequestContext, job_ids: list[int]) -> Result:
     """Full descriptions including archived jobs."""
     found = jobs_read.get_descriptions(ctx.rt, job_ids, include_archive=True)
@@ -139,17 +143,22 @@ def job_kill(
     return ok(kill.kill_jobs(ctx.rt, job_ids, ctx.who, code))
 
 
-@v1("job", "get_status", "GET", job_ids=IDS)
-def job_get_status(ctx: RequestContext, job_ids: list[int]) -> Result:
-    """Status and pending command per job (Harvester's check_jobs)."""
+#: ``timeout`` of the status reads: declared by the real server (its database wait); reads here
+#: are bounded by the pool timeout, so it is accepted and not used.
+STATUS_TIMEOUT = Param("int", 60)
+
+
+@v1("job", "get_status", "GET", job_ids=IDS, timeout=STATUS_TIMEOUT)
+def job_get_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Result:
+    """Status and pending command per job (Harvester's check_jobs); ``command`` null when none."""
     found = jobs_read.get_statuses(ctx.rt, job_ids)
-    out = []
+    out: list[dict[str, str | None]] = []
     for panda_id in job_ids:
         row = found.get(panda_id)
         if row is None:
             out.append({"status": "unknown", "command": "tobekilled"})
         else:
-            out.append({"status": row["jobStatus"], "command": row["commandToPilot"] or "NULL"})
+            out.append({"status": row["jobStatus"], "command": row["commandToPilot"] or None})
     return ok(out)
 
 
@@ -272,8 +281,8 @@ def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_id: str
     return ok(out)
 
 
-@v1("pilot", "get_job_status", "GET", job_ids=IDS)
-def pilot_get_job_status(ctx: RequestContext, job_ids: list[int]) -> Result:
+@v1("pilot", "get_job_status", "GET", job_ids=IDS, timeout=STATUS_TIMEOUT)
+def pilot_get_job_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Result:
     """Status and attempt of each job as the pilot asks for it."""
     found = jobs_read.get_statuses(ctx.rt, job_ids)
     out = []
@@ -295,5 +304,7 @@ from pandawms.api import v1_event as _v1_event  # noqa: E402, F401
 from pandawms.api import v1_harvester as _v1_harvester  # noqa: E402, F401
 from pandawms.api import v1_jedi_log as _v1_jedi_log  # noqa: E402, F401
 from pandawms.api import v1_metaconfig as _v1_metaconfig  # noqa: E402, F401
+from pandawms.api import v1_pbook as _v1_pbook  # noqa: E402, F401
+from pandawms.api import v1_secrets as _v1_secrets  # noqa: E402, F401
 from pandawms.api import v1_statistics as _v1_statistics  # noqa: E402, F401
 from pandawms.api import v1_tasks as _v1_tasks  # noqa: E402, F401

@@ -146,11 +146,15 @@ def update_worker_status(
 
 @v1("harvester", "update_service_metrics", "POST", harvester_id=HARVESTER_ID, metrics=Param("json"))
 def update_service_metrics(ctx: RequestContext, harvester_id: str, metrics: Any) -> Result:
-    """Keep the instance's service metrics (``[[creationTime, hostName, metrics JSON], ...]``)."""
+    """Keep the instance's service metrics (``[[creationTime, hostName, metrics JSON], ...]``).
+
+    ``data`` is one ``true`` per stored metric (Harvester sends one, and the real server
+    answers ``[true]``).
+    """
     from pandawms.core.harvester_reports import add_metrics
 
-    add_metrics(ctx.rt, harvester_id, metrics)
-    return ok()
+    stored = add_metrics(ctx.rt, harvester_id, metrics)
+    return ok([True] * stored or [True])
 
 
 @v1("harvester", "add_dialogs", "POST", harvester_id=HARVESTER_ID, dialogs=Param("json"))

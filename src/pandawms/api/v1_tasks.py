@@ -4,8 +4,8 @@
 a task call (bad task parameters, unknown task, not the owner, wrong task status) are answered
 like the real server's: HTTP 200 with ``success: false``, the reason in ``message`` and JEDI's
 code in ``data``. panda-client throws away the body of any other HTTP status, so this is the
-only way prun and pbook can show the user why. Malformed requests (a missing or mistyped
-argument) are refused before the handler with HTTP 400, as for every v1 method.
+only way prun and pbook can show the user why. A missing or mistyped argument is refused before
+the handler, in the same envelope, as for every v1 method.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import move_job
 from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
+from pandawms.db.schema_user import job_debug_output
 from pandawms.model.errors import StatusCode
 from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
 
@@ -63,6 +64,8 @@ class PilotUpdate:
     #: Who sends it (:func:`pandawms.core.pilot_binding.caller_for`); None: no binding check
     #: (open mode, or the server itself).
     caller: Caller | None = None
+    #: Payload output tail a pilot in debug mode sends with its heartbeat.
+    stdout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ def _store_side_data(conn: Connection, upd: PilotUpdate, now: Any) -> None:
     if upd.pilot_log:
         conn.execute(pilot_logs.delete().where(pilot_logs.c.PandaID == pid))
         conn.execute(pilot_logs.insert().values(PandaID=pid, log=upd.pilot_log, timeStamp=now))
+    if upd.stdout:
+        conn.execute(job_debug_output.delete().where(job_debug_output.c.PandaID == pid))
+        conn.execute(job_debug_output.insert().values(PandaID=pid, stdOut=upd.stdout, modificationTime=now))
 
 
 def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
@@ -165,6 +171,7 @@ def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
         upd.state == "running"
         and not upd.metadata
         and not upd.pilot_log
+        and not upd.stdout
         and rt.backend in ("postgresql", "sqlite")
     )
 

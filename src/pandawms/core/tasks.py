@@ -329,13 +329,22 @@ def resume_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
     return Reply(True, _registered("resume", task_id), OK)
 
 
-def _reset_failed_files(conn: Connection, task: Mapping[str, Any], extra_attempts: int, now: Any) -> int:
-    """Failed input files get ``extra_attempts`` more tries and become ready; how many."""
+def _reset_failed_files(
+    conn: Connection,
+    task: Mapping[str, Any],
+    extra_attempts: int,
+    now: Any,
+    statuses: tuple[str, ...] = ("failed",),
+) -> int:
+    """Input files in ``statuses`` get ``extra_attempts`` more tries and become ready; how many.
+
+    A killed task's unprocessed files are ``cancelled``: its retry brings those back too.
+    """
     rows = conn.execute(
         select(task_files.c.fileID, task_files.c.attemptNr).where(
             task_files.c.jediTaskID == task["jediTaskID"],
             task_files.c.type.in_(("pseudo_input", "input", "lib")),
-            task_files.c.status == "failed",
+            task_files.c.status.in_(statuses),
         )
     ).all()
     for file_id, attempt in rows:
@@ -395,8 +404,9 @@ def _apply_new_parameters(conn: Connection, rt: Runtime, task_id: int, new: Any)
 def retry_task(rt: Runtime, task_id: int, who: Identity, new_parameters: Any = None) -> Reply:
     """Run the failed part of a task again: failed input files become ready with fresh attempts.
 
-    A final task goes back to ``ready``; a task still at work keeps its status and only its
-    failed files come back. With ``new_parameters`` (pbook retry newOpts) the allowed ones
+    A final task (``finished``, ``failed``, or ``aborted`` after a kill, as JEDI allows) goes
+    back to ``ready``; a task still at work keeps its status and only its failed files come
+    back. With ``new_parameters`` (pbook retry newOpts) the allowed ones
     replace the stored ones first and the answer code is 3, as JEDI's is.
     """
     now = utcnow()
@@ -405,14 +415,15 @@ def retry_task(rt: Runtime, task_id: int, who: Identity, new_parameters: Any = N
         if isinstance(task, Reply):
             return task
         status = TaskStatus(task["status"])
-        if status in (T.BROKEN, T.ABORTED, T.ABORTING, T.FINISHING, T.DONE):
+        if status in (T.BROKEN, T.ABORTING, T.FINISHING, T.DONE):
             return _refused(task, "retry")
         if new_parameters:
             refused = _apply_new_parameters(conn, rt, task_id, new_parameters)
             if refused is not None:
                 return refused
             task = lock_task(conn, task_id) or task
-        reset = _reset_failed_files(conn, task, int(task["maxAttempt"]), now)
+        statuses = ("failed", "cancelled") if status == T.ABORTED else ("failed",)
+        reset = _reset_failed_files(conn, task, int(task["maxAttempt"]), now, statuses)
         code = 3 if new_parameters else OK
         if status in FINAL or status == T.EXHAUSTED:
             move_task(

@@ -59,12 +59,13 @@ ALLOWED_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.EXHAUSTED: frozenset({T.READY, T.PAUSED, T.ABORTING, T.FINISHING}),
     T.FINISHING: frozenset({T.ABORTING, *_ENDINGS}),
     T.ABORTING: frozenset({T.ABORTED}),
-    # retry and reactivate bring a final task back to work; broken and aborted stay final.
+    # retry and reactivate bring a final task back to work (retry also a killed one, as JEDI
+    # does); broken stays final.
     T.DONE: frozenset({T.READY}),
     T.FINISHED: frozenset({T.READY}),
     T.FAILED: frozenset({T.READY}),
     T.BROKEN: frozenset(),
-    T.ABORTED: frozenset(),
+    T.ABORTED: frozenset({T.READY}),
 }
 
 #: superStatus as pbook filters on it ("show run" / "show fin").
