@@ -109,7 +109,7 @@ def setup(tmp_path: Path, harvester_source: tuple[Path, Path]) -> Iterator[dict[
         pki,
         workers=1,
         auth_mode="strict",
-        production_dns="CN=Harvester Service",
+        production_dns="/DC=org/DC=pandawms/OU=Users/CN=Harvester Service",
         creds_dir=str(creds),
         cache_dir=str(tmp_path / "cache"),
     )
