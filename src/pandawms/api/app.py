@@ -360,7 +360,8 @@ class PandaApp:
             return reply(200, success, message, data)
         except PandaError as exc:
             log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
-            return reply(exc.http_status, False, exc.message, None)
+            status, body, ctype, _ = reply(exc.http_status, False, exc.message, None)
+            return status, body, ctype, self._retry_after if status == 503 else []
         except IllegalMove as exc:
             return reply(409, False, str(exc), None)
         except BUSY_ERRORS as exc:
@@ -434,7 +435,10 @@ class PandaApp:
             return render(200, await run_in_threadpool(handler, ctx, params))
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)
-            return render(exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message}))
+            status, body, ctype, _ = render(
+                exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message})
+            )
+            return status, body, ctype, self._retry_after if status == 503 else []
         except BUSY_ERRORS as exc:
             log.error("%s %s database busy or failing: %s", request_id, name, exc)
             status, body, ctype, _ = render(
