@@ -93,6 +93,17 @@ class Settings:
     schema_check: str = "fail"
     #: Largest request body accepted, bytes.
     max_body_bytes: int = 16 * 1024 * 1024
+    #: Seconds a client has, from connecting (or from the first byte of its next request on a
+    #: kept-alive connection), to send the whole request line and headers; then a 408 and close.
+    http_header_timeout: int = 20
+    #: Seconds a client has, after its headers, to send the whole request body; then close.
+    http_body_timeout: int = 120
+    #: Seconds an idle keep-alive connection stays open between two requests.
+    http_keepalive_timeout: int = 75
+    #: Open connections per httpd worker (both ports). When full, the connection idle the
+    #: longest is closed for a new one; with every connection busy, new ones get 503. Capped
+    #: below the process's file descriptor limit, which the httpd raises to its hard limit.
+    max_connections: int = 2048
     #: Most jobs in one submit call (the real server's limit).
     max_jobs_per_submit: int = 5000
     #: Most jobs one getJob/acquire_jobs call may take.
@@ -280,6 +291,10 @@ _RANGES: dict[str, tuple[int, int]] = {
     "db_statement_timeout": (0, 3600 * 1000),
     "busy_retry_after": (1, 3600),
     "max_body_bytes": (1024, 10 * 1024**3),
+    "http_header_timeout": (1, 3600),
+    "http_body_timeout": (1, 3600),
+    "http_keepalive_timeout": (1, 3600),
+    "max_connections": (16, 10**6),
     "max_jobs_per_submit": (1, 100000),
     "max_jobs_per_dispatch": (1, 10000),
     "cache_max_bytes": (1024, 10 * 1024**3),

@@ -17,7 +17,8 @@ from anyio import to_thread
 from pandawms.api.app import create_app
 from pandawms.config import Settings
 from pandawms.core.runtime import Runtime
-from pandawms.httpd.protocol import TLSIdentityProtocol
+from pandawms.httpd.limits import connection_cap
+from pandawms.httpd.protocol import limited_protocol
 from pandawms.httpd.stats import SharedStats
 from pandawms.httpd.tls import make_server_context
 from pandawms.logsetup import reopen_logs
@@ -44,17 +45,23 @@ async def _serve(
         "log_config": None,
         "access_log": False,
         "lifespan": "off",
-        "timeout_keep_alive": 75,
+        "timeout_keep_alive": settings.http_keepalive_timeout,
         "timeout_graceful_shutdown": 20,
         "server_header": False,
     }
-    servers.append(_QuietServer(uvicorn.Config(app, http=TLSIdentityProtocol, **common)))
+    protocol = limited_protocol(
+        connection_cap(settings.max_connections, settings.db_pool_size + settings.db_max_overflow),
+        settings.http_header_timeout,
+        settings.http_body_timeout,
+        settings.busy_retry_after,
+    )
+    servers.append(_QuietServer(uvicorn.Config(app, http=protocol, **common)))
     socks = [http_sock]
     if https_sock is not None:
         context = make_server_context(settings)
         https_config = uvicorn.Config(
             app,
-            http=TLSIdentityProtocol,
+            http=protocol,
             ssl_certfile=settings.tls_cert,
             ssl_context_factory=lambda _config, _default: context,
             **common,
