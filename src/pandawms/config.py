@@ -84,9 +84,16 @@ class Settings:
     #: Seconds a request waits for a pooled connection before the server answers 503 with
     #: Retry-After: back-pressure instead of an ever longer queue when the database is slow.
     db_pool_timeout: int = 10
-    #: PostgreSQL ``statement_timeout`` in milliseconds for every session (0: none), so one slow
-    #: or blocked statement cannot hold a pooled connection forever; it then ends as a 503.
+    #: PostgreSQL ``statement_timeout`` (MariaDB ``max_statement_time``) in milliseconds for every
+    #: session (0: none), so one slow or blocked statement cannot hold a pooled connection
+    #: forever; it then ends as a 503.
     db_statement_timeout: int = 0
+    #: Seconds to open a database session (TCP and login) before giving up (PostgreSQL, MariaDB).
+    db_connect_timeout: int = 5
+    #: Seconds an httpd worker waits for the database to answer one statement, commit or ping
+    #: before it cuts that connection and answers 503 with Retry-After (PostgreSQL, MariaDB; 0:
+    #: never). Unlike db_statement_timeout it works when the database or the network hangs.
+    db_request_timeout: int = 15
     #: Seconds told to clients in ``Retry-After`` when the server is saturated.
     busy_retry_after: int = 5
     #: Refuse to start when the database schema is older than the code ("fail") or only warn.
@@ -290,6 +297,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "db_pool_timeout": (1, 3600),
     "db_statement_timeout": (0, 3600 * 1000),
     "busy_retry_after": (1, 3600),
+    "db_connect_timeout": (1, 600),
+    "db_request_timeout": (0, 86400),
     "max_body_bytes": (1024, 10 * 1024**3),
     "http_header_timeout": (1, 3600),
     "http_body_timeout": (1, 3600),

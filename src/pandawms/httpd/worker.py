@@ -14,9 +14,10 @@ from typing import Any
 import uvicorn
 from anyio import to_thread
 
-from pandawms.api.app import create_app
+from pandawms.api.app import PandaApp, create_app
 from pandawms.config import Settings
 from pandawms.core.runtime import Runtime
+from pandawms.db.hangguard import install_hang_guard
 from pandawms.httpd.limits import connection_cap
 from pandawms.httpd.protocol import limited_protocol
 from pandawms.httpd.stats import SharedStats
@@ -39,7 +40,9 @@ async def _serve(
 ) -> None:
     to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
     rt = Runtime.from_settings(settings)
+    install_hang_guard(rt.engine, settings.db_request_timeout)
     app = create_app(rt, stats)
+    await _warm_up(rt, app)
     servers: list[_QuietServer] = []
     common: dict[str, Any] = {
         "log_config": None,
@@ -83,6 +86,24 @@ async def _serve(
         )
     finally:
         rt.engine.dispose()
+
+
+async def _warm_up(rt: Runtime, app: PandaApp) -> None:
+    """Learn, before serving, what request code would otherwise read from the event loop.
+
+    The ban list and whether the database has SKIP LOCKED are read here, in a thread; a
+    database that does not answer now only leaves them to be read later in the background.
+    """
+
+    def read() -> None:
+        try:
+            rt.skip_locked  # noqa: B018 - the property connects once and remembers
+            if app.auth.bans is not None:
+                app.auth.bans.load()
+        except Exception as exc:  # noqa: BLE001 - serving starts anyway; requests get 503s
+            log.warning("database not ready at worker start: %s", exc)
+
+    await to_thread.run_sync(read)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:
