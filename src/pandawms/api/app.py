@@ -7,6 +7,7 @@ because the database layer is synchronous.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.multipart import parse_multipart
+from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
 from pandawms.api.params import bind
 from pandawms.core import audit
 from pandawms.core.runtime import Runtime
@@ -278,7 +280,7 @@ class PandaApp:
                 try:
                     authz.check(
                         authz.PATH_RULES["monitor"],
-                        self._context(scope, headers, request_id, False).who,
+                        (await self._context_waiting(scope, headers, request_id, False)).who,
                         "the monitor",
                     )
                 except PandaError as exc:
@@ -358,6 +360,22 @@ class PandaApp:
         who = self.auth.identify(headers, client[0], tls)
         return RequestContext(self.rt, who, scope.get("scheme") == "https", accept_json, request_id)
 
+    async def _context_waiting(
+        self, scope: Scope, headers: Headers, request_id: str, accept_json: bool
+    ) -> RequestContext:
+        """:meth:`_context`, waiting without blocking the loop for token keys being fetched."""
+        try:
+            return self._context(scope, headers, request_id, accept_json)
+        except KeysPending as pending:
+            try:
+                # shield: a waiter giving up must not cancel the fetch others wait for too
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending.done)), UNKNOWN_KID_WAIT)
+            except TimeoutError:
+                raise TokenRejected(
+                    f"{pending.message[len('token rejected: ') :]}; none arrived in time"
+                ) from None
+        return self._context(scope, headers, request_id, accept_json)
+
     # --- v1 -------------------------------------------------------------------------------
 
     async def _v1(
@@ -376,7 +394,7 @@ class PandaApp:
                 return reply(405, False, f"expecting {method.verb}, received {verb}", None)
             # Who may call is known from the connection and headers: refuse before the body is
             # read, so an anonymous client cannot make the server buffer and parse megabytes.
-            ctx = self._context(scope, headers, request_id, True)
+            ctx = await self._context_waiting(scope, headers, request_id, True)
             rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
@@ -469,7 +487,7 @@ class PandaApp:
                 ),
             )
         try:
-            ctx = self._context(scope, headers, request_id, accept_json)
+            ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
                 authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)
             params = await self._legacy_params(scope, receive, headers)

@@ -103,6 +103,8 @@ async def _warm_up(rt: Runtime, app: PandaApp) -> None:
         except Exception as exc:  # noqa: BLE001 - serving starts anyway; requests get 503s
             log.warning("database not ready at worker start: %s", exc)
 
+    if app.auth.verifier is not None:
+        app.auth.verifier.prefetch()
     await to_thread.run_sync(read)
 
 
