@@ -111,6 +111,9 @@ class Settings:
     #: longest is closed for a new one; with every connection busy, new ones get 503. Capped
     #: below the process's file descriptor limit, which the httpd raises to its hard limit.
     max_connections: int = 2048
+    #: Submissions (job/submit, task/submit) one httpd worker runs at once, in threads of their
+    #: own; more wait (up to 60 s, then 503), so big batches cannot starve pilots of threads.
+    submit_lanes: int = 2
     #: Most jobs in one submit call (the real server's limit).
     max_jobs_per_submit: int = 5000
     #: Most jobs one getJob/acquire_jobs call may take.
@@ -305,6 +308,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "http_keepalive_timeout": (1, 3600),
     "max_connections": (16, 10**6),
     "max_jobs_per_submit": (1, 100000),
+    "submit_lanes": (1, 64),
     "max_jobs_per_dispatch": (1, 10000),
     "cache_max_bytes": (1024, 10 * 1024**3),
     "cache_lifetime": (60, 10**9),

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
+import anyio
 import orjson
 from anyio import CapacityLimiter, to_thread
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -78,6 +79,22 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
 #: v1 methods that need neither the database nor the disk: answered on the event loop, so they
 #: work while every request thread waits on a database that hangs.
 _ON_LOOP = frozenset({("system", "is_alive"), ("system", "get_attributes")})
+
+
+#: Submissions run in a lane of their own (``submit_lanes`` at once per worker), outside the
+#: request threads, so that users' big batches cannot take every thread and pooled connection
+#: while pilots wait: a 5,000-job batch takes seconds of CPU and one connection for all that
+#: time. A batch is one transaction (all its jobs or none), so it is not cut into pieces.
+_SUBMISSIONS = frozenset({("job", "submit"), ("task", "submit")})
+#: Seconds a submission may wait for a free lane before the answer is 503 + Retry-After.
+_SUBMIT_WAIT_S = 60.0
+
+
+def _declared_length(headers: Headers) -> int:
+    try:
+        return int(headers.get("content-length") or 0)
+    except ValueError:
+        return 0
 
 
 class _BodyReader:
@@ -191,6 +208,8 @@ class PandaApp:
         self._openapi: bytes | None = None
         self._retry_after = [(b"retry-after", str(rt.settings.busy_retry_after).encode())]
         self._big_parses: CapacityLimiter | None = None
+        self._lane: CapacityLimiter | None = None
+        self._lane_threads: CapacityLimiter | None = None
 
     def _busy_message(self, exc: BaseException) -> str:
         """What a client hears when the database cannot serve it now (the answer is a 503)."""
@@ -399,10 +418,16 @@ class PandaApp:
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
             given, from_text = await self._v1_params(scope, receive, headers, verb)
-            kwargs = bind(method.params, given, from_text)
+            if _declared_length(headers) > _PARSE_ON_LOOP_MAX:
+                # parameters that are JSON text (a submission's jobs) are parsed here: off the loop
+                kwargs = await self._off_loop(bind, method.params, given, from_text)
+            else:
+                kwargs = bind(method.params, given, from_text)
             try:
                 if (module, name) in _ON_LOOP:
                     success, message, data = method.handler(ctx, **kwargs)
+                elif (module, name) in _SUBMISSIONS:
+                    success, message, data = await self._submission(method.handler, ctx, kwargs)
                 else:
                     success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
             except PandaError as exc:
@@ -550,13 +575,38 @@ class PandaApp:
             raise PandaError("multipart bodies are only accepted for file uploads", http_status=415)
         return {**query, **await self._parse(_form, body)}
 
+    async def _submission(
+        self, handler: Callable[..., Any], ctx: RequestContext, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a submission in the submission lane (see :data:`_SUBMISSIONS`)."""
+        if self._lane is None:
+            self._lane = CapacityLimiter(self.rt.settings.submit_lanes)
+            self._lane_threads = CapacityLimiter(self.rt.settings.submit_lanes)
+        try:
+            with anyio.fail_after(_SUBMIT_WAIT_S):
+                await self._lane.acquire()
+        except TimeoutError:
+            raise PandaError(
+                f"server busy with other submissions; retry after {self.rt.settings.busy_retry_after} s",
+                http_status=503,
+                code=StatusCode.TIMEOUT,
+            ) from None
+        try:
+            return await to_thread.run_sync(lambda: handler(ctx, **kwargs), limiter=self._lane_threads)
+        finally:
+            self._lane.release()
+
     async def _parse(self, parser: Callable[..., Any], body: bytes, *args: Any) -> Any:
         """``parser(body, *args)``, in a thread of its own lane when the body is big."""
         if len(body) <= _PARSE_ON_LOOP_MAX:
             return parser(body, *args)
+        return await self._off_loop(parser, body, *args)
+
+    async def _off_loop(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` in the lane for big parses (:data:`_BIG_PARSES` at once)."""
         if self._big_parses is None:
             self._big_parses = CapacityLimiter(_BIG_PARSES)
-        return await to_thread.run_sync(parser, body, *args, limiter=self._big_parses)
+        return await to_thread.run_sync(func, *args, limiter=self._big_parses)
 
 
 class RequestStats(Protocol):
