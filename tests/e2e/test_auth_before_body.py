@@ -93,4 +93,5 @@ def test_anonymous_big_body_is_refused_before_reading(
         time.sleep(0.2)
     assert all(status in (401, -1) for status in replies), replies
     grown = max(_rss_mib(pid) - before[pid] for pid in workers if os.path.exists(f"/proc/{pid}"))
+    print(f"largest worker growth on refused anonymous bodies: {grown:.0f} MiB")
     assert grown < 150, f"a worker grew by {grown:.0f} MiB on refused anonymous bodies"

@@ -206,9 +206,11 @@ def limited_protocol(
     max_connections: int, header_timeout: float, body_timeout: float, retry_after: int = 5
 ) -> type[TLSIdentityProtocol]:
     """The protocol class for one worker: one connection table shared by its HTTP and HTTPS servers."""
+    # The deadlines hang on httptools' parser callbacks; h11's protocol has other ones.
+    parser_callbacks = hasattr(_Base, "on_headers_complete")
     attrs = {
         "table": ConnectionTable(max_connections, retry_after),
-        "header_timeout": float(header_timeout),
-        "body_timeout": float(body_timeout),
+        "header_timeout": float(header_timeout) if parser_callbacks else 0.0,
+        "body_timeout": float(body_timeout) if parser_callbacks else 0.0,
     }
     return type("LimitedTLSIdentityProtocol", (TLSIdentityProtocol,), attrs)
