@@ -152,6 +152,7 @@ def test_hanging_key_endpoint_stalls_nobody(
         time.sleep(0.2)
     for caller in callers:
         caller.join(60)
+    print(f"hanging JWKS: new-key tokens refused after at most {max(r[1] for r in refused):.1f} s")
     assert len(refused) == 6
     for status, took, text in refused:
         assert status == 401 and "unknown key id 'k2'" in text, refused
