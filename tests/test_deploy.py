@@ -62,6 +62,8 @@ def test_units_are_wired_as_parent_and_children(tmp_path: Path) -> None:
     daemon = _lines(files["panda_daemon.service"])
     assert {"Restart=on-failure", f"ExecStart={VENV}/bin/pandawms daemon"} <= daemon
     for child in (httpd, daemon):
+        # thousands of connections (httpd) and pooled sessions need more than 1,024 descriptors
+        assert "LimitNOFILE=65536" in child
         # stop/restart of the parent reaches the child; the child never runs without the check
         assert {"PartOf=panda.service", "Requires=panda.service", "WantedBy=panda.service"} <= child
         assert any(line.startswith("After=panda.service") for line in child)

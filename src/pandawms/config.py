@@ -84,15 +84,36 @@ class Settings:
     #: Seconds a request waits for a pooled connection before the server answers 503 with
     #: Retry-After: back-pressure instead of an ever longer queue when the database is slow.
     db_pool_timeout: int = 10
-    #: PostgreSQL ``statement_timeout`` in milliseconds for every session (0: none), so one slow
-    #: or blocked statement cannot hold a pooled connection forever; it then ends as a 503.
+    #: PostgreSQL ``statement_timeout`` (MariaDB ``max_statement_time``) in milliseconds for every
+    #: session (0: none), so one slow or blocked statement cannot hold a pooled connection
+    #: forever; it then ends as a 503.
     db_statement_timeout: int = 0
+    #: Seconds to open a database session (TCP and login) before giving up (PostgreSQL, MariaDB).
+    db_connect_timeout: int = 5
+    #: Seconds an httpd worker waits for the database to answer one statement, commit or ping
+    #: before it cuts that connection and answers 503 with Retry-After (PostgreSQL, MariaDB; 0:
+    #: never). Unlike db_statement_timeout it works when the database or the network hangs.
+    db_request_timeout: int = 15
     #: Seconds told to clients in ``Retry-After`` when the server is saturated.
     busy_retry_after: int = 5
     #: Refuse to start when the database schema is older than the code ("fail") or only warn.
     schema_check: str = "fail"
     #: Largest request body accepted, bytes.
     max_body_bytes: int = 16 * 1024 * 1024
+    #: Seconds a client has, from connecting (or from the first byte of its next request on a
+    #: kept-alive connection), to send the whole request line and headers; then a 408 and close.
+    http_header_timeout: int = 20
+    #: Seconds a client has, after its headers, to send the whole request body; then close.
+    http_body_timeout: int = 120
+    #: Seconds an idle keep-alive connection stays open between two requests.
+    http_keepalive_timeout: int = 75
+    #: Open connections per httpd worker (both ports). When full, the connection idle the
+    #: longest is closed for a new one; with every connection busy, new ones get 503. Capped
+    #: below the process's file descriptor limit, which the httpd raises to its hard limit.
+    max_connections: int = 2048
+    #: Submissions (job/submit, task/submit) one httpd worker runs at once, in threads of their
+    #: own; more wait (up to 60 s, then 503), so big batches cannot starve pilots of threads.
+    submit_lanes: int = 2
     #: Most jobs in one submit call (the real server's limit).
     max_jobs_per_submit: int = 5000
     #: Most jobs one getJob/acquire_jobs call may take.
@@ -321,8 +342,15 @@ _RANGES: dict[str, tuple[int, int]] = {
     "db_pool_timeout": (1, 3600),
     "db_statement_timeout": (0, 3600 * 1000),
     "busy_retry_after": (1, 3600),
+    "db_connect_timeout": (1, 600),
+    "db_request_timeout": (0, 86400),
     "max_body_bytes": (1024, 10 * 1024**3),
+    "http_header_timeout": (1, 3600),
+    "http_body_timeout": (1, 3600),
+    "http_keepalive_timeout": (1, 3600),
+    "max_connections": (16, 10**6),
     "max_jobs_per_submit": (1, 100000),
+    "submit_lanes": (1, 64),
     "max_jobs_per_dispatch": (1, 10000),
     "cache_max_bytes": (1024, 10 * 1024**3),
     "cache_lifetime": (60, 10**9),

@@ -7,6 +7,7 @@ because the database layer is synchronous.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -16,7 +17,9 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
+import anyio
 import orjson
+from anyio import CapacityLimiter, to_thread
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -26,6 +29,7 @@ from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.multipart import parse_multipart
+from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
 from pandawms.api.params import bind
 from pandawms.core import audit
 from pandawms.core.runtime import Runtime
@@ -70,6 +74,52 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+#: v1 methods that need neither the database nor the disk: answered on the event loop, so they
+#: work while every request thread waits on a database that hangs.
+_ON_LOOP = frozenset({("system", "is_alive"), ("system", "get_attributes")})
+
+
+#: Submissions run in a lane of their own (``submit_lanes`` at once per worker), outside the
+#: request threads, so that users' big batches cannot take every thread and pooled connection
+#: while pilots wait: a 5,000-job batch takes seconds of CPU and one connection for all that
+#: time. A batch is one transaction (all its jobs or none), so it is not cut into pieces.
+_SUBMISSIONS = frozenset({("job", "submit"), ("task", "submit")})
+#: Seconds a submission may wait for a free lane before the answer is 503 + Retry-After.
+_SUBMIT_WAIT_S = 60.0
+
+
+def _declared_length(headers: Headers) -> int:
+    try:
+        return int(headers.get("content-length") or 0)
+    except ValueError:
+        return 0
+
+
+class _BodyReader:
+    """The request's ``receive``, noting whether the whole body has been read."""
+
+    __slots__ = ("_receive", "finished")
+
+    def __init__(self, receive: Receive, headers: Headers) -> None:
+        self._receive = receive
+        length = headers.get("content-length")
+        self.finished = "transfer-encoding" not in headers and (length is None or length.strip() == "0")
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.finished = True
+        return message
+
+
+#: Bodies larger than this are parsed in a thread: orjson holds the event loop for a while
+#: on megabytes (about 40 ms for 15 MiB here), during which the worker answers nobody.
+_PARSE_ON_LOOP_MAX = 256 * 1024
+#: At most this many big bodies are parsed at once per worker: each becomes several times its
+#: size in Python objects, and the request threads stay free for everyone else.
+_BIG_PARSES = 2
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -171,6 +221,9 @@ class PandaApp:
         self.strict = rt.settings.auth_mode == "strict"
         self._openapi: bytes | None = None
         self._retry_after = [(b"retry-after", str(rt.settings.busy_retry_after).encode())]
+        self._big_parses: CapacityLimiter | None = None
+        self._lane: CapacityLimiter | None = None
+        self._lane_threads: CapacityLimiter | None = None
 
     def _busy_message(self, exc: BaseException) -> str:
         """What a client hears when the database cannot serve it now (the answer is a 503)."""
@@ -193,14 +246,18 @@ class PandaApp:
         if self.stats is not None:
             self.stats.begin()
         body = b""
+        reader = _BodyReader(receive, headers)
         try:
-            status, body, content_type, extra = await self._handle(scope, receive, headers, request_id)
+            status, body, content_type, extra = await self._handle(scope, reader.receive, headers, request_id)
             response_headers = [
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"x-request-id", request_id.encode()),
                 *extra,
             ]
+            if not reader.finished:
+                # Refused before its body was read: close rather than read and discard the rest.
+                response_headers.append((b"connection", b"close"))
             await send({"type": "http.response.start", "status": status, "headers": response_headers})
             await send({"type": "http.response.body", "body": body})
         finally:
@@ -256,7 +313,7 @@ class PandaApp:
                 try:
                     authz.check(
                         authz.PATH_RULES["monitor"],
-                        self._context(scope, headers, request_id, False).who,
+                        (await self._context_waiting(scope, headers, request_id, False)).who,
                         "the monitor",
                     )
                 except PandaError as exc:
@@ -339,6 +396,22 @@ class PandaApp:
         who = self.auth.identify(headers, client[0], tls)
         return RequestContext(self.rt, who, scope.get("scheme") == "https", accept_json, request_id)
 
+    async def _context_waiting(
+        self, scope: Scope, headers: Headers, request_id: str, accept_json: bool
+    ) -> RequestContext:
+        """:meth:`_context`, waiting without blocking the loop for token keys being fetched."""
+        try:
+            return self._context(scope, headers, request_id, accept_json)
+        except KeysPending as pending:
+            try:
+                # shield: a waiter giving up must not cancel the fetch others wait for too
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending.done)), UNKNOWN_KID_WAIT)
+            except TimeoutError:
+                raise TokenRejected(
+                    f"{pending.message[len('token rejected: ') :]}; none arrived in time"
+                ) from None
+        return self._context(scope, headers, request_id, accept_json)
+
     # --- v1 -------------------------------------------------------------------------------
 
     async def _v1(
@@ -354,8 +427,9 @@ class PandaApp:
         verb = scope.get("method", "GET")
         handled = False
         try:
-            given, from_text = await self._v1_params(scope, receive, headers, verb)
-            ctx = self._context(scope, headers, request_id, True)
+            # Who may call is known from the connection and headers: refuse before the body is
+            # read, so an anonymous client cannot make the server buffer and parse megabytes.
+            ctx = await self._context_waiting(scope, headers, request_id, True)
             rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
@@ -365,8 +439,13 @@ class PandaApp:
             if not _verb_accepted(method.verb, verb):
                 expected = "GET or POST" if method.verb == "ANY" else method.verb
                 return reply(200, False, f"expecting {expected}, received {verb}", None)
+            given, from_text = await self._v1_params(scope, receive, headers, verb)
             try:
-                kwargs = bind(method.params, given, from_text)
+                if _declared_length(headers) > _PARSE_ON_LOOP_MAX:
+                    # parameters that are JSON text (a submission's jobs) are parsed off the loop
+                    kwargs = await self._off_loop(bind, method.params, given, from_text)
+                else:
+                    kwargs = bind(method.params, given, from_text)
             except PandaError as exc:
                 if exc.http_status != 400:
                     raise
@@ -374,7 +453,12 @@ class PandaApp:
                 return reply(200, False, exc.message, None)
             handled = True
             try:
-                success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
+                if (module, name) in _ON_LOOP:
+                    success, message, data = method.handler(ctx, **kwargs)
+                elif (module, name) in _SUBMISSIONS:
+                    success, message, data = await self._submission(method.handler, ctx, kwargs)
+                else:
+                    success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
             except PandaError as exc:
                 if rule.audit:
                     await self._audit(ctx, f"{module}/{name}", kwargs, "refused", exc.message)
@@ -392,7 +476,8 @@ class PandaApp:
             # Refusals of a well-formed request (bad values, unknown or busy targets) are
             # answered in the envelope; identity, size and parsing problems keep their status.
             status = 200 if exc.http_status in _IN_ENVELOPE and handled else exc.http_status
-            return reply(status, False, exc.message, None)
+            status, body, ctype, _ = reply(status, False, exc.message, None)
+            return status, body, ctype, self._retry_after if status == 503 else []
         except IllegalMove as exc:
             return reply(200, False, str(exc), None)
         except BUSY_ERRORS as exc:
@@ -420,10 +505,13 @@ class PandaApp:
         if not body.strip():
             return query, True
         if media == "multipart/form-data":
-            return {**query, **parse_multipart(body, headers.get("content-type", ""))}, True
+            return {
+                **query,
+                **await self._parse(parse_multipart, body, headers.get("content-type", "")),
+            }, True
         if media == "application/x-www-form-urlencoded":
-            return {**query, **_form(body)}, True
-        data = _load_json(body)
+            return {**query, **await self._parse(_form, body)}, True
+        data = await self._parse(_load_json, body)
         if not isinstance(data, dict):
             raise PandaError("the JSON body must be an object of named arguments")
         return {**query, **data}, False
@@ -456,17 +544,20 @@ class PandaApp:
                 ),
             )
         try:
-            params = await self._legacy_params(scope, receive, headers)
-            ctx = self._context(scope, headers, request_id, accept_json)
+            ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
                 authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)
+            params = await self._legacy_params(scope, receive, headers)
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))
             assert handler is not None
             return render(200, await run_in_threadpool(handler, ctx, params))
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)
-            return render(exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message}))
+            status, body, ctype, _ = render(
+                exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message})
+            )
+            return status, body, ctype, self._retry_after if status == 503 else []
         except BUSY_ERRORS as exc:
             log.error("%s %s database busy or failing: %s", request_id, name, exc)
             status, body, ctype, _ = render(
@@ -507,14 +598,47 @@ class PandaApp:
         if not body.strip():
             return query
         if media == "application/json" or body.lstrip()[:1] == b"{":
-            data = _load_json(body)
+            data = await self._parse(_load_json, body)
             if not isinstance(data, dict):
                 raise PandaError("the JSON body must be an object of named parameters")
             # Legacy handlers compare flags with "True"/"False", as the real server does.
             return {**query, **{k: (str(v) if isinstance(v, bool) else v) for k, v in data.items()}}
         if media == "multipart/form-data":
             raise PandaError("multipart bodies are only accepted for file uploads", http_status=415)
-        return {**query, **_form(body)}
+        return {**query, **await self._parse(_form, body)}
+
+    async def _submission(
+        self, handler: Callable[..., Any], ctx: RequestContext, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a submission in the submission lane (see :data:`_SUBMISSIONS`)."""
+        if self._lane is None:
+            self._lane = CapacityLimiter(self.rt.settings.submit_lanes)
+            self._lane_threads = CapacityLimiter(self.rt.settings.submit_lanes)
+        try:
+            with anyio.fail_after(_SUBMIT_WAIT_S):
+                await self._lane.acquire()
+        except TimeoutError:
+            raise PandaError(
+                f"server busy with other submissions; retry after {self.rt.settings.busy_retry_after} s",
+                http_status=503,
+                code=StatusCode.TIMEOUT,
+            ) from None
+        try:
+            return await to_thread.run_sync(lambda: handler(ctx, **kwargs), limiter=self._lane_threads)
+        finally:
+            self._lane.release()
+
+    async def _parse(self, parser: Callable[..., Any], body: bytes, *args: Any) -> Any:
+        """``parser(body, *args)``, in a thread of its own lane when the body is big."""
+        if len(body) <= _PARSE_ON_LOOP_MAX:
+            return parser(body, *args)
+        return await self._off_loop(parser, body, *args)
+
+    async def _off_loop(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` in the lane for big parses (:data:`_BIG_PARSES` at once)."""
+        if self._big_parses is None:
+            self._big_parses = CapacityLimiter(_BIG_PARSES)
+        return await to_thread.run_sync(func, *args, limiter=self._big_parses)
 
 
 class RequestStats(Protocol):

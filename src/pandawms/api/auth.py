@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import logging
 import re
 import threading
 import time
@@ -28,8 +29,10 @@ from sqlalchemy import Engine, select
 from pandawms.api.oidc import TokenRejected, TokenVerifier
 from pandawms.config import Settings
 from pandawms.db.schema import banned_users
-from pandawms.model.errors import Forbidden
+from pandawms.model.errors import Forbidden, PandaError
 from pandawms.model.identity import Identity, owner_dn
+
+log = logging.getLogger("pandawms.auth")
 
 DN_HEADER = "x-ssl-client-s-dn"
 FQAN_HEADER = "x-ssl-client-fqans"
@@ -101,23 +104,50 @@ def _dn_list(value: str) -> list[str]:
 
 
 class BanList:
-    """The ``banned_users`` table, re-read at most every ``ttl`` seconds per process."""
+    """The ``banned_users`` table, re-read at most every ``ttl`` seconds per process.
+
+    :meth:`reason` runs on the event loop, so it never reads the table itself: a stale copy is
+    refreshed by a background thread (one at a time) while the previous copy keeps answering.
+    Only before the first successful read is there no answer: then the caller gets a 503 (the
+    database is not answering) rather than a pass it should not have.
+    """
 
     def __init__(self, engine: Engine, ttl: float) -> None:
         self.engine, self.ttl = engine, ttl
-        self._names: dict[str, str] = {}
+        self._names: dict[str, str] | None = None
         self._read = 0.0
         self._lock = threading.Lock()
+        self._refreshing = False
+
+    def load(self) -> None:
+        """Read the table now (in a thread, or at start before serving)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(banned_users.c.name, banned_users.c.reason))
+            names = {row[0]: row[1] or "banned" for row in rows}
+        self._names = names
+        self._read = time.monotonic()
+
+    def _refresh(self) -> None:
+        try:
+            self.load()
+        except Exception as exc:  # noqa: BLE001 - keep the last copy; the next request retries
+            log.warning("cannot read the ban list: %s", exc)
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def reason(self, name: str) -> str | None:
-        """Why ``name`` is banned, or None."""
-        with self._lock:
-            if time.monotonic() - self._read > self.ttl:
-                with self.engine.connect() as conn:
-                    rows = conn.execute(select(banned_users.c.name, banned_users.c.reason))
-                    self._names = {row[0]: row[1] or "banned" for row in rows}
-                self._read = time.monotonic()
-            return self._names.get(name)
+        """Why ``name`` is banned, or None; raises a 503 PandaError before the list was ever read."""
+        if time.monotonic() - self._read > self.ttl:
+            with self._lock:
+                start = not self._refreshing
+                self._refreshing = True
+            if start:
+                threading.Thread(target=self._refresh, name="pandawms-banlist", daemon=True).start()
+        names = self._names
+        if names is None:
+            raise PandaError("the ban list cannot be read now (database not answering); retry later", 503)
+        return names.get(name)
 
 
 class Authenticator:

@@ -132,9 +132,10 @@ def _flag(params: dict[str, Any], name: str) -> bool:
     return str(params.get(name, "")).strip().lower() in ("true", "1", "yes")
 
 
-@legacy("isAlive")
-def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """``alive=yes``, as load balancers and old clients expect."""
+@legacy_async("isAlive")
+async def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """``alive=yes``, as load balancers and old clients expect; on the event loop, so it answers
+    even while every request thread waits on a slow database."""
     return Reply("alive=yes", "text")
 
 

@@ -11,6 +11,7 @@ two uploads of one name cannot overwrite each other. The cleaner removes files n
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from pandawms.config import Settings
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_tasks import cache_files, task_params, tasks
-from pandawms.model.errors import NotFound, PandaError
+from pandawms.model.errors import NotFound, PandaError, StatusCode
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import ACTIVE
 
@@ -72,6 +73,25 @@ def public_host(settings: Settings, node: str) -> str:
     return node
 
 
+#: A full file system or an exhausted quota: the upload may succeed later, so a 503, not a 500.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class CacheFull(PandaError):
+    """The cache directory has no room (ENOSPC/EDQUOT); answered 503 with Retry-After.
+
+    Like a database that cannot take a write, a full disk is the server's trouble and passes:
+    the client is told to retry later, and no partial file is left behind.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "ERROR: upload failure. The sandbox cache of the PanDA server is full; retry later",
+            http_status=503,
+            code=StatusCode.TIMEOUT,
+        )
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """A file in the cache."""
@@ -104,6 +124,11 @@ def store(rt: Runtime, who: Identity, filename: str, data: bytes) -> StoredFile:
             os.link(temp, final)
         except FileExistsError:
             raise PandaError("ERROR: cannot overwrite file", http_status=409) from None
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            log.error("sandbox cache %s is full: %s", directory, exc.strerror)
+            raise CacheFull() from None
+        raise
     finally:
         temp.unlink(missing_ok=True)
     checksum = gzip_crc(data)

@@ -237,7 +237,7 @@ async def acquire_jobs_async(rt: Runtime, req: DispatchRequest, who: Identity) -
     """
     _validate(rt, req)
     # With SKIP LOCKED two batches of one queue take different rows without waiting on each other.
-    parallel = 2 if rt.skip_locked else 1
+    parallel = 2 if rt.skip_locked_if_known else 1  # never connect on the event loop
     return await _RUNNER.submit((id(rt), *_batch_key(req, who)), (rt, req, who), parallel)
 
 

@@ -35,6 +35,7 @@ class Runtime:
             settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout,
             statement_timeout_ms=settings.db_statement_timeout,
+            connect_timeout=settings.db_connect_timeout,
         )
         return cls(engine=engine, settings=settings, node=settings.node_name or socket.gethostname())
 
@@ -42,6 +43,11 @@ class Runtime:
     def backend(self) -> str:
         """'sqlite', 'postgresql', 'mysql' or 'oracle'."""
         return backend_name(self.engine)
+
+    @property
+    def skip_locked_if_known(self) -> bool:
+        """:attr:`skip_locked` without connecting (False until known): for the event loop."""
+        return bool(self._skip_locked)
 
     @property
     def skip_locked(self) -> bool:

@@ -59,11 +59,17 @@ def make_engine(
     echo: bool = False,
     pool_timeout: float = 10.0,
     statement_timeout_ms: int = 0,
+    connect_timeout: int = 5,
 ) -> Engine:
     """Create the engine for ``url`` with the per-backend settings above.
 
-    ``statement_timeout_ms`` (PostgreSQL only, 0 for none) cancels a statement that runs or
-    waits on a lock longer, so it cannot keep a pooled connection for good.
+    ``statement_timeout_ms`` (PostgreSQL ``statement_timeout``, MariaDB ``max_statement_time``;
+    0 for none) makes the database cancel a statement that runs or waits on a lock longer, so it
+    cannot keep a pooled connection for good. ``connect_timeout`` bounds opening a session
+    (TCP and the login exchange) on both. PostgreSQL sessions use TCP keepalives, and MariaDB
+    ones a read/write timeout, so a database host that vanishes is noticed; a database that
+    still holds the connection but does not answer is the business of
+    :mod:`pandawms.db.hangguard`.
     """
     url = normalise_url(url)
     parsed = make_url(url)
@@ -92,13 +98,45 @@ def make_engine(
     }
     if kind in ("postgresql", "mysql", "mariadb"):
         kwargs["isolation_level"] = "READ COMMITTED"
-    if kind == "postgresql" and statement_timeout_ms > 0:
-        kwargs["connect_args"] = {"options": f"-c statement_timeout={int(statement_timeout_ms)}"}
+    if kind == "postgresql":
+        pg_args: dict[str, Any] = {
+            "connect_timeout": max(int(connect_timeout), 1),
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if statement_timeout_ms > 0:
+            pg_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+        kwargs["connect_args"] = pg_args
     if kind in ("mysql", "mariadb"):
-        kwargs["connect_args"] = {"charset": "utf8mb4"}
+        kwargs["connect_args"] = {
+            "charset": "utf8mb4",
+            "connect_timeout": max(int(connect_timeout), 1),
+            "read_timeout": MYSQL_IO_TIMEOUT_S,
+            "write_timeout": MYSQL_IO_TIMEOUT_S,
+        }
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine)
+    if kind in ("mysql", "mariadb") and statement_timeout_ms > 0:
+        _mariadb_statement_timeout(engine, statement_timeout_ms)
     return engine
+
+
+#: Longest a MariaDB client read or write may wait (the driver has no per-statement timeout):
+#: long enough for the daemon's biggest maintenance statements.
+MYSQL_IO_TIMEOUT_S = 900
+
+
+def _mariadb_statement_timeout(engine: Engine, statement_timeout_ms: int) -> None:
+    """MariaDB's ``max_statement_time`` (seconds) on every session; MySQL has no equivalent."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if "mariadb" not in str(dbapi_conn.get_server_info()).lower():
+            return
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET SESSION max_statement_time = {statement_timeout_ms / 1000:.3f}")
 
 
 #: A pooled connection unused for longer than this is checked with a ping before it is handed out.

@@ -154,6 +154,7 @@ KillMode=mixed
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec=10
+LimitNOFILE=65536
 
 [Install]
 WantedBy=panda.service

@@ -11,6 +11,7 @@ import time
 from types import FrameType
 
 from pandawms.config import Settings
+from pandawms.httpd.limits import raise_nofile_limit
 from pandawms.httpd.stats import SharedStats, StatusLine
 from pandawms.infra.sdnotify import sd_notify
 from pandawms.logsetup import reopen_logs
@@ -215,6 +216,8 @@ class Master:
 
 def run_httpd(settings: Settings, with_daemon: bool = False) -> int:
     """``pandawms httpd`` (and ``pandawms serve``, which adds the daemon)."""
+    nofile = raise_nofile_limit()
+    log.info("open files limit %d", nofile)
     try:
         master = Master(settings, with_daemon)
     except OSError as exc:

@@ -14,10 +14,12 @@ from typing import Any
 import uvicorn
 from anyio import to_thread
 
-from pandawms.api.app import create_app
+from pandawms.api.app import PandaApp, create_app
 from pandawms.config import Settings
 from pandawms.core.runtime import Runtime
-from pandawms.httpd.protocol import TLSIdentityProtocol
+from pandawms.db.hangguard import install_hang_guard
+from pandawms.httpd.limits import connection_cap
+from pandawms.httpd.protocol import limited_protocol
 from pandawms.httpd.stats import SharedStats
 from pandawms.httpd.tls import make_server_context
 from pandawms.logsetup import reopen_logs
@@ -38,13 +40,15 @@ async def _serve(
 ) -> None:
     to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
     rt = Runtime.from_settings(settings)
+    install_hang_guard(rt.engine, settings.db_request_timeout)
     app = create_app(rt, stats)
+    await _warm_up(rt, app)
     servers: list[_QuietServer] = []
     common: dict[str, Any] = {
         "log_config": None,
         "access_log": False,
         "lifespan": "off",
-        "timeout_keep_alive": 75,
+        "timeout_keep_alive": settings.http_keepalive_timeout,
         "timeout_graceful_shutdown": 20,
         "server_header": False,
         # uvicorn by default replaces the connection's peer address with X-Forwarded-For when
@@ -53,13 +57,19 @@ async def _serve(
         # peer, always; api/auth.py decides trust from it and only then reads X-Forwarded-For.
         "proxy_headers": False,
     }
-    servers.append(_QuietServer(uvicorn.Config(app, http=TLSIdentityProtocol, **common)))
+    protocol = limited_protocol(
+        connection_cap(settings.max_connections, settings.db_pool_size + settings.db_max_overflow),
+        settings.http_header_timeout,
+        settings.http_body_timeout,
+        settings.busy_retry_after,
+    )
+    servers.append(_QuietServer(uvicorn.Config(app, http=protocol, **common)))
     socks = [http_sock]
     if https_sock is not None:
         context = make_server_context(settings)
         https_config = uvicorn.Config(
             app,
-            http=TLSIdentityProtocol,
+            http=protocol,
             ssl_certfile=settings.tls_cert,
             ssl_context_factory=lambda _config, _default: context,
             **common,
@@ -81,6 +91,26 @@ async def _serve(
         )
     finally:
         rt.engine.dispose()
+
+
+async def _warm_up(rt: Runtime, app: PandaApp) -> None:
+    """Learn, before serving, what request code would otherwise read from the event loop.
+
+    The ban list and whether the database has SKIP LOCKED are read here, in a thread; a
+    database that does not answer now only leaves them to be read later in the background.
+    """
+
+    def read() -> None:
+        try:
+            rt.skip_locked  # noqa: B018 - the property connects once and remembers
+            if app.auth.bans is not None:
+                app.auth.bans.load()
+        except Exception as exc:  # noqa: BLE001 - serving starts anyway; requests get 503s
+            log.warning("database not ready at worker start: %s", exc)
+
+    if app.auth.verifier is not None:
+        app.auth.verifier.prefetch()
+    await to_thread.run_sync(read)
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:

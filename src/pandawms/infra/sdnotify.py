@@ -15,6 +15,9 @@ def sd_notify(message: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # A reader that stops reading (the queue holds only net.unix.max_dgram_qlen datagrams)
+            # must not stall the master: a status line is dropped after a moment instead.
+            sock.settimeout(0.5)
             sock.connect(address)
             sock.sendall(message.encode())
     except OSError:
