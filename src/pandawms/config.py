@@ -47,7 +47,11 @@ class Settings:
     log_level: str = "INFO"
     #: HTTP worker processes for ``pandawms httpd`` (0 = number of cores).
     workers: int = 0
-    #: Requests one worker process serves at once (its thread pool size).
+    #: Most threads one worker process runs for requests and group-commit batches. Every such
+    #: thread may hold one database connection, so the thread pool is capped at ``db_pool_size``
+    #: (see :attr:`request_threads`): more threads than pooled connections only made the pool
+    #: open and close overflow connections under load. Requests beyond it wait on the event
+    #: loop (the hot pilot calls wait there anyway, in the group commit).
     worker_threads: int = 40
     #: Host certificate and key for HTTPS; HTTPS is off when the certificate file is not set.
     tls_cert: str = ""
@@ -78,7 +82,10 @@ class Settings:
     #: DB connection pool per process. A node opens at most
     #: ``workers * (db_pool_size + db_max_overflow)`` sessions for its httpd, plus one for the
     #: daemon's runner and one per daemon task running at that moment; size the database's
-    #: ``max_connections`` for the sum over all nodes.
+    #: ``max_connections`` for the sum over all nodes. The rule: threads per worker =
+    #: ``min(worker_threads, db_pool_size)``, so in steady use every connection is a pooled one,
+    #: opened once; ``db_max_overflow`` is headroom for the rare moment a thread needs a second
+    #: connection (an overflow connection is closed again when returned).
     db_pool_size: int = 10
     db_max_overflow: int = 5
     #: Seconds a request waits for a pooled connection before the server answers 503 with
@@ -129,6 +136,11 @@ class Settings:
     wn_script_base_url: str = "http://pandaserver-doma.cern.ch:25080/trf/user"
     #: Most jobs the task manager makes for one task in one pass.
     task_jobs_per_pass: int = 1000
+
+    @property
+    def request_threads(self) -> int:
+        """Threads per httpd worker: ``worker_threads`` capped at ``db_pool_size`` (see there)."""
+        return max(1, min(self.worker_threads, self.db_pool_size))
 
     @property
     def effective_db_url(self) -> str:

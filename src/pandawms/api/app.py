@@ -2,7 +2,8 @@
 
 Two URL families share one core: ``/api/v1/<module>/<method>`` (JSON envelope) and
 ``/server/panda/<method>`` (PanDA's legacy dispatcher replies). Handlers run in a thread pool
-because the database layer is synchronous.
+because the database layer is synchronous, except the hot pilot calls, which are ``async``
+(``legacy_async``, an ``async def`` v1 handler) and wait on the worker's group commit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import urllib.parse
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -345,7 +346,12 @@ class PandaApp:
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
             try:
-                success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
+                if method.on_loop:
+                    success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
+                else:
+                    success, message, data = await run_in_threadpool(
+                        cast(v1.Handler, method.handler), ctx, **kwargs
+                    )
             except PandaError as exc:
                 if rule.audit:
                     await self._audit(ctx, f"{module}/{name}", kwargs, "refused", exc.message)

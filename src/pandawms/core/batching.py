@@ -51,10 +51,30 @@ class GroupRunner(Generic[Item, Result]):
         self,
         work: Callable[[Hashable, Sequence[Item]], list[Result | BaseException]],
         max_batch: int = 200,
+        weight: Callable[[Item], int] | None = None,
+        max_weight: int = 0,
     ) -> None:
+        """``weight`` and ``max_weight`` (optional) also bound a batch by the sum of its items'
+        weights (jobs asked for, for dispatch), so a few requests for many jobs each do not
+        make one huge transaction; a batch always takes at least one item.
+        """
         self.work = work
         self.max_batch = max_batch
+        self.weight = weight
+        self.max_weight = max_weight
         self.lanes: dict[Hashable, _Lane[Item, Result]] = {}
+
+    def _take(self, pending: list[tuple[Item, asyncio.Future[Result]]]) -> int:
+        """How many of the pending items the next batch takes."""
+        count = min(len(pending), self.max_batch)
+        if self.weight is None or self.max_weight <= 0:
+            return count
+        total = 0
+        for index in range(count):
+            total += self.weight(pending[index][0])
+            if total > self.max_weight and index > 0:
+                return index
+        return count
 
     async def submit(self, key: Hashable, item: Item, parallel: int = 1) -> Result:
         """Queue ``item`` under ``key`` and wait for its outcome.
@@ -76,8 +96,9 @@ class GroupRunner(Generic[Item, Result]):
     async def _drain(self, key: Hashable, lane: _Lane[Item, Result]) -> None:
         try:
             while lane.pending:
-                batch = lane.pending[: self.max_batch]
-                del lane.pending[: self.max_batch]
+                size = self._take(lane.pending)
+                batch = lane.pending[:size]
+                del lane.pending[:size]
                 items = [item for item, _ in batch]
                 try:
                     outcomes = await to_thread.run_sync(self.work, key, items)
