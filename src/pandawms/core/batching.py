@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
@@ -132,6 +133,7 @@ def one_transaction_or_each(
     in_transaction: Callable[[Connection, Item], Result],
     alone: Callable[[Item], Result],
     what: str,
+    around: Callable[[Connection], AbstractContextManager[Any]] | None = None,
 ) -> list[Any]:
     """``in_transaction`` for every item in one write transaction, in the order given.
 
@@ -139,10 +141,12 @@ def one_transaction_or_each(
     with another worker's batch), it is rolled back and every item runs ``alone``, so only that
     item fails (its exception is its outcome). A busy or unreachable database fails the batch:
     the caller answers every request with a 503. Logs "<what> of N refused|deadlocked;
-    retrying one by one" when it falls back.
+    retrying one by one" when it falls back. ``around(conn)``, when given, is entered in the
+    shared transaction before the first item and left after the last, before the commit: work
+    done once for the whole batch (reading every row at once, writing collected rows).
     """
     try:
-        with write_tx(engine) as conn:
+        with write_tx(engine) as conn, around(conn) if around is not None else nullcontext():
             return [in_transaction(conn, item) for item in items]
     except BUSY_ERRORS as exc:
         if len(items) == 1 or not is_deadlock(exc):

@@ -8,7 +8,8 @@ or ``alreadydone`` when a final report arrives twice.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import contextlib
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import Connection, bindparam, select
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.output_report import finalize
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.core.transitions import move_job
+from pandawms.core.transitions import deferring, move_job, replace_row
 from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
 from pandawms.model.errors import StatusCode
@@ -79,18 +80,12 @@ def _store_side_data(conn: Connection, upd: PilotUpdate, now: Any) -> None:
     """Keep the final report, job report (metadata) and pilot log; replace an earlier copy."""
     pid = upd.panda_id
     if upd.state in FINAL_REPORTS:
-        conn.execute(job_output_reports.delete().where(job_output_reports.c.PandaID == pid))
-        conn.execute(
-            job_output_reports.insert().values(
-                PandaID=pid, attemptNr=upd.attempt_nr, jobStatus=upd.state, data=upd.report, timeStamp=now
-            )
-        )
+        row = {"PandaID": pid, "attemptNr": upd.attempt_nr, "jobStatus": upd.state, "data": upd.report}
+        replace_row(conn, job_output_reports, {**row, "timeStamp": now})
     if upd.metadata:
-        conn.execute(job_metadata.delete().where(job_metadata.c.PandaID == pid))
-        conn.execute(job_metadata.insert().values(PandaID=pid, metaData=upd.metadata))
+        replace_row(conn, job_metadata, {"PandaID": pid, "metaData": upd.metadata})
     if upd.pilot_log:
-        conn.execute(pilot_logs.delete().where(pilot_logs.c.PandaID == pid))
-        conn.execute(pilot_logs.insert().values(PandaID=pid, log=upd.pilot_log, timeStamp=now))
+        replace_row(conn, pilot_logs, {"PandaID": pid, "log": upd.pilot_log, "timeStamp": now})
 
 
 def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
@@ -232,15 +227,41 @@ def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult
         return _apply_update(conn, rt, upd, now)
 
 
-def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult:
-    """The full update path inside the caller's transaction (locked read, decide, write)."""
-    stmt = select(*[jobs.c[c] for c in _READ_COLUMNS]).where(jobs.c.PandaID == upd.panda_id)
+def _locked_rows(conn: Connection, rt: Runtime, panda_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The rows the update path reads, locked (``FOR UPDATE`` outside SQLite), in PandaID order.
+
+    SQLite needs no row lock: the write transaction holds the database from BEGIN.
+    """
+    stmt = (
+        select(*[jobs.c[c] for c in _READ_COLUMNS])
+        .where(jobs.c.PandaID.in_(sorted(set(panda_ids))))
+        .order_by(jobs.c.PandaID)
+    )
     if rt.backend != "sqlite":
         stmt = stmt.with_for_update()
-    row = conn.execute(stmt).mappings().first()
-    if row is None:
-        return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
-    job = dict(row)
+    return {int(row["PandaID"]): dict(row) for row in conn.execute(stmt).mappings()}
+
+
+def _apply_update(
+    conn: Connection,
+    rt: Runtime,
+    upd: PilotUpdate,
+    now: Any,
+    prefetched: dict[int, dict[str, Any]] | None = None,
+) -> UpdateResult:
+    """The full update path inside the caller's transaction (locked read, decide, write).
+
+    ``prefetched``: rows a batch already read and locked for all its items at once; an item
+    takes its job's row out, so a second update of the same job in the batch reads it again
+    (with the first one's changes).
+    """
+    if prefetched is not None and upd.panda_id in prefetched:
+        job = prefetched.pop(upd.panda_id)
+    else:
+        found = _locked_rows(conn, rt, [upd.panda_id])
+        if not found:
+            return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
+        job = found[upd.panda_id]
     if upd.attempt_nr is not None and job["attemptNr"] is not None and upd.attempt_nr != job["attemptNr"]:
         return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
     target, override = _decide(job, upd.state)
@@ -275,12 +296,24 @@ def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) ->
     rt = items[0][0]
     now = utcnow()
     order = _by_panda_id(items)
+    updates = [items[i][1] for i in order]
+    rows: dict[int, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def batch_work(conn: Connection) -> Iterator[None]:
+        # One locked read of every job of the batch, and the status-log rows and reports of
+        # the whole batch written at its end (one statement per table), in its transaction.
+        rows.update(_locked_rows(conn, rt, [upd.panda_id for upd in updates]))
+        with deferring(conn):
+            yield
+
     done = one_transaction_or_each(
         rt.engine,
-        [items[i][1] for i in order],
-        lambda conn, upd: _apply_update(conn, rt, upd, now),
+        updates,
+        lambda conn, upd: _apply_update(conn, rt, upd, now, rows),
         lambda upd: update_job(rt, upd, fast=False),
         "update batch",
+        around=batch_work,
     )
     return _in_item_order(order, done)
 
