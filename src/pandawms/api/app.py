@@ -29,6 +29,7 @@ from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.multipart import parse_multipart
 from pandawms.api.params import bind
 from pandawms.core import audit
+from pandawms.core.dbthreads import run_db
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import BUSY_ERRORS, refused_status
 from pandawms.model.errors import PandaError, StatusCode
@@ -349,8 +350,8 @@ class PandaApp:
                 if method.on_loop:
                     success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
                 else:
-                    success, message, data = await run_in_threadpool(
-                        cast(v1.Handler, method.handler), ctx, **kwargs
+                    success, message, data = await run_db(
+                        self.rt, cast(v1.Handler, method.handler), ctx, **kwargs
                     )
             except PandaError as exc:
                 if rule.audit:
@@ -437,7 +438,7 @@ class PandaApp:
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))
             assert handler is not None
-            return render(200, await run_in_threadpool(handler, ctx, params))
+            return render(200, await run_db(self.rt, handler, ctx, params))
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)
             return render(exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message}))

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
 from pandawms.core import dispatch, heartbeat, jobs_read
+from pandawms.core.dbthreads import run_db
 from pandawms.core.heartbeat import PilotUpdate
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.db.engine import refused_status
@@ -207,7 +207,7 @@ async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     req, bulk, harvester_id, worker_id = _dispatch_request(params)
     found = await dispatch.acquire_jobs_async(ctx.rt, req, ctx.who)
     if found and _needs_thread(req, harvester_id, worker_id):
-        return await run_in_threadpool(_get_job_reply, ctx, req, bulk, harvester_id, worker_id, found)
+        return await run_db(ctx.rt, _get_job_reply, ctx, req, bulk, harvester_id, worker_id, found)
     return _get_job_reply(ctx, req, bulk, harvester_id, worker_id, found)
 
 

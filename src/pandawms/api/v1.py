@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
 from pandawms.api.params import Param
 from pandawms.api.pilot_codec import job_for_pilot, parse_update, v1_to_legacy
 from pandawms.core import dispatch, heartbeat, jobs_read, kill, submit
+from pandawms.core.dbthreads import run_db
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
@@ -225,8 +225,8 @@ async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     link = bool(kw["harvester_id"]) and kw["worker_id"] is not None
     counts_sent = req.prod_source_label in (None, "managed")
     if link or (counts_sent and dispatch.recently_sent_cached(req.site) is None):
-        return await run_in_threadpool(
-            _acquire_reply, ctx, req, kw["harvester_id"] if link else None, kw["worker_id"], found
+        return await run_db(
+            ctx.rt, _acquire_reply, ctx, req, kw["harvester_id"] if link else None, kw["worker_id"], found
         )
     return _acquire_reply(ctx, req, None, None, found)
 

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from anyio import to_thread
 from sqlalchemy import Connection, Engine
 
+from pandawms.core.dbthreads import run_db
 from pandawms.db.engine import BUSY_ERRORS, is_deadlock, write_tx
 
 log = logging.getLogger("pandawms.core.batching")
@@ -54,15 +55,19 @@ class GroupRunner(Generic[Item, Result]):
         max_batch: int = 200,
         weight: Callable[[Item], int] | None = None,
         max_weight: int = 0,
+        runtime_of: Callable[[Item], Any] | None = None,
     ) -> None:
         """``weight`` and ``max_weight`` (optional) also bound a batch by the sum of its items'
         weights (jobs asked for, for dispatch), so a few requests for many jobs each do not
-        make one huge transaction; a batch always takes at least one item.
+        make one huge transaction; a batch always takes at least one item. ``runtime_of`` gives
+        the Runtime of an item: the batch's thread then takes one of the worker's database
+        places (:func:`pandawms.core.dbthreads.run_db`) like any other database request.
         """
         self.work = work
         self.max_batch = max_batch
         self.weight = weight
         self.max_weight = max_weight
+        self.runtime_of = runtime_of
         self.lanes: dict[Hashable, _Lane[Item, Result]] = {}
 
     def _take(self, pending: list[tuple[Item, asyncio.Future[Result]]]) -> int:
@@ -102,7 +107,10 @@ class GroupRunner(Generic[Item, Result]):
                 del lane.pending[:size]
                 items = [item for item, _ in batch]
                 try:
-                    outcomes = await to_thread.run_sync(self.work, key, items)
+                    if self.runtime_of is not None:
+                        outcomes = await run_db(self.runtime_of(items[0]), self.work, key, items)
+                    else:
+                        outcomes = await to_thread.run_sync(self.work, key, items)
                     if len(outcomes) != len(batch):
                         raise RuntimeError(f"batch of {len(batch)} got {len(outcomes)} outcomes")
                 except Exception as exc:  # noqa: BLE001 - handed to every request of the batch

@@ -219,7 +219,11 @@ def _dispatch_batch(_key: Hashable, items: Sequence[tuple[Runtime, DispatchReque
 
 
 _RUNNER: GroupRunner[tuple[Runtime, DispatchRequest, Identity], list[dict[str, Any]]] = GroupRunner(
-    _dispatch_batch, max_batch=MAX_BATCH, weight=lambda item: item[1].n_jobs, max_weight=MAX_JOBS_PER_BATCH
+    _dispatch_batch,
+    max_batch=MAX_BATCH,
+    weight=lambda item: item[1].n_jobs,
+    max_weight=MAX_JOBS_PER_BATCH,
+    runtime_of=lambda item: item[0],
 )
 
 

@@ -209,7 +209,9 @@ def _in_item_order(order: list[int], outcomes: list[Any]) -> list[Any]:
     return out
 
 
-_PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(_plain_batch)
+_PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(
+    _plain_batch, runtime_of=lambda item: item[0]
+)
 
 
 def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult:
@@ -318,7 +320,9 @@ def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) ->
     return _in_item_order(order, done)
 
 
-_FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(_full_batch)
+_FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(
+    _full_batch, runtime_of=lambda item: item[0]
+)
 
 
 async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:

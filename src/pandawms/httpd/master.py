@@ -77,7 +77,7 @@ class Master:
         self.with_daemon = with_daemon
         self.daemon_pid: int | None = None
         self.n_workers = settings.workers or os.cpu_count() or 1
-        self.stats = SharedStats(self.n_workers, settings.request_threads)
+        self.stats = SharedStats(self.n_workers, settings.worker_threads)
         self.status = StatusLine(self.stats)
         self.http_socks = _listen_per_worker(settings.host, settings.port, self.n_workers)
         self.https_socks = (

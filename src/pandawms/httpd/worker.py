@@ -36,7 +36,7 @@ class _QuietServer(uvicorn.Server):
 async def _serve(
     settings: Settings, stats: SharedStats, http_sock: socket.socket, https_sock: socket.socket | None
 ) -> None:
-    to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+    to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
     rt = Runtime.from_settings(settings)
     app = create_app(rt, stats)
     servers: list[_QuietServer] = []
