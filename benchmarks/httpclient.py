@@ -23,7 +23,13 @@ class Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = "", accept_json: bool = True
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "",
+        accept_json: bool = True,
+        headers: tuple[str, ...] = (),
     ) -> tuple[int, bytes]:
         """Send one request and return (status, body); reconnects once if the server closed."""
         for attempt in (0, 1):
@@ -37,6 +43,7 @@ class Connection:
                 head.append(f"Content-Length: {len(body)}")
                 if content_type:
                     head.append(f"Content-Type: {content_type}")
+            head.extend(headers)
             self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
             try:
                 status_line = await self.reader.readline()

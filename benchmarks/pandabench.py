@@ -6,12 +6,22 @@ Scenarios (all bounded in count and time, loopback only):
   lifecycle  submitters and pilots together: submit, getJob, starting, running, finished
   read       readers call job/get_description on known PandaIDs
   soak       lifecycle for --duration seconds with submitters topping the queue up; RSS series
+  harvester  lifecycle as Harvester drives it: --pilots clients each take 10-100 jobs per v1
+             pilot/acquire_jobs and report starting, running, finished with pilot/update_jobs_bulk
+
+--api v1 makes the pilots of dispatch, heartbeat, lifecycle and soak speak the v1 calls as pilot
+3.11 sends them (pilot/acquire_jobs, pilot/update_job: JSON bodies, gzip, Content-Encoding:
+gzip) instead of the legacy getJob and updateJob.
 
 Reports per method: count, errors (transport, HTTP != 200, StatusCode other than 0/20, v1
 success false), throughput, p50/p95/p99 latency; jobs dispatched/s; server RSS (sampled every
 second from --server-pid and its children); the load average before and after (the machine may
 be shared); for lifecycle and soak the time 1.5M jobs would take at the measured rate. Prints a
-table and writes --json-out.
+table and writes --json-out. Connections opened: the server's own count of new database
+connections (``pandawms_db_connections_opened_total`` in /metrics, every pool's ``connect``
+events, exact, on every backend) at the start and end of the measuring window; on PostgreSQL
+also the growth of ``pg_stat_database.sessions`` of the started server's database (the harness
+itself opens no session there in that window).
 
 Against a running server:
 
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import random
@@ -74,6 +85,7 @@ class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dispatched: int = 0
+    completed: int = 0
     submitted: list[int] = field(default_factory=list)
 
     def add(self, method: str, seconds: float, ok: bool) -> None:
@@ -92,7 +104,114 @@ def _answer_ok(data: bytes) -> bool:
         return True
     if "StatusCode" in reply:
         return reply["StatusCode"] in (0, 20)
-    return reply.get("success", True) is not False
+    if reply.get("success") is False:
+        return reply.get("message") == NO_JOBS_V1  # v1's "no job now" is not an error
+    data = reply.get("data")
+    if isinstance(data, list):  # update_jobs_bulk: one envelope per entry
+        return all(not isinstance(item, dict) or item.get("success") is not False for item in data)
+    return True
+
+
+NO_JOBS_V1 = "No jobs in PanDA"
+#: What pilot 3.11 adds to a v1 call: its JSON body is gzip-compressed and says so.
+GZIP_JSON = ("Content-Encoding: gzip",)
+
+
+def v1_body(fields: dict[str, Any]) -> bytes:
+    """A v1 call's body as pilot 3.11 sends it: gzip-compressed JSON."""
+    return gzip.compress(json.dumps(fields).encode(), compresslevel=6, mtime=0)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to send: label, path, body, content type, extra headers."""
+
+    label: str
+    path: str
+    body: bytes
+    ctype: str
+    headers: tuple[str, ...] = ()
+
+
+def dispatch_call(args: argparse.Namespace, index: int) -> Call:
+    """The pilot's request for one job: legacy getJob or v1 pilot/acquire_jobs (--api)."""
+    if args.api == "v1":
+        fields: dict[str, Any] = {
+            "site_name": args.site,
+            "computing_element": args.site,
+            "prod_source_label": "managed",
+            "node": f"wn{index}",
+            "memory": 4000,
+            "disk_space": 10000,
+        }
+        return Call(
+            "v1 pilot/acquire_jobs",
+            "/api/v1/pilot/acquire_jobs",
+            v1_body(fields),
+            "application/json",
+            GZIP_JSON,
+        )
+    request = {
+        "siteName": args.site,
+        "computingElement": args.site,
+        "prodSourceLabel": "managed",
+        "node": f"wn{index}",
+        "mem": 4000,
+        "diskSpace": 10000,
+    }
+    return Call("legacy getJob", "/server/panda/getJob", form(request), "application/x-www-form-urlencoded")
+
+
+def jobs_in(data: bytes) -> list[dict[str, Any]]:
+    """The jobs a getJob or acquire_jobs answer hands out (none for "no jobs")."""
+    reply = json.loads(data)
+    if "success" in reply and "StatusCode" not in reply:
+        body = reply.get("data")
+        return list(body.get("jobs") or []) if reply["success"] and isinstance(body, dict) else []
+    return [reply] if reply.get("StatusCode") == 0 else []
+
+
+def update_call(args: argparse.Namespace, index: int, panda_id: int, state: str, log_file: str = "") -> Call:
+    """One heartbeat or state change: legacy updateJob or v1 pilot/update_job (--api)."""
+    report = json.dumps({log_file: {"guid": "g", "fsize": 100, "adler32": "01020304"}}) if log_file else ""
+    if args.api == "v1":
+        fields: dict[str, Any] = {
+            "job_id": panda_id,
+            "job_status": state,
+            "attempt_nr": 0,
+            "node": f"wn{index}",
+            "site_name": args.site,
+            "cpu_consumption_time": 10,
+        }
+        if state == "running":
+            fields["max_rss"] = 100000
+        if report:
+            fields["job_output_report"] = report
+        return Call(
+            f"v1 pilot/update_job {state}",
+            "/api/v1/pilot/update_job",
+            v1_body(fields),
+            "application/json",
+            GZIP_JSON,
+        )
+    legacy: dict[str, Any] = {
+        "jobId": panda_id,
+        "state": state,
+        "attemptNr": 0,
+        "node": f"wn{index}",
+        "siteName": args.site,
+        "cpuConsumptionTime": 10,
+    }
+    if state == "running":
+        legacy["maxRSS"] = 100000
+    if report:
+        legacy["xml"] = report
+    return Call(
+        f"legacy updateJob {state}",
+        "/server/panda/updateJob",
+        form(legacy),
+        "application/x-www-form-urlencoded",
+    )
 
 
 class Pacer:
@@ -131,10 +250,11 @@ async def timed(
     body: bytes = b"",
     ctype: str = "",
     due: float | None = None,
+    headers: tuple[str, ...] = (),
 ) -> tuple[int, bytes]:
     started = time.perf_counter() if due is None else due
     try:
-        status, data = await conn.request(verb, path, body, ctype)
+        status, data = await conn.request(verb, path, body, ctype, headers=headers)
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
         stats.add(method, time.perf_counter() - started, False)
         await conn.close()
@@ -171,35 +291,19 @@ async def pilot(
     lifecycle: bool,
 ) -> None:
     conn = Connection(args.host, args.port)
-    request = form(
-        {
-            "siteName": args.site,
-            "computingElement": args.site,
-            "prodSourceLabel": "managed",
-            "node": f"wn{index}",
-            "mem": 4000,
-            "diskSpace": 10000,
-        }
-    )
+    ask = dispatch_call(args, index)
     empty_rounds = 0
     pacer = Pacer(args, args.pilots) if args.scenario == "dispatch" else None
     while time.monotonic() < deadline:
         due = await pacer.wait() if pacer is not None else None
         status, data = await timed(
-            stats,
-            conn,
-            "legacy getJob",
-            "POST",
-            "/server/panda/getJob",
-            request,
-            "application/x-www-form-urlencoded",
-            due,
+            stats, conn, ask.label, "POST", ask.path, ask.body, ask.ctype, due, ask.headers
         )
         if status != 200:
             await asyncio.sleep(0.05)
             continue
-        reply = json.loads(data)
-        if reply.get("StatusCode") != 0:
+        found = jobs_in(data)
+        if not found:
             if not more_coming.is_set() and (empty_rounds := empty_rounds + 1) > 3:
                 break
             await asyncio.sleep(0.05)
@@ -208,29 +312,91 @@ async def pilot(
         stats.dispatched += 1
         if not lifecycle:
             continue
-        panda_id = reply["PandaID"]
+        job = found[0]
         for state in ["starting", "running"] + ["running"] * args.heartbeats + ["finished"]:
-            fields: dict[str, Any] = {
-                "jobId": panda_id,
-                "state": state,
-                "attemptNr": 0,
-                "node": f"wn{index}",
-                "siteName": args.site,
-                "cpuConsumptionTime": 10,
-            }
-            if state == "finished":
-                fields["xml"] = json.dumps(
-                    {reply["logFile"]: {"guid": "g", "fsize": 100, "adler32": "01020304"}}
-                )
-            await timed(
+            call = update_call(
+                args, index, int(job["PandaID"]), state, job["logFile"] if state == "finished" else ""
+            )
+            status, data = await timed(
+                stats, conn, call.label, "POST", call.path, call.body, call.ctype, None, call.headers
+            )
+            if state == "finished" and status == 200 and _answer_ok(data):
+                stats.completed += 1
+    await conn.close()
+
+
+async def harvester(
+    args: argparse.Namespace, stats: Stats, index: int, deadline: float, more_coming: asyncio.Event
+) -> None:
+    """One Harvester thread: bulk acquire_jobs (10-100 jobs), then update_jobs_bulk per state.
+
+    As Harvester's panda_communicator sends them: plain JSON bodies, ``scheduler_id`` naming the
+    instance, one ``job_list`` entry per job.
+    """
+    conn = Connection(args.host, args.port)
+    harvester_id = f"bench-harvester-{index}"
+    empty_rounds = 0
+    while time.monotonic() < deadline:
+        ask = {
+            "site_name": args.site,
+            "computing_element": args.site,
+            "prod_source_label": "managed",
+            "node": f"{harvester_id}.example.org",
+            "n_jobs": random.randint(args.bulk_min, args.bulk_max),
+            "scheduler_id": f"harvester-{harvester_id}",
+        }
+        body = json.dumps(ask).encode()
+        status, data = await timed(
+            stats,
+            conn,
+            "v1 pilot/acquire_jobs (bulk)",
+            "POST",
+            "/api/v1/pilot/acquire_jobs",
+            body,
+            "application/json",
+        )
+        if status != 200:
+            await asyncio.sleep(0.05)
+            continue
+        found = jobs_in(data)
+        if not found:
+            if not more_coming.is_set() and (empty_rounds := empty_rounds + 1) > 3:
+                break
+            await asyncio.sleep(0.05)
+            continue
+        empty_rounds = 0
+        stats.dispatched += len(found)
+        for state in ["starting", "running"] + ["running"] * args.heartbeats + ["finished"]:
+            entries = []
+            for job in found:
+                entry: dict[str, Any] = {
+                    "job_id": int(job["PandaID"]),
+                    "site_name": args.site,
+                    "job_status": state,
+                    "attempt_nr": 0,
+                    "core_count": 1,
+                    "node": f"wn-{harvester_id}",
+                    "cpu_consumption_time": 10,
+                }
+                if state == "finished":
+                    entry["job_output_report"] = json.dumps(
+                        {job["logFile"]: {"guid": "g", "fsize": 100, "adler32": "01020304"}}
+                    )
+                entries.append(entry)
+            body = json.dumps({"job_list": entries, "harvester_id": harvester_id}).encode()
+            status, data = await timed(
                 stats,
                 conn,
-                f"legacy updateJob {state}",
+                f"v1 pilot/update_jobs_bulk {state}",
                 "POST",
-                "/server/panda/updateJob",
-                form(fields),
-                "application/x-www-form-urlencoded",
+                "/api/v1/pilot/update_jobs_bulk",
+                body,
+                "application/json",
             )
+            if state == "finished" and status == 200:
+                reply = json.loads(data)
+                items = reply.get("data") if reply.get("success") else None
+                stats.completed += sum(1 for i in items or [] if isinstance(i, dict) and i.get("success"))
     await conn.close()
 
 
@@ -258,26 +424,8 @@ async def heartbeater(
                 break
         else:
             panda_id = ids[random.randrange(len(ids))]
-        body = form(
-            {
-                "jobId": panda_id,
-                "state": "running",
-                "attemptNr": 0,
-                "node": f"wn{index}",
-                "cpuConsumptionTime": 5,
-                "maxRSS": 100000,
-            }
-        )
-        await timed(
-            stats,
-            conn,
-            "legacy updateJob running",
-            "POST",
-            "/server/panda/updateJob",
-            body,
-            "application/x-www-form-urlencoded",
-            due,
-        )
+        call = update_call(args, index, panda_id, "running")
+        await timed(stats, conn, call.label, "POST", call.path, call.body, call.ctype, due, call.headers)
     await conn.close()
 
 
@@ -447,6 +595,57 @@ def finish_profile(args: argparse.Namespace, top: int = 25) -> dict[str, Any] | 
     }
 
 
+async def opened_connections(args: argparse.Namespace) -> dict[str, float | None]:
+    """The server's count of database connections opened (/metrics), and on PostgreSQL the
+    database's session count (``pg_stat_database.sessions``, read from the admin database so
+    that reading it opens no session in the measured one)."""
+    out: dict[str, float | None] = {"server": None, "pg_sessions": None}
+    conn = Connection(args.host, args.port)
+    try:
+        status, data = await conn.request("GET", "/metrics", accept_json=False)
+        if status == 200:
+            for line in data.decode(errors="replace").splitlines():
+                if line.startswith("pandawms_db_connections_opened_total "):
+                    out["server"] = float(line.split()[1])
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        pass
+    finally:
+        await conn.close()
+    if args.start_server == "postgresql":
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as db:
+                db.execute(text("SELECT pg_stat_clear_snapshot()"))
+                value = db.execute(
+                    text("SELECT sessions FROM pg_stat_database WHERE datname = :d"), {"d": args.db_name}
+                ).scalar()
+                out["pg_sessions"] = float(value) if value is not None else None
+        finally:
+            admin.dispose()
+    return out
+
+
+async def begin_window(args: argparse.Namespace, pids: list[int]) -> None:
+    """Start of the measuring window: connection counters, CPU counters, profiler."""
+    args.connections_start = await opened_connections(args)
+    start_profile(args, pids)
+
+
+async def end_window(args: argparse.Namespace) -> dict[str, Any]:
+    """Connections opened during the window (and in the whole run, by the server's count)."""
+    after = await opened_connections(args)
+    before = getattr(args, "connections_start", None) or {}
+    window = {
+        key: (after[key] - before[key])
+        if after.get(key) is not None and before.get(key) is not None
+        else None
+        for key in after
+    }
+    return {"in_window": window, "since_server_start": after["server"]}
+
+
 def refresh_statistics(args: argparse.Namespace) -> None:
     """``VACUUM ANALYZE`` the live job table after the setup submission (PostgreSQL).
 
@@ -490,7 +689,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         phases["submit"] = time.monotonic() - t0
         refresh_statistics(args)
         if args.scenario != "heartbeat":
-            start_profile(args, pids)
+            await begin_window(args, pids)
         t1 = time.monotonic()
         measure = Stats()
         if args.scenario == "dispatch":
@@ -505,7 +704,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 *(heartbeater(args, Stats(), stats.submitted, deadline, i, True) for i in range(args.pilots))
             )
             phases["warm_up"] = time.monotonic() - t1
-            start_profile(args, pids)
+            await begin_window(args, pids)
             t1 = time.monotonic()
             hb_deadline = min(deadline, t1 + args.measure)
             await asyncio.gather(
@@ -527,17 +726,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         refresh_statistics(args)
         t0 = time.monotonic()
         more.set()
-        start_profile(args, pids)
+        await begin_window(args, pids)
         if args.scenario == "soak":
             args.jobs = max(args.jobs, 10**8)  # bounded by --duration, not by a job count
         submit_task = asyncio.create_task(submit_all(args, stats, deadline, start=args.batch))
-        pilots = [
-            asyncio.create_task(pilot(args, stats, i, deadline, more, True)) for i in range(args.pilots)
-        ]
+        if args.scenario == "harvester":
+            clients = [harvester(args, stats, i, deadline, more) for i in range(args.pilots)]
+        else:
+            clients = [pilot(args, stats, i, deadline, more, True) for i in range(args.pilots)]
+        pilots = [asyncio.create_task(client) for client in clients]
         await submit_task
         more.clear()
         await asyncio.gather(*pilots)
         phases["measure"] = time.monotonic() - t0
+    connections = await end_window(args)
     stop_rss.set()
     profile = finish_profile(args)
     cpu_split = None
@@ -576,9 +778,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         half = rss[len(rss) // 2 :]
         span_s = half[-1][0] - half[0][0]
         rss_slope = round((half[-1][1] - half[0][1]) / span_s * 60, 1) if span_s > 0 else None
-    finished = len(stats.latencies.get("legacy updateJob finished", []))
+    finished = stats.completed
     projection = None
-    if args.scenario in ("lifecycle", "soak") and finished and elapsed:
+    if args.scenario in ("lifecycle", "soak", "harvester") and finished and elapsed:
         per_s = finished / elapsed
         projection = {
             "jobs_completed_per_s": round(per_s, 1),
@@ -600,6 +802,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "submitted": len(stats.submitted),
         "dispatched": stats.dispatched,
         "dispatched_per_s": round(stats.dispatched / elapsed, 1) if elapsed else 0.0,
+        "completed": stats.completed,
+        "api": args.api,
+        "db_connections_opened": connections,
         "methods": methods,
         "rss_kb": {"first": rss[0][1], "max": max(r for _, r in rss), "last": rss[-1][1]} if rss else None,
         "rss_series": rss if args.rss_series else None,
@@ -614,7 +819,8 @@ def table(result: dict[str, Any]) -> str:
         f"{result['submitted']} submitted, {result['dispatched']} dispatched "
         f"({result['dispatched_per_s']}/s), phases {result['phases_s']}, rss {result['rss_kb']}, "
         f"rss slope {result['rss_kib_per_min_second_half']} KiB/min, load {result['loadavg_before']} -> "
-        f"{result['loadavg_after']}, projection {result['projection']}, cores used {result['cpu_cores_used']}",
+        f"{result['loadavg_after']}, projection {result['projection']}, cores used {result['cpu_cores_used']}, "
+        f"api {result['api']}, completed {result['completed']}, db connections opened {result['db_connections_opened']}",
         f"{'method':<34} {'count':>8} {'err':>5} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}",
     ]
     for method, m in result["methods"].items():
@@ -703,15 +909,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--url", default="http://127.0.0.1:25080")
     parser.add_argument(
-        "--scenario", choices=("dispatch", "heartbeat", "lifecycle", "read", "soak"), default="dispatch"
+        "--scenario",
+        choices=("dispatch", "heartbeat", "lifecycle", "read", "soak", "harvester"),
+        default="dispatch",
     )
+    parser.add_argument(
+        "--api",
+        choices=("legacy", "v1"),
+        default="legacy",
+        help="the pilots' calls: legacy getJob/updateJob, or v1 pilot/acquire_jobs and pilot/update_job"
+        " as pilot 3.11 sends them (gzip JSON); the harvester scenario always uses v1",
+    )
+    parser.add_argument("--bulk-min", type=int, default=10, help="harvester: fewest jobs per acquire_jobs")
+    parser.add_argument("--bulk-max", type=int, default=100, help="harvester: most jobs per acquire_jobs")
     parser.add_argument(
         "--start-server", choices=("sqlite", "postgresql"), help="start pandawms httpd on a fresh database"
     )
     parser.add_argument("--workers", type=int, default=2, help="httpd workers (with --start-server)")
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
-        "--db-url", default="", help="the server's database (with --url): refresh its planner statistics after setup"
+        "--db-url",
+        default="",
+        help="the server's database (with --url): refresh its planner statistics after setup",
     )
     parser.add_argument(
         "--server-env", action="append", default=[], help="KEY=VALUE for the started server (repeatable)"
@@ -764,6 +983,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(run(args))
     else:
         result = asyncio.run(run(args))
+    if args.scenario == "harvester":
+        result["api"] = "v1"
     result["server"] = args.start_server or "external"
     result["workers"] = args.workers if args.start_server else None
     print(table(result))

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Every measurement in benchmarks/README.md, one after the other, each bounded (about 40 minutes
+# Every measurement in benchmarks/README.md, one after the other, each bounded (about 50 minutes
 # in all, 25 without the growth steps). Results go to benchmarks/results/<name>.json with the load average before each step in
 # benchmarks/results/uptime.log. Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)
 # and haproxy for the scale-out step.
@@ -29,9 +29,16 @@ step dispatch-pg-rate1000 benchmarks.pandabench --start-server postgresql --work
 step heartbeat-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario heartbeat --jobs 10000 --pilots 200 --measure 30 --duration 180
 step lifecycle-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario lifecycle --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
 step soak-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario soak --heartbeats 0 --pilots 100 --duration 600 --rss-series
+step dispatch-v1-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch --api v1 --jobs 30000 --pilots 200 --duration 180
+step heartbeat-v1-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario heartbeat --api v1 --jobs 10000 --pilots 200 --measure 30 --duration 180
+step lifecycle-v1-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario lifecycle --api v1 --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
+step harvester-pg benchmarks.pandabench --start-server postgresql --workers 2 --scenario harvester --heartbeats 0 --jobs 20000 --pilots 20 --duration 90
 step dispatch-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario dispatch --jobs 30000 --pilots 200 --duration 180
 step heartbeat-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario heartbeat --jobs 10000 --pilots 200 --measure 30 --duration 180
 step lifecycle-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario lifecycle --heartbeats 0 --jobs 20000 --pilots 200 --duration 90
+step dispatch-v1-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario dispatch --api v1 --jobs 30000 --pilots 200 --duration 180
+step heartbeat-v1-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario heartbeat --api v1 --jobs 10000 --pilots 200 --measure 30 --duration 180
+step harvester-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --scenario harvester --heartbeats 0 --jobs 20000 --pilots 20 --duration 90
 step scaleout-pg benchmarks.scaleout --jobs 3000 --pilots 60 --freeze 1 --duration 240
 step growth-pg benchmarks.growth --db postgresql --live 10000,100000,1000000 --archive 10000000 --samples 500
 step growth-sqlite benchmarks.growth --db sqlite --live 10000,100000,1000000 --archive 1000000 --samples 500

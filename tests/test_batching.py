@@ -208,6 +208,21 @@ def test_max_batch_splits_a_long_queue_and_runs_one_batch_per_key_at_a_time() ->
     assert work.max_active == 1
 
 
+def test_max_weight_bounds_a_batch_by_its_items_weights() -> None:
+    """Dispatch weighs a request by the jobs it asks for: a few bulk requests fill a batch.
+
+    An item heavier than the bound still runs (alone), never waits for good.
+    """
+    work = Recorder(pause=0.01)
+    runner: GroupRunner[int, Any] = GroupRunner(work, max_batch=100, weight=lambda item: item, max_weight=10)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(runner.submit("k", i) for i in (4, 5, 1, 30, 2, 9, 1, 1)))
+
+    assert run(main) == [("k", i * 2) for i in (4, 5, 1, 30, 2, 9, 1, 1)]
+    assert [items for _, items in work.batches] == [[4, 5, 1], [30], [2], [9, 1], [1]]
+
+
 def test_the_lane_exists_while_busy_and_is_removed_once_idle() -> None:
     work = Recorder(block_first=True)
     runner: GroupRunner[int, Any] = GroupRunner(work)

@@ -47,7 +47,10 @@ class Settings:
     log_level: str = "INFO"
     #: HTTP worker processes for ``pandawms httpd`` (0 = number of cores).
     workers: int = 0
-    #: Requests one worker process serves at once (its thread pool size).
+    #: Threads one worker process runs for requests. Of them at most ``db_pool_size`` do database
+    #: work at once (see :attr:`request_threads` and :mod:`pandawms.core.dbthreads`): more
+    #: than pooled connections only made the pool open and close overflow connections under
+    #: load. Requests beyond it wait on the event loop (at most ``db_pool_timeout``, then 503).
     worker_threads: int = 40
     #: Host certificate and key for HTTPS; HTTPS is off when the certificate file is not set.
     tls_cert: str = ""
@@ -78,7 +81,11 @@ class Settings:
     #: DB connection pool per process. A node opens at most
     #: ``workers * (db_pool_size + db_max_overflow)`` sessions for its httpd, plus one for the
     #: daemon's runner and one per daemon task running at that moment; size the database's
-    #: ``max_connections`` for the sum over all nodes.
+    #: ``max_connections`` for the sum over all nodes. The rule: database threads per worker =
+    #: ``min(worker_threads, db_pool_size)``, so in steady use every connection is a pooled one,
+    #: opened once; ``db_max_overflow`` is headroom for the few calls outside that count (health
+    #: check, audit record, monitor) and for a thread that needs a second connection (an
+    #: overflow connection is closed again when returned).
     db_pool_size: int = 10
     db_max_overflow: int = 5
     #: Seconds a request waits for a pooled connection before the server answers 503 with
@@ -191,6 +198,11 @@ class Settings:
     token_client_secret: str = ""
     token_scope: str = ""
     token_client_name: str = "pilot_server"
+
+    @property
+    def request_threads(self) -> int:
+        """Database threads per httpd worker: ``worker_threads`` capped at ``db_pool_size``."""
+        return max(1, min(self.worker_threads, self.db_pool_size))
 
     @property
     def effective_db_url(self) -> str:

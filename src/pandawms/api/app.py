@@ -2,7 +2,8 @@
 
 Two URL families share one core: ``/api/v1/<module>/<method>`` (JSON envelope) and
 ``/server/panda/<method>`` (PanDA's legacy dispatcher replies). Handlers run in a thread pool
-because the database layer is synchronous.
+because the database layer is synchronous, except the hot pilot calls, which are ``async``
+(``legacy_async``, an ``async def`` v1 handler) and wait on the worker's group commit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import urllib.parse
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import orjson
@@ -32,6 +33,7 @@ from pandawms.api.multipart import parse_multipart
 from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
 from pandawms.api.params import bind
 from pandawms.core import audit
+from pandawms.core.dbthreads import run_db
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import BUSY_ERRORS, refused_status
 from pandawms.model.errors import PandaError, StatusCode
@@ -453,12 +455,16 @@ class PandaApp:
                 return reply(200, False, exc.message, None)
             handled = True
             try:
-                if (module, name) in _ON_LOOP:
-                    success, message, data = method.handler(ctx, **kwargs)
+                if method.on_loop:
+                    success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
+                elif (module, name) in _ON_LOOP:
+                    success, message, data = cast(v1.Handler, method.handler)(ctx, **kwargs)
                 elif (module, name) in _SUBMISSIONS:
                     success, message, data = await self._submission(method.handler, ctx, kwargs)
                 else:
-                    success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
+                    success, message, data = await run_db(
+                        self.rt, cast(v1.Handler, method.handler), ctx, **kwargs
+                    )
             except PandaError as exc:
                 if rule.audit:
                     await self._audit(ctx, f"{module}/{name}", kwargs, "refused", exc.message)
@@ -551,7 +557,7 @@ class PandaApp:
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))
             assert handler is not None
-            return render(200, await run_in_threadpool(handler, ctx, params))
+            return render(200, await run_db(self.rt, handler, ctx, params))
         except PandaError as exc:
             log.info("%s %s refused: %s", request_id, name, exc.message)
             status, body, ctype, _ = render(

@@ -7,6 +7,7 @@ accepts it and url-encoded otherwise (:mod:`pandawms.api.app` does the encoding)
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
 from pandawms.core import dispatch, heartbeat, jobs_read, pilot_binding
+from pandawms.core.dbthreads import run_db
 from pandawms.core.heartbeat import PilotUpdate
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
+from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
 
 log = logging.getLogger("pandawms.api.legacy")
@@ -206,7 +208,7 @@ async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     req, bulk, harvester_id, worker_id = _dispatch_request(params)
     found = await dispatch.acquire_jobs_async(ctx.rt, req, ctx.who)
     if found and _needs_thread(req, harvester_id, worker_id):
-        return await run_in_threadpool(_get_job_reply, ctx, req, bulk, harvester_id, worker_id, found)
+        return await run_db(ctx.rt, _get_job_reply, ctx, req, bulk, harvester_id, worker_id, found)
     return _get_job_reply(ctx, req, bulk, harvester_id, worker_id, found)
 
 
@@ -225,14 +227,6 @@ def _update_reply(result: heartbeat.UpdateResult) -> Reply:
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 
-def update_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """One updateJob in the calling thread (``updateJobsInBulk``)."""
-    upd = _parsed_update(ctx, params)
-    if isinstance(upd, Reply):
-        return upd
-    return _update_reply(heartbeat.update_job(ctx.rt, upd))
-
-
 @legacy_async("updateJob")
 async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
@@ -244,9 +238,13 @@ async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Repl
     return _update_reply(await heartbeat.update_job_grouped(ctx.rt, upd))
 
 
-@legacy("updateJobsInBulk")
-def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``."""
+@legacy_async("updateJobsInBulk")
+async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``.
+
+    Each entry joins the group commit like a single updateJob and gets its own result; a busy
+    database fails the call (503).
+    """
     raw = params.get("jobList")
     try:
         items = orjson.loads(raw) if isinstance(raw, str) else raw
@@ -256,16 +254,28 @@ def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
         raise PandaError("jobList must be a JSON list")
     if len(items) > 1000:
         raise PandaError("jobList has more than 1000 entries", http_status=413)
-    results: list[Any] = []
-    for item in items:
+
+    async def one(item: Any) -> Any:
         if not isinstance(item, dict):
-            results.append({"StatusCode": int(StatusCode.INVALID), "errorDialog": "entry is not an object"})
-            continue
+            return {"StatusCode": int(StatusCode.INVALID), "errorDialog": "entry is not an object"}
         try:
-            reply = update_job(ctx, {k: (v if isinstance(v, str) else str(v)) for k, v in item.items()})
-            results.append(reply.body)
+            fields = {k: (v if isinstance(v, str) else str(v)) for k, v in item.items()}
+            reply = await update_job_routed(ctx, fields)
+            return reply.body
         except PandaError as exc:
-            results.append({"StatusCode": exc.code, "errorDialog": exc.message})
+            return {"StatusCode": exc.code, "errorDialog": exc.message}
+        except Exception as exc:
+            if refused_status(exc) is None:
+                raise
+            return {
+                "StatusCode": int(StatusCode.INVALID),
+                "errorDialog": "the database refused a value of this entry",
+            }
+
+    results = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, BaseException):
+            raise outcome
     return Reply([True, results], "json")
 
 

@@ -2,14 +2,18 @@
 
 Methods are registered with their HTTP verb and declared parameters; the app checks both
 before calling the handler, which returns ``(success, message, data)`` or raises PandaError.
+A handler written ``async def`` runs on the event loop (the hot pilot calls, which wait on the
+worker's group commit instead of holding a thread); a plain ``def`` runs in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,13 +22,16 @@ from pandawms.api.jobspec_codec import decode_state_list, encode_job
 from pandawms.api.params import Param
 from pandawms.api.pilot_codec import job_for_pilot, parse_update, v1_to_legacy
 from pandawms.core import dispatch, heartbeat, jobs_read, kill, pilot_binding, submit
+from pandawms.core.dbthreads import run_db
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
+from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
 
 log = logging.getLogger("pandawms.api.v1")
 
 Result = tuple[bool, str, Any]
 Handler = Callable[..., Result]
+AsyncHandler = Callable[..., Awaitable[Result]]
 
 
 @dataclass(frozen=True)
@@ -35,17 +42,22 @@ class Method:
     name: str
     verb: str
     params: dict[str, Param]
-    handler: Handler
+    handler: Handler | AsyncHandler
+    #: True for an ``async def`` handler: the app awaits it on the event loop, no thread.
+    on_loop: bool = False
 
 
 METHODS: dict[tuple[str, str], Method] = {}
 
+H = TypeVar("H", Handler, AsyncHandler)
 
-def v1(module: str, name: str, verb: str, **params: Param) -> Callable[[Handler], Handler]:
-    """Register a handler as ``/api/v1/<module>/<name>``."""
 
-    def register(func: Handler) -> Handler:
-        METHODS[(module, name)] = Method(module, name, verb, params, func)
+def v1(module: str, name: str, verb: str, **params: Param) -> Callable[[H], H]:
+    """Register a handler as ``/api/v1/<module>/<name>``; ``async def`` handlers run on the loop."""
+
+    def register(func: H) -> H:
+        on_loop = inspect.iscoroutinefunction(func)
+        METHODS[(module, name)] = Method(module, name, verb, params, func, on_loop)
         return func
 
     return register
@@ -189,8 +201,13 @@ def job_get_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Res
     via_topic=Param("bool", False),
     remaining_time=Param("int", None),
 )
-def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
-    """Dispatch jobs to a pilot or Harvester: always the bulk form."""
+async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
+    """Dispatch jobs to a pilot or Harvester: always the bulk form.
+
+    Runs on the event loop and shares the worker's group commit with the legacy getJob
+    (:func:`pandawms.core.dispatch.acquire_jobs_async`), Harvester's requests for tens of jobs
+    included; a thread is used afterwards only when the answer needs the database again.
+    """
     if kw["harvester_id"] is not None:
         from pandawms.core.workers import check_harvester_id
 
@@ -211,13 +228,30 @@ def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
         background=kw["background"],
         job_type=kw["job_type"],
     )
-    found = dispatch.acquire_jobs(ctx.rt, req, ctx.who)
+    found = await dispatch.acquire_jobs_async(ctx.rt, req, ctx.who)
     if not found:
         return False, "No jobs in PanDA", None
-    if kw["harvester_id"] and kw["worker_id"] is not None:
+    link = bool(kw["harvester_id"]) and kw["worker_id"] is not None
+    counts_sent = req.prod_source_label in (None, "managed")
+    if link or (counts_sent and dispatch.recently_sent_cached(req.site) is None):
+        return await run_db(
+            ctx.rt, _acquire_reply, ctx, req, kw["harvester_id"] if link else None, kw["worker_id"], found
+        )
+    return _acquire_reply(ctx, req, None, None, found)
+
+
+def _acquire_reply(
+    ctx: RequestContext,
+    req: dispatch.DispatchRequest,
+    harvester_id: str | None,
+    worker_id: int | None,
+    found: list[dict[str, Any]],
+) -> Result:
+    """acquire_jobs' answer; links the jobs to the Harvester worker when one is named."""
+    if harvester_id and worker_id is not None:
         from pandawms.core.workers import link_dispatched
 
-        link_dispatched(ctx.rt, kw["harvester_id"], kw["worker_id"], req.site, [j["PandaID"] for j in found])
+        link_dispatched(ctx.rt, harvester_id, worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
     )
@@ -237,7 +271,8 @@ _UPDATE_PARAMS = {
 }
 
 
-def _update_one(ctx: RequestContext, params: dict[str, Any]) -> Result:
+def _parsed_update(ctx: RequestContext, params: dict[str, Any]) -> heartbeat.PilotUpdate | Result:
+    """The update to apply, or the refusal that needs no database."""
     legacy = v1_to_legacy({k: v for k, v in params.items() if v is not None})
     try:
         upd = parse_update(legacy, pilot_binding.caller_for(ctx.rt, ctx.who))
@@ -245,14 +280,29 @@ def _update_one(ctx: RequestContext, params: dict[str, Any]) -> Result:
         return False, exc.message, {"StatusCode": int(StatusCode.INVALID)}
     if upd.state not in heartbeat.PILOT_REPORTABLE:
         return False, f"invalid job_status {upd.state!r}", {"StatusCode": int(StatusCode.INVALID)}
-    result = heartbeat.update_job(ctx.rt, upd)
+    return upd
+
+
+async def _update_one(ctx: RequestContext, params: dict[str, Any]) -> Result:
+    """One update through the worker's group commit, the same entry as the legacy updateJob."""
+    upd = _parsed_update(ctx, params)
+    if isinstance(upd, tuple):
+        return upd
+    result = await heartbeat.update_job_grouped(ctx.rt, upd)
     return ok({"StatusCode": int(result.status_code), "command": result.command})
 
 
 @v1("pilot", "update_job", "POST", job_id=Param("int"), job_status=Param("str"), **_UPDATE_PARAMS)
-def pilot_update_job(ctx: RequestContext, **kw: Any) -> Result:
+async def pilot_update_job(ctx: RequestContext, **kw: Any) -> Result:
     """One heartbeat or state change."""
-    return _update_one(ctx, kw)
+    return await _update_one(ctx, kw)
+
+
+def _refused_item(exc: BaseException) -> str:
+    """A database refusal of one item, in one line (no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"the database refused a value of this entry: {first[:200]}"
 
 
 @v1(
@@ -262,23 +312,38 @@ def pilot_update_job(ctx: RequestContext, **kw: Any) -> Result:
     job_list=Param("json", max_items=1000),
     harvester_id=Param("str", None),
 )
-def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_id: str | None) -> Result:
-    """Several updates; one v1 envelope per job, in order."""
+async def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_id: str | None) -> Result:
+    """Several updates; one v1 envelope per job, in order.
+
+    Every entry joins the worker's heartbeat or state-change batches like a single update
+    (so one call of 100 entries costs about one transaction, not 100) and is answered on its
+    own: a refused entry fails alone. A busy database fails the call (503, to be retried).
+    """
     if not isinstance(job_list, list):
         raise PandaError("Argument error: job_list must be a list of objects")
     if len(job_list) > 1000:
         raise PandaError("Argument error: job_list has more than 1000 entries", http_status=413)
-    out = []
-    for index, item in enumerate(job_list):
+
+    async def one(index: int, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
-            out.append({"success": False, "message": f"entry {index} is not an object", "data": None})
-            continue
+            return {"success": False, "message": f"entry {index} is not an object", "data": None}
         try:
-            success, message, data = _update_one(ctx, item)
+            success, message, data = await _update_one(ctx, item)
         except PandaError as exc:
             success, message, data = False, exc.message, {"StatusCode": exc.code}
-        out.append({"success": success, "message": message, "data": data})
-    return ok(out)
+        except Exception as exc:
+            if refused_status(exc) is None:
+                raise
+            success, message, data = False, _refused_item(exc), {"StatusCode": int(StatusCode.INVALID)}
+        return {"success": success, "message": message, "data": data}
+
+    outcomes = await asyncio.gather(
+        *(one(i, item) for i, item in enumerate(job_list)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return ok(outcomes)
 
 
 @v1("pilot", "get_job_status", "GET", job_ids=IDS, timeout=STATUS_TIMEOUT)

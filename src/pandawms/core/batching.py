@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import Connection, Engine
 
+from pandawms.core.dbthreads import run_db
 from pandawms.db.engine import BUSY_ERRORS, is_deadlock, write_tx
 
 log = logging.getLogger("pandawms.core.batching")
@@ -51,10 +53,34 @@ class GroupRunner(Generic[Item, Result]):
         self,
         work: Callable[[Hashable, Sequence[Item]], list[Result | BaseException]],
         max_batch: int = 200,
+        weight: Callable[[Item], int] | None = None,
+        max_weight: int = 0,
+        runtime_of: Callable[[Item], Any] | None = None,
     ) -> None:
+        """``weight`` and ``max_weight`` (optional) also bound a batch by the sum of its items'
+        weights (jobs asked for, for dispatch), so a few requests for many jobs each do not
+        make one huge transaction; a batch always takes at least one item. ``runtime_of`` gives
+        the Runtime of an item: the batch's thread then takes one of the worker's database
+        places (:func:`pandawms.core.dbthreads.run_db`) like any other database request.
+        """
         self.work = work
         self.max_batch = max_batch
+        self.weight = weight
+        self.max_weight = max_weight
+        self.runtime_of = runtime_of
         self.lanes: dict[Hashable, _Lane[Item, Result]] = {}
+
+    def _take(self, pending: list[tuple[Item, asyncio.Future[Result]]]) -> int:
+        """How many of the pending items the next batch takes."""
+        count = min(len(pending), self.max_batch)
+        if self.weight is None or self.max_weight <= 0:
+            return count
+        total = 0
+        for index in range(count):
+            total += self.weight(pending[index][0])
+            if total > self.max_weight and index > 0:
+                return index
+        return count
 
     async def submit(self, key: Hashable, item: Item, parallel: int = 1) -> Result:
         """Queue ``item`` under ``key`` and wait for its outcome.
@@ -76,11 +102,15 @@ class GroupRunner(Generic[Item, Result]):
     async def _drain(self, key: Hashable, lane: _Lane[Item, Result]) -> None:
         try:
             while lane.pending:
-                batch = lane.pending[: self.max_batch]
-                del lane.pending[: self.max_batch]
+                size = self._take(lane.pending)
+                batch = lane.pending[:size]
+                del lane.pending[:size]
                 items = [item for item, _ in batch]
                 try:
-                    outcomes = await to_thread.run_sync(self.work, key, items)
+                    if self.runtime_of is not None:
+                        outcomes = await run_db(self.runtime_of(items[0]), self.work, key, items)
+                    else:
+                        outcomes = await to_thread.run_sync(self.work, key, items)
                     if len(outcomes) != len(batch):
                         raise RuntimeError(f"batch of {len(batch)} got {len(outcomes)} outcomes")
                 except Exception as exc:  # noqa: BLE001 - handed to every request of the batch
@@ -111,6 +141,7 @@ def one_transaction_or_each(
     in_transaction: Callable[[Connection, Item], Result],
     alone: Callable[[Item], Result],
     what: str,
+    around: Callable[[Connection], AbstractContextManager[Any]] | None = None,
 ) -> list[Any]:
     """``in_transaction`` for every item in one write transaction, in the order given.
 
@@ -118,10 +149,12 @@ def one_transaction_or_each(
     with another worker's batch), it is rolled back and every item runs ``alone``, so only that
     item fails (its exception is its outcome). A busy or unreachable database fails the batch:
     the caller answers every request with a 503. Logs "<what> of N refused|deadlocked;
-    retrying one by one" when it falls back.
+    retrying one by one" when it falls back. ``around(conn)``, when given, is entered in the
+    shared transaction before the first item and left after the last, before the commit: work
+    done once for the whole batch (reading every row at once, writing collected rows).
     """
     try:
-        with write_tx(engine) as conn:
+        with write_tx(engine) as conn, around(conn) if around is not None else nullcontext():
             return [in_transaction(conn, item) for item in items]
     except BUSY_ERRORS as exc:
         if len(items) == 1 or not is_deadlock(exc):

@@ -206,14 +206,16 @@ def _batch_key(req: DispatchRequest, who: Identity) -> tuple[Any, ...]:
 
 #: Most requests one dispatch transaction serves.
 MAX_BATCH = 200
+#: Most jobs one dispatch transaction hands out (Harvester asks for tens at a time); a single
+#: request for more still runs, alone.
+MAX_JOBS_PER_BATCH = 1000
 
 
 def acquire_jobs(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
     """Flip up to ``req.n_jobs`` matching activated jobs to ``sent``; return them in full.
 
-    Highest currentPriority first, then oldest (lowest PandaID). For callers in a thread
-    (Harvester's v1 ``pilot/acquire_jobs``, which asks for many jobs at once); the pilots'
-    getJob comes through :func:`acquire_jobs_async`.
+    Highest currentPriority first, then oldest (lowest PandaID). For callers in a thread;
+    the API's getJob and ``pilot/acquire_jobs`` come through :func:`acquire_jobs_async`.
     """
     _validate(rt, req)
     return _acquire_batch(rt, [req], who)[0]
@@ -225,7 +227,11 @@ def _dispatch_batch(_key: Hashable, items: Sequence[tuple[Runtime, DispatchReque
 
 
 _RUNNER: GroupRunner[tuple[Runtime, DispatchRequest, Identity], list[dict[str, Any]]] = GroupRunner(
-    _dispatch_batch, max_batch=MAX_BATCH
+    _dispatch_batch,
+    max_batch=MAX_BATCH,
+    weight=lambda item: item[1].n_jobs,
+    max_weight=MAX_JOBS_PER_BATCH,
+    runtime_of=lambda item: item[0],
 )
 
 

@@ -11,7 +11,8 @@ In strict mode an update is accepted only from the credential the job was dispat
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import contextlib
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.output_report import finalize
 from pandawms.core.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.core.transitions import move_job
+from pandawms.core.transitions import deferring, move_job, replace_row
 from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
 from pandawms.db.schema_user import job_debug_output
@@ -91,21 +92,14 @@ def _store_side_data(conn: Connection, upd: PilotUpdate, now: Any) -> None:
     """Keep the final report, job report (metadata) and pilot log; replace an earlier copy."""
     pid = upd.panda_id
     if upd.state in FINAL_REPORTS:
-        conn.execute(job_output_reports.delete().where(job_output_reports.c.PandaID == pid))
-        conn.execute(
-            job_output_reports.insert().values(
-                PandaID=pid, attemptNr=upd.attempt_nr, jobStatus=upd.state, data=upd.report, timeStamp=now
-            )
-        )
+        row = {"PandaID": pid, "attemptNr": upd.attempt_nr, "jobStatus": upd.state, "data": upd.report}
+        replace_row(conn, job_output_reports, {**row, "timeStamp": now})
     if upd.metadata:
-        conn.execute(job_metadata.delete().where(job_metadata.c.PandaID == pid))
-        conn.execute(job_metadata.insert().values(PandaID=pid, metaData=upd.metadata))
+        replace_row(conn, job_metadata, {"PandaID": pid, "metaData": upd.metadata})
     if upd.pilot_log:
-        conn.execute(pilot_logs.delete().where(pilot_logs.c.PandaID == pid))
-        conn.execute(pilot_logs.insert().values(PandaID=pid, log=upd.pilot_log, timeStamp=now))
+        replace_row(conn, pilot_logs, {"PandaID": pid, "log": upd.pilot_log, "timeStamp": now})
     if upd.stdout:
-        conn.execute(job_debug_output.delete().where(job_debug_output.c.PandaID == pid))
-        conn.execute(job_debug_output.insert().values(PandaID=pid, stdOut=upd.stdout, modificationTime=now))
+        replace_row(conn, job_debug_output, {"PandaID": pid, "stdOut": upd.stdout, "modificationTime": now})
 
 
 def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
@@ -237,7 +231,9 @@ def _in_item_order(order: list[int], outcomes: list[Any]) -> list[Any]:
     return out
 
 
-_PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(_plain_batch)
+_PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(
+    _plain_batch, runtime_of=lambda item: item[0]
+)
 
 
 def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult:
@@ -255,15 +251,41 @@ def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult
         return _apply_update(conn, rt, upd, now)
 
 
-def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult:
-    """The full update path inside the caller's transaction (locked read, decide, write)."""
-    stmt = select(*[jobs.c[c] for c in _READ_COLUMNS]).where(jobs.c.PandaID == upd.panda_id)
+def _locked_rows(conn: Connection, rt: Runtime, panda_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The rows the update path reads, locked (``FOR UPDATE`` outside SQLite), in PandaID order.
+
+    SQLite needs no row lock: the write transaction holds the database from BEGIN.
+    """
+    stmt = (
+        select(*[jobs.c[c] for c in _READ_COLUMNS])
+        .where(jobs.c.PandaID.in_(sorted(set(panda_ids))))
+        .order_by(jobs.c.PandaID)
+    )
     if rt.backend != "sqlite":
         stmt = stmt.with_for_update()
-    row = conn.execute(stmt).mappings().first()
-    if row is None:
-        return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
-    job = dict(row)
+    return {int(row["PandaID"]): dict(row) for row in conn.execute(stmt).mappings()}
+
+
+def _apply_update(
+    conn: Connection,
+    rt: Runtime,
+    upd: PilotUpdate,
+    now: Any,
+    prefetched: dict[int, dict[str, Any]] | None = None,
+) -> UpdateResult:
+    """The full update path inside the caller's transaction (locked read, decide, write).
+
+    ``prefetched``: rows a batch already read and locked for all its items at once; an item
+    takes its job's row out, so a second update of the same job in the batch reads it again
+    (with the first one's changes).
+    """
+    if prefetched is not None and upd.panda_id in prefetched:
+        job = prefetched.pop(upd.panda_id)
+    else:
+        found = _locked_rows(conn, rt, [upd.panda_id])
+        if not found:
+            return UpdateResult(StatusCode.SUCCESS, TOBEKILLED)
+        job = found[upd.panda_id]
     # Before anything is written: a refusal leaves the transaction (and a batch) untouched.
     pilot_binding.check(job, upd.caller)
     if upd.attempt_nr is not None and job["attemptNr"] is not None and upd.attempt_nr != job["attemptNr"]:
@@ -300,29 +322,45 @@ def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) ->
     rt = items[0][0]
     now = utcnow()
     order = _by_panda_id(items)
+    updates = [items[i][1] for i in order]
+    rows: dict[int, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def batch_work(conn: Connection) -> Iterator[None]:
+        # One locked read of every job of the batch, and the status-log rows and reports of
+        # the whole batch written at its end (one statement per table), in its transaction.
+        rows.update(_locked_rows(conn, rt, [upd.panda_id for upd in updates]))
+        with deferring(conn):
+            yield
+
     done = one_transaction_or_each(
         rt.engine,
-        [items[i][1] for i in order],
-        lambda conn, upd: _refusal_as_outcome(conn, rt, upd, now),
+        updates,
+        lambda conn, upd: _refusal_as_outcome(conn, rt, upd, now, rows),
         lambda upd: update_job(rt, upd, fast=False),
         "update batch",
+        around=batch_work,
     )
     return _in_item_order(order, done)
 
 
-def _refusal_as_outcome(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> Any:
+def _refusal_as_outcome(
+    conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any, prefetched: dict[int, dict[str, Any]]
+) -> Any:
     """:func:`_apply_update` in a batch; a binding refusal is this item's outcome.
 
     The refusal comes before the item wrote anything, so the batch carries on instead of
     rolling back and rerunning every item alone.
     """
     try:
-        return _apply_update(conn, rt, upd, now)
+        return _apply_update(conn, rt, upd, now, prefetched)
     except NotDispatchedToYou as exc:
         return exc
 
 
-_FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(_full_batch)
+_FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(
+    _full_batch, runtime_of=lambda item: item[0]
+)
 
 
 async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:

@@ -13,8 +13,10 @@ instead of piling requests up in the server.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,7 @@ def make_engine(
             connect_args={"timeout": 60, "check_same_thread": False},
         )
         _setup_sqlite(engine)
+        _count_connects(engine)
         return engine
     kwargs: dict[str, Any] = {
         "echo": echo,
@@ -120,6 +123,7 @@ def make_engine(
     _ping_when_idle(engine)
     if kind in ("mysql", "mariadb") and statement_timeout_ms > 0:
         _mariadb_statement_timeout(engine, statement_timeout_ms)
+    _count_connects(engine)
     return engine
 
 
@@ -137,6 +141,36 @@ def _mariadb_statement_timeout(engine: Engine, statement_timeout_ms: int) -> Non
             return
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET SESSION max_statement_time = {statement_timeout_ms / 1000:.3f}")
+
+
+class _Opened:
+    """How many database connections an engine's pool has opened (``connect`` events)."""
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count(1)
+        self.value = 0
+
+    def bump(self, *_args: Any) -> None:
+        self.value = next(self._ticks)  # next() of a count is atomic: no lock on the hot path
+
+
+_OPENED: weakref.WeakKeyDictionary[Engine, _Opened] = weakref.WeakKeyDictionary()
+
+
+def _count_connects(engine: Engine) -> None:
+    opened = _OPENED[engine] = _Opened()
+    event.listen(engine, "connect", opened.bump)
+
+
+def connections_opened(engine: Engine) -> int:
+    """Connections ``engine`` has opened so far (0 for an engine not made by :func:`make_engine`).
+
+    With threads capped to the pool (``Settings.request_threads``) this stays at the pool size
+    in steady use; a count that keeps rising means connections are being opened and closed per
+    request (overflow churn). Exposed in ``/metrics`` as ``pandawms_db_connections_opened_total``.
+    """
+    opened = _OPENED.get(engine)
+    return opened.value if opened is not None else 0
 
 
 #: A pooled connection unused for longer than this is checked with a ping before it is handed out.

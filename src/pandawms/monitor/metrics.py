@@ -244,6 +244,12 @@ class Registry:
             store.set("pool_size", float(pool.size()))
         except (AttributeError, TypeError):
             pass
+        from pandawms.db.engine import connections_opened
+
+        try:
+            store.set("db_connections_opened", float(connections_opened(self.engine)))
+        except TypeError:  # not an Engine (weak references need one)
+            pass
 
     def collect(self) -> tuple[dict[str, float], dict[str, float], int]:
         """(summed counters, summed live gauges, processes counted) over this server's processes."""
@@ -379,6 +385,10 @@ def request_lines() -> list[str]:
         "# HELP pandawms_db_pool_size Configured pool size, summed over the server's processes.",
         "# TYPE pandawms_db_pool_size gauge",
         f"pandawms_db_pool_size {_num(gauges.get('pool_size', 0.0))}",
+        "# HELP pandawms_db_connections_opened_total Database connections opened by the server's pools,"
+        " summed over its processes (flat in steady use: every request reuses a pooled connection).",
+        "# TYPE pandawms_db_connections_opened_total counter",
+        f"pandawms_db_connections_opened_total {_num(counters.get('db_connections_opened', 0.0))}",
         "# HELP pandawms_metrics_processes Server processes whose request counters are included.",
         "# TYPE pandawms_metrics_processes gauge",
         f"pandawms_metrics_processes {processes}",
