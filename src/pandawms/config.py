@@ -129,6 +129,8 @@ class Settings:
     wn_script_base_url: str = "http://pandaserver-doma.cern.ch:25080/trf/user"
     #: Most jobs the task manager makes for one task in one pass.
     task_jobs_per_pass: int = 1000
+    #: JSON file of retry rules replacing the built-in ones (docs in core/retry_rules.py).
+    retry_rules: str = ""
 
     @property
     def effective_db_url(self) -> str:

@@ -292,3 +292,4 @@ def pilot_get_job_status(ctx: RequestContext, job_ids: list[int]) -> Result:
 # Methods kept in their own modules register themselves on import (they use the names above).
 from pandawms.api import v1_harvester as _v1_harvester  # noqa: E402, F401
 from pandawms.api import v1_tasks as _v1_tasks  # noqa: E402, F401
+from pandawms.api import v1_worker_nodes as _v1_worker_nodes  # noqa: E402, F401
