@@ -143,11 +143,11 @@ def test_a_payload_failure_is_final_and_says_so(rt: Runtime) -> None:
     panda_id = _failed_job(rt, pilotErrorCode=1305, transExitCode="3", exeErrorCode=3)
     with write_tx(rt.engine) as conn:
         assert retry_if_possible(conn, panda_id, utcnow(), "node") is None
-    assert _reasons(rt, panda_id)[-1] == "no retry rule matches: final, not retried"
+    assert _reasons(rt, panda_id)[-1].endswith("; no retry rule matches: final, not retried")
     killed = _failed_job(rt, pilotErrorCode=1144)
     with write_tx(rt.engine) as conn:
         assert retry_if_possible(conn, killed, utcnow(), "node") is None
-    assert _reasons(rt, killed)[-1] == "retry rule killed-by-panda: final, not retried"
+    assert _reasons(rt, killed)[-1].endswith("; retry rule killed-by-panda: final, not retried")
 
 
 def test_a_lost_heartbeat_is_retried_by_rule(rt: Runtime) -> None:
@@ -175,7 +175,8 @@ def test_a_lost_heartbeat_is_retried_by_rule(rt: Runtime) -> None:
     assert new_log and new_log != old_log
     assert parent["taskBufferErrorCode"] == 106 and "lost-heartbeat" in parent["taskBufferErrorDiag"]
     assert any(
-        r.startswith("retry rule lost-heartbeat (jobDispatcherErrorCode=100): retried as PandaID=")
+        r.startswith("watcher: lost heartbeat")
+        and "; retry rule lost-heartbeat (jobDispatcherErrorCode=100): retried as PandaID=" in r
         for r in _reasons(rt, panda_id)
     )
     assert _reasons(rt, child["PandaID"])[-1].endswith("by retry rule lost-heartbeat")

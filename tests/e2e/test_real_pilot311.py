@@ -226,7 +226,8 @@ def test_pilot311_atlas_reports_its_node_and_runs_without_waiting(
     (job,) = _describe(server.base, [pid])
     assert job["jobStatus"] == "finished", logs
     assert run.job_ids == [pid], logs
-    assert "update_worker_node" in logs and "Inserted new worker node." in logs, logs
+    full = run.stdout_path.read_text(errors="replace")
+    assert "api/v1/pilot/update_worker_node" in full and "Inserted new worker node." in full, logs
     engine = create_engine(server.db_url)
     with engine.connect() as conn:
         nodes = [dict(r) for r in conn.execute(select(worker_node)).mappings()]

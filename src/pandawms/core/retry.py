@@ -22,7 +22,7 @@ from sqlalchemy import Connection, insert, select
 
 from pandawms.core.retry_rules import RetryRule, decide
 from pandawms.core.transitions import log_statuses
-from pandawms.db.schema import files, job_params, jobs
+from pandawms.db.schema import files, job_params, job_status_log, jobs
 from pandawms.model.errors import TaskBufferError
 from pandawms.model.jobspec import FILE_ATTRIBUTE_NAMES, JOB_ZERO_ATTRIBUTES
 
@@ -93,9 +93,22 @@ def should_retry(job: dict[str, Any]) -> bool:
     return rule is not None and rule.action == "retry"
 
 
-def _record(conn: Connection, job: dict[str, Any], now: dt.datetime, reason: str) -> None:
-    """A history row on the failed job saying what the retry rules decided."""
-    log_statuses(conn, [job], job["jobStatus"], now, reason=reason)
+def _record(conn: Connection, job: dict[str, Any], reason: str) -> None:
+    """Add what the retry rules decided to the reason of the row that failed the job.
+
+    The failing move was logged in this same transaction; amending it keeps the history a list
+    of real state changes (no failed -> failed rows) while the job page shows the rule.
+    """
+    last = conn.execute(
+        select(job_status_log.c.id, job_status_log.c.reason)
+        .where(job_status_log.c.PandaID == job["PandaID"])
+        .order_by(job_status_log.c.id.desc())
+        .limit(1)
+    ).first()
+    if last is None:
+        return
+    text = f"{last.reason}; {reason}" if last.reason else reason
+    conn.execute(job_status_log.update().where(job_status_log.c.id == last.id).values(reason=text[:250]))
 
 
 def _renamed(lfn: str, attempt: int) -> str:
@@ -111,7 +124,7 @@ def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: s
     rule: RetryRule | None = decide(old)
     if rule is None or rule.action != "retry":
         why = f"retry rule {rule.name}" if rule is not None else "no retry rule matches"
-        _record(conn, old, now, f"{why}: final, not retried")
+        _record(conn, old, f"{why}: final, not retried")
         return None
     attempt = (old["attemptNr"] or 0) + 1
     new = {k: v for k, v in old.items() if k != "PandaID"}
@@ -163,7 +176,6 @@ def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: s
     _record(
         conn,
         old,
-        now,
         f"retry rule {rule.name} ({rule.source}={old.get(rule.source)}): retried as PandaID={new_id}",
     )
     log_statuses(
