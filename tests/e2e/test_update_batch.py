@@ -324,6 +324,7 @@ def test_a_final_report_the_database_refuses_fails_alone(server: ServerProcess) 
                     "failed" if _pid(job) in failing else "finished",
                     i,
                     guid=POISON if _pid(job) == bad else None,
+                    **({"pilotErrorCode": "1099"} if _pid(job) in failing else {}),  # recoverable
                 )
                 for i, job in enumerate(jobs)
             ]
