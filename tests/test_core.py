@@ -205,7 +205,8 @@ def test_failed_jobs_are_retried_until_max_attempt(rt: Runtime) -> None:
     for attempt in range(3):
         (got,) = _dispatch(rt)
         assert got == chain[-1]
-        result = heartbeat.update_job(rt, PilotUpdate(got, "failed", attempt, {"pilotErrorCode": 1305}))
+        # 1099: stage-in failed, an error the retry rules call recoverable
+        result = heartbeat.update_job(rt, PilotUpdate(got, "failed", attempt, {"pilotErrorCode": 1099}))
         assert result.job_status == "failed"
         with rt.engine.connect() as conn:
             child = conn.execute(select(jobs.c.PandaID).where(jobs.c.parentID == got)).scalar()
@@ -224,7 +225,9 @@ def test_failed_jobs_are_retried_until_max_attempt(rt: Runtime) -> None:
     described = {j["PandaID"]: j for j in jobs_read.get_descriptions(rt, chain, include_archive=True) if j}
     assert [described[p]["attemptNr"] for p in chain] == [0, 1, 2]
     assert described[chain[0]]["taskBufferErrorCode"] == 106
-    assert described[chain[0]]["taskBufferErrorDiag"] == f"retried as PandaID={chain[1]}"
+    assert described[chain[0]]["taskBufferErrorDiag"] == (
+        f"retried as PandaID={chain[1]} (retry rule stage-in-or-out-trouble)"
+    )
     assert [f["lfn"] for f in described[chain[2]]["Files"]] == ["out.root.2", "job.log.tgz.2"]
     assert described[chain[2]]["parentID"] == chain[1]
     assert described[chain[2]]["jobParameters"] == "echo hello"

@@ -49,7 +49,8 @@ def test_watcher_fails_silent_jobs_with_the_right_code(rt: Runtime) -> None:
     _age(rt, killed, 8000)
     _age(rt, fresh, 60)
     counts = fail_stale_jobs(rt)
-    assert counts == {"failed": 3, "cancelled": 1, "retried": 3}
+    # lost heartbeat (100) and never picked up (102) are retried; a timeout in holding (103) is final
+    assert counts == {"failed": 3, "cancelled": 1, "retried": 2}
     found = {j["PandaID"]: j for j in jobs_read.get_descriptions(rt, ids, include_archive=True) if j}
     assert found[sent]["jobDispatcherErrorCode"] == 102
     assert found[running]["jobDispatcherErrorCode"] == 100

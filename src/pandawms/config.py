@@ -199,6 +199,9 @@ class Settings:
     token_scope: str = ""
     token_client_name: str = "pilot_server"
 
+    #: JSON file of retry rules replacing the built-in ones (docs in core/retry_rules.py).
+    retry_rules: str = ""
+
     @property
     def request_threads(self) -> int:
         """Database threads per httpd worker: ``worker_threads`` capped at ``db_pool_size``."""

@@ -20,6 +20,11 @@ fetched once with pip into a cache directory (``PANDAWMS_PILOT_CACHE``, default
 run (no pilot, Python 3.13+, no ``unshare`` permission, sdist not reachable) the tests skip with
 the reason, or fail with it when ``PANDAWMS_REQUIRE_PILOT=1`` (for CI).
 
+The newest pilot (3.11) is not on PyPI: its source tarball ``pilot3-<version>.tar.gz`` is read
+from ``PANDAWMS_PILOT3_TARBALL`` or from ``shared/clients/`` beside the project root, unpacked
+once into the cache directory, and run from there (``flavour="3.11"``); its own ``pilot``
+package then comes first on its path, whatever panda-pilot is installed.
+
 Typical use (see ``tests/e2e/test_real_pilot.py``)::
 
     load_queues(server.db_url, {"LOCAL_PILOT": queue_definition("LOCAL_PILOT")})
@@ -51,6 +56,8 @@ from typing import Any
 #: Transformations must start with one of the pilot's whitelisted base URLs; with
 #: HARVESTER_WORKDIR set the script is copied from there and this host is never contacted.
 TRF_BASE = "http://pandaserver-doma.cern.ch:25080/trf/user"
+#: The same for pilot 3.11, whose generic user whitelists the https form.
+TRF_BASE_311 = "https://pandaserver-doma.cern.ch/trf/user"
 #: Where every URL of the pilot's configuration that is not pandawms points: nobody listens.
 CLOSED = "http://127.0.0.1:1"
 #: The storage endpoint the log and outputs are "transferred" to (a local directory, with mv).
@@ -59,9 +66,9 @@ LOCAL_ENDPOINT = "LOCAL_DISK"
 _SAFE_ENV_DROP = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
-def trf_url(script: str) -> str:
+def trf_url(script: str, version: str = "pypi") -> str:
     """The transformation URL for a payload script written with :func:`write_payload`."""
-    return f"{TRF_BASE}/{script}"
+    return f"{TRF_BASE_311 if version == '3.11' else TRF_BASE}/{script}"
 
 
 def write_payload(trf_dir: Path, script: str, body: str) -> Path:
@@ -152,6 +159,19 @@ def unavailable_reason() -> str | None:
         return "panda-pilot is not installed (pip install -e '.[test]')"
     if sys.version_info >= (3, 13):
         return "panda-pilot 3.7 imports 'pipes', removed in Python 3.13"
+    reason = _system_reason()
+    if reason is not None:
+        return reason
+    try:
+        pilot_script()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+@functools.cache
+def _system_reason() -> str | None:
+    """What the machine lacks to run any pilot safely (None when nothing)."""
     for tool in ("unshare", "curl", "tar", "ps"):
         if shutil.which(tool) is None:
             return f"the real pilot needs '{tool}' (apt-get install util-linux curl tar procps)"
@@ -166,10 +186,6 @@ def unavailable_reason() -> str | None:
             "unshare --pid --fork --mount-proc is not permitted here (needs root or CAP_SYS_ADMIN): "
             + (probe.stderr.decode(errors="replace").strip()[:200])
         )
-    try:
-        pilot_script()
-    except RuntimeError as exc:
-        return str(exc)
     return None
 
 
@@ -222,6 +238,135 @@ def pilot_script() -> Path:
     return target
 
 
+#: The newest pilot, run from its source tarball.
+PILOT3_VERSION = "3.11.5.1"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """Where one pilot version's launcher and default configuration are."""
+
+    version: str
+    launcher: Path
+    default_cfg: Path
+    #: The PyPI launcher must not sit beside an installed ``pilot`` package under its own name,
+    #: so it is copied into the work dir; the tarball's runs in place, next to its package.
+    copy_launcher: bool
+
+
+def pilot3_tarball() -> Path | None:
+    """The pilot 3.11 source tarball, if it is where the project expects it."""
+    given = os.environ.get("PANDAWMS_PILOT3_TARBALL")
+    candidates = [Path(given)] if given else []
+    candidates.append(_PROJECT_ROOT.parent / "shared" / "clients" / f"pilot3-{PILOT3_VERSION}.tar.gz")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@functools.cache
+def pilot3_tree() -> Path:
+    """The unpacked ``pilot3/`` folder of the tarball (unpacked once into the cache dir)."""
+    tarball = pilot3_tarball()
+    if tarball is None:
+        raise RuntimeError(
+            f"the pilot {PILOT3_VERSION} source tarball is not at ../shared/clients/ beside the project "
+            "(or PANDAWMS_PILOT3_TARBALL)"
+        )
+    cache = Path(os.environ.get("PANDAWMS_PILOT_CACHE") or Path.home() / ".cache" / "pandawms")
+    target = cache / f"pilot3-{PILOT3_VERSION}"
+    tree = target / "pilot3"
+    if (tree / "pilot.py").is_file() and (target / ".complete").is_file():
+        return tree
+    partial = cache / f".pilot3-{PILOT3_VERSION}.{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(partial, filter="data")
+    (partial / ".complete").write_text(str(tarball))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return tree
+
+
+def flavour(name: str) -> Flavour:
+    """``"pypi"`` (the installed panda-pilot) or ``"3.11"`` (the source tarball)."""
+    if name == "3.11":
+        tree = pilot3_tree()
+        return Flavour(PILOT3_VERSION, tree / "pilot.py", tree / "pilot" / "util" / "default.cfg", False)
+    from pilot.util import config as pilot_config  # the installed package's own default.cfg
+
+    return Flavour(
+        pilot_version() or "?",
+        pilot_script(),
+        Path(pilot_config.__file__).with_name("default.cfg"),
+        True,
+    )
+
+
+@functools.cache
+def unavailable_reason_311() -> str | None:
+    """Why pilot 3.11 cannot run here (None when it can)."""
+    if pilot3_tarball() is None:
+        return (
+            f"pilot {PILOT3_VERSION} source tarball not found at ../shared/clients/pilot3-{PILOT3_VERSION}.tar.gz "
+            "beside the project (or PANDAWMS_PILOT3_TARBALL)"
+        )
+    reason = _system_reason()
+    if reason is not None:
+        return reason
+    try:
+        pilot3_tree()
+    except (OSError, tarfile.TarError, RuntimeError) as exc:
+        return f"cannot unpack the pilot {PILOT3_VERSION} tarball: {exc}"
+    return None
+
+
+_PRMON = """#!{python}
+# Stand-in for the site's prmon (ATLAS pilots start it beside the payload): waits for the
+# payload to end, then writes the JSON summary the pilot reads its memory figures from.
+import json, os, sys, time
+args = sys.argv[1:]
+pid = args[args.index("--pid") + 1]
+summary = args[args.index("--json-summary") + 1]
+def alive():
+    try:
+        with open(f"/proc/{{pid}}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+while alive():
+    time.sleep(0.5)
+mem = {{"rss": 20000, "vmem": 60000, "swap": 0, "pss": 18000, "rchar": 0, "wchar": 0,
+        "read_bytes": 0, "write_bytes": 0}}
+with open(summary + ".part", "w") as out:
+    json.dump({{"Max": mem, "Avg": mem}}, out)
+os.replace(summary + ".part", summary)
+"""
+
+
+def atlas_site_env(root: Path) -> dict[str, str]:
+    """What an ATLAS pilot finds on a grid node and this machine lacks, for a trivial payload.
+
+    The ATLAS user plugin checks CVMFS at start (``NO_CVMFS_OK`` skips that check), runs the
+    payload of a job without ``swRelease`` as ``python <transformation> <jobPars>`` with no
+    ``asetup`` (so no ALRB), and starts ``lsetup prmon; prmon ...`` beside it; without a prmon
+    the pilot waits a minute for its summary. ``lsetup`` (an ALRB alias) and ``prmon`` get small
+    stand-ins here, and ``python`` is this interpreter.
+    """
+    bin_dir = root / "site-bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    lsetup = bin_dir / "lsetup"
+    lsetup.write_text("#!/bin/sh\nexit 0\n")
+    prmon = bin_dir / "prmon"
+    prmon.write_text(_PRMON.format(python=sys.executable))
+    for path in (lsetup, prmon):
+        path.chmod(0o755)
+    python = bin_dir / "python"
+    if not python.exists():
+        python.symlink_to(sys.executable)
+    return {"NO_CVMFS_OK": "1", "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+
 def _loopback(base_url: str) -> tuple[str, int]:
     """(scheme://host, port) of a loopback URL; anything else is refused."""
     parts = urllib.parse.urlsplit(base_url)
@@ -235,11 +380,15 @@ def _loopback(base_url: str) -> tuple[str, int]:
     return f"{parts.scheme}://{host}", parts.port
 
 
-def write_pilot_config(path: Path, base_url: str, storage_file: Path, heartbeat: int = 60) -> Path:
-    """The pilot's default.cfg with pandawms as its server and every other URL made unreachable."""
-    from pilot.util import config as pilot_config  # the installed package's own default.cfg
+def write_pilot_config(
+    path: Path, base_url: str, storage_file: Path, heartbeat: int = 60, default_cfg: Path | None = None
+) -> Path:
+    """The pilot's default.cfg with pandawms as its server and every other URL made unreachable.
 
-    default = Path(pilot_config.__file__).with_name("default.cfg").read_text()
+    Only URLs and the heartbeat period change: the pilot's waits (``update_sleep`` after a
+    failed server call) keep their real values, so a test sees what a real pilot would wait.
+    """
+    default = (default_cfg or flavour("pypi").default_cfg).read_text()
     schedconfig = f"{base_url}/cache/schedconfig"
     fixed = {
         "pandaserver": base_url,
@@ -275,6 +424,8 @@ class PilotRun:
     timed_out: bool = False
     #: The server answered "no jobs" at least once (the pilot then ends: ``-x 1``).
     drained: bool = False
+    #: Wall-clock time (``time.time()``) the pilot process was started.
+    started_at: float = 0.0
 
 
 @dataclass
@@ -346,8 +497,18 @@ def run_one_pilot(
     job_label: str = "user",
     trf_dir: Path | None = None,
     debug: bool = True,
+    version: str = "pypi",
+    pilot_user: str = "generic",
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+    heartbeat: int = 60,
 ) -> PilotRun:
-    """Run one pilot process to its end (or kill its namespace after ``timeout`` seconds)."""
+    """Run one pilot process to its end (or kill its namespace after ``timeout`` seconds).
+
+    ``version`` is ``"pypi"`` (the installed panda-pilot) or ``"3.11"`` (the source tarball);
+    ``pilot_user`` the pilot's ``--pilot-user`` plugin (``generic`` or ``atlas``).
+    """
+    kind = flavour(version)
     host, port = _loopback(server_base_url)
     base = f"{host}:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -357,10 +518,12 @@ def run_one_pilot(
     output_dir.mkdir(exist_ok=True)
     storage = workdir / "ddmendpoints.json"
     storage.write_text(json.dumps(storage_definition()))
-    cfg = write_pilot_config(workdir / "pilot.cfg", base, storage)
-    # Never "pilot.py": a file of that name beside the script shadows the ``pilot`` package.
-    launcher = workdir / "pilot3_main.py"
-    shutil.copyfile(pilot_script(), launcher)
+    cfg = write_pilot_config(workdir / "pilot.cfg", base, storage, heartbeat, default_cfg=kind.default_cfg)
+    launcher = kind.launcher
+    if kind.copy_launcher:
+        # Never "pilot.py": a file of that name beside the script shadows the ``pilot`` package.
+        launcher = workdir / "pilot3_main.py"
+        shutil.copyfile(kind.launcher, launcher)
     pilot_home = workdir / "home"
     pilot_home.mkdir(exist_ok=True)
     stdout_path = workdir / "pilot_stdout.txt"
@@ -374,7 +537,7 @@ def run_one_pilot(
         "-q",
         queue,
         "--pilot-user",
-        "generic",
+        pilot_user,
         "-w",
         "generic",
         "-j",
@@ -405,13 +568,23 @@ def run_one_pilot(
     ]
     if debug:
         cmd.append("-d")
+    cmd.extend(extra_args)
+    env = _pilot_env(base, trf_dir, cfg)
+    if version == "3.11":
+        # Its HTTP helper loads the proxy as client certificate even for http:// (and fails
+        # every call without one): give it a self-made certificate and key.
+        from tests.certs import make_pki
+
+        env["X509_USER_PROXY"] = str(make_pki(workdir / "pki").proxy)
+    env.update(extra_env or {})
     started = time.monotonic()
+    started_at = time.time()
     timed_out = False
     with open(stdout_path, "wb") as out:
         proc = subprocess.Popen(
             cmd,
             cwd=pilot_home,
-            env=_pilot_env(base, trf_dir, cfg),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -437,6 +610,7 @@ def run_one_pilot(
         time.monotonic() - started,
         timed_out,
         drained="did not get a job" in text,
+        started_at=started_at,
     )
 
 
@@ -448,6 +622,10 @@ def run_pilot(
     max_jobs: int = 1,
     job_label: str = "user",
     trf_dir: Path | None = None,
+    version: str = "pypi",
+    pilot_user: str = "generic",
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> PilotResult:
     """Run real pilots on ``queue`` until ``max_jobs`` jobs ran, one got no job, or time is up.
 
@@ -459,7 +637,7 @@ def run_pilot(
     bounds the whole call. The pilot's exit code alone says little (it is 0 after "no job"
     too): check the jobs' states on the server.
     """
-    reason = unavailable_reason()
+    reason = unavailable_reason_311() if version == "3.11" else unavailable_reason()
     if reason is not None:
         raise RuntimeError(reason)
     trf_dir = trf_dir or workdir / "trf"
@@ -476,6 +654,10 @@ def run_pilot(
             left,
             job_label=job_label,
             trf_dir=trf_dir,
+            version=version,
+            pilot_user=pilot_user,
+            extra_env=extra_env,
+            extra_args=extra_args,
         )
         result.runs.append(run)
         if not run.job_ids or run.timed_out or run.drained:

@@ -324,6 +324,7 @@ def test_a_final_report_the_database_refuses_fails_alone(server: ServerProcess) 
                     "failed" if _pid(job) in failing else "finished",
                     i,
                     guid=POISON if _pid(job) == bad else None,
+                    **({"pilotErrorCode": "1099"} if _pid(job) in failing else {}),  # recoverable
                 )
                 for i, job in enumerate(jobs)
             ]
@@ -398,8 +399,8 @@ def test_each_update_of_a_mixed_crowd_gets_its_own_answer(server: ServerProcess)
     updates: list[tuple[dict[str, str], tuple[int, int, str]]] = []
     for i, job in enumerate(done):  # a pilot sending its final report again
         updates.append((_final(job, "finished", 300 + i), (200, 0, "alreadydone")))
-    for i, job in enumerate(retried):  # a user job has attempts left: retried as a new PandaID
-        updates.append((_final(job, "failed", 400 + i), OK))
+    for i, job in enumerate(retried):  # stage-in failed, attempts left: retried as a new PandaID
+        updates.append((_final(job, "failed", 400 + i, pilotErrorCode="1099"), OK))
     for i, job in enumerate(last):  # 1144, the job was killed: no new attempt would help
         updates.append((_final(job, "failed", 450 + i, pilotErrorCode="1144"), OK))
     for i, job in enumerate(stale):  # the pilot of another attempt
@@ -436,7 +437,7 @@ def test_each_update_of_a_mixed_crowd_gets_its_own_answer(server: ServerProcess)
         assert histories[pid] == before_history[pid], "a repeated or stale report logged a move"
     for job in retried + last:
         pid = _pid(job)
-        code = 1305 if job in retried else 1144
+        code = 1099 if job in retried else 1144
         assert after[pid]["jobStatus"] == "failed" and after[pid]["pilotErrorCode"] == code, after[pid]
         assert after[pid]["endTime"] is not None, after[pid]
         assert _transitions(histories[pid]) == [*LIFECYCLE[:-1], ("holding", "failed")], histories[pid]

@@ -60,6 +60,8 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("harvester", "update_service_metrics"): HARVESTER,
     ("harvester", "add_dialogs"): HARVESTER,
     ("pilot", "update_worker_status"): PILOT,
+    ("pilot", "update_worker_node"): PILOT,
+    ("pilot", "update_worker_node_gpu"): PILOT,
     # Task layer and sandbox cache: owners act on their own tasks (checked in core/tasks.py).
     ("file_server", "upload_cache_file"): USER_WRITE,
     ("file_server", "validate_cache_file"): USER,

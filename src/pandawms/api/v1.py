@@ -373,3 +373,4 @@ from pandawms.api import v1_pbook as _v1_pbook  # noqa: E402, F401
 from pandawms.api import v1_secrets as _v1_secrets  # noqa: E402, F401
 from pandawms.api import v1_statistics as _v1_statistics  # noqa: E402, F401
 from pandawms.api import v1_tasks as _v1_tasks  # noqa: E402, F401
+from pandawms.api import v1_worker_nodes as _v1_worker_nodes  # noqa: E402, F401

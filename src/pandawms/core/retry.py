@@ -1,26 +1,31 @@
 """Server-side retry: a failed job with attempts left comes back as a new PandaID.
 
+Whether it comes back is decided by the retry rules (:mod:`pandawms.core.retry_rules`): only an
+error a new attempt can fix earns one. The rule that decided is written to the failed job's
+status history, retried or not, so the monitor's job page says why.
+
 The new job is a copy with ``attemptNr + 1``, ``parentID`` = the failed PandaID, cleared errors
-and timestamps, outputs renamed for the new attempt, and it is activated at the same queue.
-The failed job records where it went (``taskBufferErrorCode`` 106, "retried as PandaID=N").
-It all happens in the transaction that failed the job, so a retry is never lost or doubled.
+and timestamps, outputs renamed for the new attempt (each with a new GUID), and it is activated
+at the same queue. The failed job records where it went (``taskBufferErrorCode`` 106, "retried
+as PandaID=N"). It all happens in the transaction that failed the job, so a retry is never lost
+or doubled.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from pandawms.core.retry_rules import RetryRule, decide
 from pandawms.core.transitions import log_statuses
-from pandawms.db.schema import files, job_params, jobs
+from pandawms.db.schema import files, job_params, job_status_log, jobs
 from pandawms.model.errors import TaskBufferError
 from pandawms.model.jobspec import FILE_ATTRIBUTE_NAMES, JOB_ZERO_ATTRIBUTES
 
-#: Pilot error codes that a new attempt would not fix (1144: the job was killed).
-NO_RETRY_PILOT_CODES = frozenset({1144})
 _RESET = (
     "creationTime",
     "modificationTime",
@@ -72,15 +77,38 @@ _RESET = (
 _ATTEMPT_SUFFIX = re.compile(r"\.\d+$")
 
 
-def should_retry(job: dict[str, Any]) -> bool:
-    """Failed, not killed, attempts left, and an error a new attempt might fix."""
+def retry_candidate(job: dict[str, Any]) -> bool:
+    """Failed, not killed, attempts left and no task (task jobs are retried by their task)."""
     return (
         job["jobStatus"] == "failed"
         and job.get("commandToPilot") != "tobekilled"
         and (job.get("attemptNr") or 0) < (job.get("maxAttempt") or 0)
-        and (job.get("pilotErrorCode") or 0) not in NO_RETRY_PILOT_CODES
-        and not job.get("jediTaskID")  # task jobs are retried by their task, file by file
+        and not job.get("jediTaskID")
     )
+
+
+def should_retry(job: dict[str, Any]) -> bool:
+    """A candidate whose errors a retry rule calls recoverable."""
+    rule = decide(job) if retry_candidate(job) else None
+    return rule is not None and rule.action == "retry"
+
+
+def _record(conn: Connection, job: dict[str, Any], reason: str) -> None:
+    """Add what the retry rules decided to the reason of the row that failed the job.
+
+    The failing move was logged in this same transaction; amending it keeps the history a list
+    of real state changes (no failed -> failed rows) while the job page shows the rule.
+    """
+    last = conn.execute(
+        select(job_status_log.c.id, job_status_log.c.reason)
+        .where(job_status_log.c.PandaID == job["PandaID"])
+        .order_by(job_status_log.c.id.desc())
+        .limit(1)
+    ).first()
+    if last is None:
+        return
+    text = f"{last.reason}; {reason}" if last.reason else reason
+    conn.execute(job_status_log.update().where(job_status_log.c.id == last.id).values(reason=text[:250]))
 
 
 def _renamed(lfn: str, attempt: int) -> str:
@@ -90,9 +118,14 @@ def _renamed(lfn: str, attempt: int) -> str:
 def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: str) -> int | None:
     """Clone the failed job ``panda_id`` for another attempt; returns the new PandaID or None."""
     row = conn.execute(select(jobs).where(jobs.c.PandaID == panda_id)).mappings().first()
-    if row is None or not should_retry(dict(row)):
+    if row is None or not retry_candidate(dict(row)):
         return None
     old = dict(row)
+    rule: RetryRule | None = decide(old)
+    if rule is None or rule.action != "retry":
+        why = f"retry rule {rule.name}" if rule is not None else "no retry rule matches"
+        _record(conn, old, f"{why}: final, not retried")
+        return None
     attempt = (old["attemptNr"] or 0) + 1
     new = {k: v for k, v in old.items() if k != "PandaID"}
     for name in _RESET:
@@ -125,7 +158,7 @@ def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: s
             copy.update(
                 lfn=_renamed(f["lfn"], attempt),
                 status="unknown",
-                GUID=None,
+                GUID=str(uuid.uuid4()),
                 fsize=0,
                 checksum=None,
                 md5sum=None,
@@ -140,10 +173,19 @@ def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: s
         .where(jobs.c.PandaID == panda_id)
         .values(
             taskBufferErrorCode=int(TaskBufferError.RETRIED),
-            taskBufferErrorDiag=f"retried as PandaID={new_id}",
+            taskBufferErrorDiag=f"retried as PandaID={new_id} (retry rule {rule.name})"[:250],
         )
     )
+    _record(
+        conn,
+        old,
+        f"retry rule {rule.name} ({rule.source}={old.get(rule.source)}): retried as PandaID={new_id}",
+    )
     log_statuses(
-        conn, [{**new, "PandaID": new_id}], None, now, reason=f"retry {attempt} of PandaID={panda_id}"
+        conn,
+        [{**new, "PandaID": new_id}],
+        None,
+        now,
+        reason=f"retry {attempt} of PandaID={panda_id} by retry rule {rule.name}",
     )
     return new_id

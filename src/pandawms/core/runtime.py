@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from pandawms.config import Settings
+from pandawms.config import ConfigError, Settings
+from pandawms.core import retry_rules
 from pandawms.db.engine import backend_name, make_engine, supports_skip_locked
 
 
@@ -28,7 +29,11 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        """Open the configured database with the configured pool."""
+        """Open the configured database with the configured pool; load the retry rules."""
+        try:
+            retry_rules.configure(settings.retry_rules)
+        except retry_rules.RetryRuleError as exc:
+            raise ConfigError(f"retry_rules: {exc}") from None
         engine = make_engine(
             settings.effective_db_url,
             settings.db_pool_size,

@@ -6,6 +6,8 @@ never finds half of its batch already queued.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,8 +115,10 @@ def _apply_defaults(job: dict[str, Any], who: Identity, rt: Runtime, now: Any) -
         job["jobStatus"] = JobStatus.ACTIVATED.value
     else:
         job["jobStatus"] = JobStatus.DEFINED.value
-    if job["resource_type"] is None:
-        job["resource_type"] = "MCORE" if (job["coreCount"] or 1) > 1 else "SCORE"
+    if not job["prodUserID"]:
+        job["prodUserID"] = who.name[:250]
+    if not job["resource_type"]:
+        job["resource_type"] = resource_type_for(job["coreCount"], job["minRamCount"])
     if job["job_label"] is None:
         job["job_label"] = "user" if label in USER_LABELS else "managed"
     for f in job["Files"]:
@@ -124,6 +128,66 @@ def _apply_defaults(job: dict[str, Any], who: Identity, rt: Runtime, now: Any) -
         if f["status"] is None or (f["type"] == "input" and f["status"] not in ("ready", "cached")):
             f["status"] = "unknown"
         f["modificationTime"] = now
+        if f["type"] in ("output", "log"):
+            name_output(f, job)
+
+
+#: Resource types as the real server's default table defines them: (name, min cores, max cores,
+#: min RAM per core MB, max RAM per core MB); the first that matches the job names it.
+RESOURCE_TYPES: tuple[tuple[str, int, int | None, int | None, int | None], ...] = (
+    ("SCORE", 1, 1, None, 2000),
+    ("SCORE_HIMEM", 1, 1, 2001, None),
+    ("MCORE", 2, None, None, 2000),
+    ("MCORE_HIMEM", 2, None, 2001, None),
+)
+_USER_SCOPE = re.compile(r"^[a-z0-9_-]{1,26}$")
+
+
+def resource_type_for(core_count: int | None, min_ram_count: int | None) -> str:
+    """SCORE, SCORE_HIMEM, MCORE or MCORE_HIMEM from cores and minRamCount (MB for the job).
+
+    As the real server: no core count means one core, 0 means "any" and counts as 8; the RAM
+    compared is per core. A job no type matches is ``Undefined``.
+    """
+    cores = 1 if core_count is None else (8 if core_count == 0 else core_count)
+    per_core = round((min_ram_count or 0) / max(cores, 1))
+    for name, min_core, max_core, min_ram, max_ram in RESOURCE_TYPES:
+        if cores < min_core or (max_core is not None and cores > max_core):
+            continue
+        if (min_ram is not None and per_core < min_ram) or (max_ram is not None and per_core > max_ram):
+            continue
+        return name
+    return "Undefined"
+
+
+def scope_of(dataset: str | None) -> str | None:
+    """The Rucio scope a dataset name implies: ``user.<nick>``/``group.<name>`` or its first field.
+
+    User and group scopes are lower case (the real server's default for ATLAS).
+    """
+    if not dataset or dataset in ("NULL",):
+        return None
+    if dataset.lower().startswith(("user", "group")):
+        parts = dataset.lower().split(".")
+        return ".".join(parts[:2])[:30] if len(parts) >= 2 else None
+    return dataset.split(".")[0][:30] or None
+
+
+def name_output(f: dict[str, Any], job: Mapping[str, Any]) -> None:
+    """Give an output or log file what the pilot needs before it runs: a GUID and a scope.
+
+    Every log file gets a fresh GUID (lower-case uuid4, as the real server's setup step makes)
+    so the pilot can register its log tarball; an output without one gets one too. The scope
+    comes from the file, else its dataset's name, else the user's scope ``user.<nickname>``.
+    """
+    if not f.get("GUID"):
+        f["GUID"] = str(uuid.uuid4())
+    if not f.get("scope"):
+        scope = scope_of(f.get("dataset")) or scope_of(f.get("destinationDBlock"))
+        nick = (job.get("prodUserName") or "").lower().replace(" ", "")
+        if scope is None and job.get("prodSourceLabel") in USER_LABELS and _USER_SCOPE.match(nick):
+            scope = f"user.{nick}"
+        f["scope"] = scope
 
 
 def validate_jobs(raw_jobs: Sequence[Mapping[str, Any]], who: Identity, rt: Runtime) -> list[dict[str, Any]]:

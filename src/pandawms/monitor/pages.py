@@ -636,6 +636,45 @@ def queues_page(data: Mapping[str, Any]) -> bytes:
     return layout("Queues", "queues", body, f"{BASE}/api/queues", data["now"], refresh=True)
 
 
+def worker_nodes_table(nodes: Sequence[Mapping[str, Any]], now: dt.datetime) -> str:
+    """The hardware pilots reported from the queue's nodes (CPU, memory, disk, GPUs)."""
+    if not nodes:
+        return '<p class="note">No pilot has reported its worker node for this queue.</p>'
+    rows = []
+    for n in nodes:
+        gpus = ", ".join(f"{g['count']}× {g['vendor']} {g['model']}" for g in n.get("gpus") or [])
+        cores = f"{n.get('n_sockets') or '?'}×{n.get('cores_per_socket') or '?'}×{n.get('threads_per_core') or '?'}"
+        rows.append(
+            [
+                esc(n["host_name"]),
+                esc(n["site"]),
+                esc(n["cpu_model"]),
+                esc(n.get("n_logical_cpus")),
+                esc(cores),
+                esc(n.get("cpu_architecture_level") or n.get("cpu_architecture")),
+                esc(n.get("total_memory")),
+                esc(n.get("total_local_disk")),
+                esc(gpus or "–"),
+                esc(ago(n.get("queue_last_seen"), now)),
+            ]
+        )
+    return table(
+        [
+            "host",
+            "site",
+            "CPU model",
+            "logical CPUs",
+            "sockets×cores×threads",
+            "arch level",
+            "memory (MB)",
+            "disk (GB)",
+            "GPUs",
+            "last seen",
+        ],
+        rows,
+    )
+
+
 def queue_page(data: Mapping[str, Any]) -> bytes:
     name = data["name"]
     now = data["now"]
@@ -669,6 +708,7 @@ def queue_page(data: Mapping[str, Any]) -> bytes:
     body = f"""{warn}<section>{hbar(counts)}<div class="tiles">{tiles}</div></section>
 <section>{_kv_table(key, "kv key")}</section>
 <section><h2>Recent failures</h2>{job_rows(data["recent_failures"]) if data["recent_failures"] else '<p class="note">No failed jobs in the live table.</p>'}</section>
+<section><h2>Worker nodes</h2>{worker_nodes_table(data.get("worker_nodes") or [], now)}</section>
 <details><summary>definition (schedconfig JSON)</summary><pre>{esc(json.dumps(definition, indent=2, sort_keys=True, default=str)) if definition else "–"}</pre></details>"""
     return layout(
         f"Queue {name}",

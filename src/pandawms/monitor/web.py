@@ -37,6 +37,7 @@ import orjson
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from pandawms.core import worker_nodes
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.monitor import pages, params
 from pandawms.monitor.metrics import bind
@@ -248,6 +249,7 @@ def _queue(rt: Runtime, query: Query, rest: str) -> dict[str, Any]:
     data = queues_q.queue_detail(rt, name)
     if data is None:
         raise NotFoundPage(f"no queue {name}: not defined and no live jobs use it")
+    data["worker_nodes"] = worker_nodes.nodes_of_queue(rt, name, limit=100)
     data["now"] = utcnow()
     return data
 
