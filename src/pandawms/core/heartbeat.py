@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
+from pandawms.core.job_commands import consume_once
 from pandawms.core.output_report import finalize
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.transitions import move_job
@@ -164,6 +165,7 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     row = conn.execute(stmt, params).mappings().first()
     if row is None:
         return None
+    consume_once(conn, upd.panda_id, row["commandToPilot"])
     return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
 
 
@@ -245,6 +247,8 @@ def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> 
         return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
     target, override = _decide(job, upd.state)
     if target is None:
+        if not override:
+            consume_once(conn, upd.panda_id, job["commandToPilot"])
         return UpdateResult(StatusCode.SUCCESS, override or _command_for(job), job["jobStatus"])
     values = dict(upd.values)
     if (
@@ -267,6 +271,7 @@ def _apply_update(conn: Connection, rt: Runtime, upd: PilotUpdate, now: Any) -> 
     if upd.state in FINAL_REPORTS:
         job.update(values, jobStatus=JobStatus.HOLDING.value)
         status = finalize(conn, job, upd.state, upd.report, now)
+    consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
 
 
