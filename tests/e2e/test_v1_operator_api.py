@@ -130,6 +130,14 @@ def test_task_methods_owner_production_and_history(strict: Httpd, pki: Pki) -> N
     assert "event service" in answers["task/enable_jumbo_jobs"]["message"]
     code, reply = _get(strict, pki, pki.proxy, "task/get_jumbo_job_datasets", {"from_offset": 1})
     assert reply["success"] and str(task_id) in reply["data"]
+    code, _ = _curl(f"{strict.base}/api/v1/task/get_jumbo_job_datasets?from_offset=1", pki, None)
+    assert code == 401
+    # Another user may neither reassign the task nor kill its jobs.
+    bob = pki.add_user("Bob Jones")
+    code, reply = _post(strict, pki, bob, "task/reassign", {"task_id": task_id, "site": "Q_B"})
+    assert (code, reply["success"], reply["data"]) == (200, False, 3)
+    code, reply = _post(strict, pki, bob, "task/kill_unfinished_jobs", {"task_id": task_id})
+    assert reply["data"] == [False, False, False]
     # The owner reassigns their own task (the real server lets them) and kills its jobs.
     code, reply = _post(
         strict, pki, pki.proxy, "task/reassign", {"task_id": task_id, "site": "Q_B", "mode": "nokill"}
@@ -137,6 +145,7 @@ def test_task_methods_owner_production_and_history(strict: Httpd, pki: Pki) -> N
     assert (reply["success"], reply["data"]) == (True, 0), reply
     code, reply = _post(strict, pki, pki.proxy, "task/kill_unfinished_jobs", {"task_id": task_id})
     assert reply["success"] and reply["data"] == [True, True, True]
+    assert _post(strict, pki, pki.proxy, "task/kill_unfinished_jobs", {"task_id": task_id})[1]["data"] == []
     # Everything is on the task's page in the monitor, with who did it.
     page = subprocess.run(
         ["curl", "-s", "--capath", str(pki.ca_dir), "--cert", str(pki.proxy), "--key", str(pki.proxy)]

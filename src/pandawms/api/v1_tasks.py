@@ -325,8 +325,8 @@ def task_avalanche(ctx: RequestContext, task_id: int) -> Result:
 def task_kill_unfinished_jobs(
     ctx: RequestContext, task_id: int, code: int | None, use_email_as_id: bool
 ) -> Result:
-    """Kill every unfinished job of a task; one boolean per job of the task, as job/kill."""
-    ids = tasks_read.get_job_ids(ctx.rt, task_id)[:MAX_IDS_PER_READ]
+    """Kill every unfinished job of a task; one boolean per such job, as job/kill answers."""
+    ids = task_changes.unfinished_job_ids(ctx.rt, task_id, MAX_IDS_PER_READ)
     return ok(kill.kill_jobs(ctx.rt, ids, ctx.who, code))
 
 

@@ -319,6 +319,20 @@ def reassign_global_share(
     return Reply(True, f"reassigned {changed} of {len(task_ids)} tasks to share {share}", OK)
 
 
+def unfinished_job_ids(rt: Runtime, task_id: int, limit: int) -> list[int]:
+    """PandaIDs of the task's jobs that have not ended (what task/kill_unfinished_jobs kills)."""
+    with read_tx(rt.engine) as conn:
+        return [
+            int(r[0])
+            for r in conn.execute(
+                select(jobs.c.PandaID)
+                .where(jobs.c.jediTaskID == task_id, jobs.c.jobStatus.in_(UNFINISHED_JOB_STATUSES))
+                .order_by(jobs.c.PandaID)
+                .limit(limit)
+            )
+        ]
+
+
 # --- commands answered for the record ---------------------------------------------------------
 
 
