@@ -156,5 +156,15 @@ def test_task_methods_owner_production_and_history(strict: Httpd, pki: Pki) -> N
         check=True,
     ).stdout
     assert "<h2>History</h2>" in page
+    audit = subprocess.run(
+        [sys.executable, "-m", "pandawms", "audit", "--user", BOSS_CN],
+        env=strict.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for path in production_only:
+        assert path in audit, path
+    assert f"jedi_task_id={task_id}" in audit and f"task_id_list={task_id}" in audit
     for needle in ("currentPriority", "ramCount", "splitRule", "gshare", "site", "Prod Boss", "Jane Doe"):
         assert needle in page, needle
