@@ -190,3 +190,30 @@ def test_watch_refreshes_until_ctrl_c(scene: Scene) -> None:
 def test_missing_database_is_a_clear_error(tmp_path: Path, make_runtime: Callable[..., Runtime]) -> None:
     proc = run("jobs", "--db-url", f"sqlite:///{tmp_path / 'absent.sqlite'}", check=False)
     assert proc.returncode == 2 and "no database at" in proc.stderr
+
+
+def test_operator_reassigns_jobs_and_sets_task_priority(sqlite_rt: Runtime) -> None:
+    from pandawms.core import audit, tasks
+    from tests.test_tasks import JANE, _queue, prun_params
+
+    scene = Scene(sqlite_rt)
+    moved = run("jobs", "reassign", str(scene.offline), "--site", "TEST_SITE", "--db-url", scene.url).stdout
+    assert moved.strip() == f"{scene.offline}: reassigned to TEST_SITE"
+    refused = run("jobs", "reassign", str(scene.running), "--db-url", scene.url, check=False)
+    assert refused.returncode == 1 and "not reassigned" in refused.stdout
+    _queue(sqlite_rt)
+    task_id = tasks.submit_task(sqlite_rt, prun_params(), JANE).data
+    assert (
+        run("tasks", "priority", str(task_id), "1234", "--db-url", scene.url).stdout.strip()
+        == "1 tasks changed"
+    )
+    missing = run("tasks", "priority", "999999", "5", "--db-url", scene.url, check=False)
+    assert missing.returncode == 1 and "Task not found" in missing.stderr
+    rows = audit.search(sqlite_rt, limit=10)
+    assert [r["method"] for r in rows[:4]] == [
+        "task/change_priority",
+        "task/change_priority",
+        "job/reassign",
+        "job/reassign",
+    ]
+    assert {r["identity"] for r in rows[:4]} == {"/CN=pandawms CLI"}

@@ -121,6 +121,25 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("creds", "get_user_secrets"): USER,
     # Token pilots renew their token; a user credential may not obtain one.
     ("creds", "get_access_token"): PILOT,
+    # Operator changes of tasks (core/task_changes.py): the real server asks for the production
+    # role for all but reassign and kill_unfinished_jobs, which owners may use on their tasks.
+    ("task", "change_priority"): PRODUCTION_WRITE,
+    ("task", "change_attribute"): PRODUCTION_WRITE,
+    ("task", "change_split_rule"): PRODUCTION_WRITE,
+    ("task", "change_modification_time"): PRODUCTION_WRITE,
+    ("task", "reassign"): USER_WRITE,
+    ("task", "reassign_global_share"): PRODUCTION_WRITE,
+    ("task", "release"): PRODUCTION_WRITE,
+    ("task", "avalanche"): PRODUCTION_WRITE,
+    ("task", "kill_unfinished_jobs"): USER_WRITE,
+    ("task", "enable_job_cloning"): PRODUCTION_WRITE,
+    ("task", "disable_job_cloning"): PRODUCTION_WRITE,
+    ("task", "enable_jumbo_jobs"): PRODUCTION_WRITE,
+    ("task", "get_jumbo_job_datasets"): USER,
+    # Job commands (core/job_commands.py): owners reassign their own jobs.
+    ("job", "reassign"): USER_WRITE,
+    ("job", "set_command"): PRODUCTION_WRITE,
+    ("job", "generate_offline_execution_script"): USER,
 }
 
 #: Legacy ``/server/panda`` methods.

@@ -174,6 +174,40 @@ def job_get_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Res
     return ok(out)
 
 
+@v1("job", "reassign", "POST", job_ids=IDS, site=Param("str", None))
+def job_reassign(ctx: RequestContext, job_ids: list[int], site: str | None) -> Result:
+    """Jobs no pilot holds yet go back to brokerage (or to the queue ``site``)."""
+    from pandawms.core.job_commands import reassign_jobs
+
+    if site is not None and not 0 < len(site) <= 128:
+        return False, "site must be 1 to 128 characters", None
+    done = reassign_jobs(ctx.rt, job_ids, ctx.who, site)
+    return ok(None, f"{sum(done)} of {len(done)} jobs reassigned")
+
+
+@v1("job", "set_command", "POST", job_id=Param("int"), command=Param("str"))
+def job_set_command(ctx: RequestContext, job_id: int, command: str) -> Result:
+    """A command for the job's pilot, given in the answer to its next heartbeat."""
+    from pandawms.core.job_commands import set_command
+
+    success, message = set_command(ctx.rt, job_id, command)
+    return success, message, None
+
+
+@v1("job", "generate_offline_execution_script", "GET", job_id=Param("int"), days=Param("int", None))
+def job_generate_offline_execution_script(ctx: RequestContext, job_id: int, days: int | None) -> Result:
+    """A shell script that runs the job again outside PanDA; ``data`` is ``{"script": ...}``."""
+    from pandawms.core.offline_script import offline_script
+
+    (job,) = jobs_read.get_descriptions(ctx.rt, [job_id], include_archive=True)
+    if job is None:
+        return False, f"ERROR: Cannot get PandaID={job_id} in DB", None
+    script = offline_script(job)
+    if script.startswith("ERROR"):
+        return False, script, None
+    return ok({"script": script})
+
+
 # --- pilot ------------------------------------------------------------------------------------
 
 

@@ -16,8 +16,8 @@ from pandawms.api.context import RequestContext
 from pandawms.api.multipart import UploadedFile
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import cache_files, tasks, tasks_read
-from pandawms.core.jobs_read import get_descriptions
+from pandawms.core import cache_files, kill, task_changes, tasks, tasks_read
+from pandawms.core.jobs_read import MAX_IDS_PER_READ, get_descriptions
 from pandawms.core.tasks import Reply
 
 TASK_ID = Param("int")
@@ -234,3 +234,146 @@ def task_get_datasets_and_files(
     """Datasets of the given types with their files and statuses."""
     data = tasks_read.datasets_and_files(ctx.rt, task_id, dataset_types, dataset_only)
     return ok(data) if data else (False, "No data found for the task", None)
+
+
+# --- task: operator changes (core/task_changes.py) --------------------------------------------
+
+
+@v1("task", "change_priority", "POST", task_id=TASK_ID, priority=Param("int"))
+def task_change_priority(ctx: RequestContext, task_id: int, priority: int) -> Result:
+    """New priority for a task and its jobs not yet started."""
+    return _reply(task_changes.change_priority(ctx.rt, task_id, priority, ctx.who))
+
+
+@v1("task", "change_attribute", "POST", task_id=TASK_ID, attribute_name=Param("str"), value=Param("int"))
+def task_change_attribute(ctx: RequestContext, task_id: int, attribute_name: str, value: int) -> Result:
+    """Set ramCount, wallTime, cpuTime or coreCount of a task."""
+    return _reply(task_changes.change_attribute(ctx.rt, task_id, attribute_name, value, ctx.who))
+
+
+@v1("task", "change_split_rule", "POST", task_id=TASK_ID, attribute_name=Param("str"), value=Param("str"))
+def task_change_split_rule(ctx: RequestContext, task_id: int, attribute_name: str, value: str) -> Result:
+    """Add or change one item of a task's split rule."""
+    return _reply(task_changes.change_split_rule(ctx.rt, task_id, attribute_name, value, ctx.who))
+
+
+@v1("task", "change_modification_time", "POST", task_id=TASK_ID, hour_offset=Param("int"))
+def task_change_modification_time(ctx: RequestContext, task_id: int, hour_offset: int) -> Result:
+    """Set a task's modificationTime to now plus ``hour_offset`` hours."""
+    return _reply(task_changes.change_modification_time(ctx.rt, task_id, hour_offset, ctx.who))
+
+
+@v1(
+    "task",
+    "reassign",
+    "POST",
+    task_id=TASK_ID,
+    site=Param("str", None),
+    cloud=Param("str", None),
+    nucleus=Param("str", None),
+    mode=Param("str", None),
+)
+def task_reassign(
+    ctx: RequestContext,
+    task_id: int,
+    site: str | None,
+    cloud: str | None,
+    nucleus: str | None,
+    mode: str | None,
+) -> Result:
+    """Send a task's work to a site, cloud or nucleus (mode kill, soft or nokill)."""
+    return _reply(task_changes.reassign(ctx.rt, task_id, ctx.who, site, cloud, nucleus, mode))
+
+
+@v1(
+    "task",
+    "reassign_global_share",
+    "POST",
+    task_id_list=Param("int_list", max_items=1000),
+    share=Param("str"),
+    reassign_running_jobs=Param("bool"),
+)
+def task_reassign_global_share(
+    ctx: RequestContext, task_id_list: list[int], share: str, reassign_running_jobs: bool
+) -> Result:
+    """Move tasks (and their queued jobs, running ones if asked) to another global share."""
+    return _reply(
+        task_changes.reassign_global_share(ctx.rt, task_id_list, share, reassign_running_jobs, ctx.who)
+    )
+
+
+@v1("task", "release", "POST", task_id=TASK_ID)
+def task_release(ctx: RequestContext, task_id: int) -> Result:
+    """Release a task held for staging (nothing is staged here)."""
+    return _reply(task_changes.release(ctx.rt, task_id, ctx.who))
+
+
+@v1("task", "avalanche", "POST", task_id=TASK_ID)
+def task_avalanche(ctx: RequestContext, task_id: int) -> Result:
+    """End a task's scouting (there is none here)."""
+    return _reply(task_changes.avalanche(ctx.rt, task_id, ctx.who))
+
+
+@v1(
+    "task",
+    "kill_unfinished_jobs",
+    "POST",
+    task_id=TASK_ID,
+    code=Param("int", None),
+    use_email_as_id=Param("bool", False),
+)
+def task_kill_unfinished_jobs(
+    ctx: RequestContext, task_id: int, code: int | None, use_email_as_id: bool
+) -> Result:
+    """Kill every unfinished job of a task; one boolean per such job, as job/kill answers."""
+    ids = task_changes.unfinished_job_ids(ctx.rt, task_id, MAX_IDS_PER_READ)
+    return ok(kill.kill_jobs(ctx.rt, ids, ctx.who, code))
+
+
+@v1(
+    "task",
+    "enable_job_cloning",
+    "POST",
+    jedi_task_id=TASK_ID,
+    mode=Param("str", None),
+    multiplicity=Param("int", None),
+    num_sites=Param("int", None),
+)
+def task_enable_job_cloning(
+    ctx: RequestContext, jedi_task_id: int, mode: str | None, multiplicity: int | None, num_sites: int | None
+) -> Result:
+    """Enable job cloning for a task (mode runonce or storeonce)."""
+    return _reply(
+        task_changes.enable_job_cloning(ctx.rt, jedi_task_id, ctx.who, mode, multiplicity, num_sites)
+    )
+
+
+@v1("task", "disable_job_cloning", "POST", jedi_task_id=TASK_ID)
+def task_disable_job_cloning(ctx: RequestContext, jedi_task_id: int) -> Result:
+    """Disable job cloning for a task."""
+    return _reply(task_changes.disable_job_cloning(ctx.rt, jedi_task_id, ctx.who))
+
+
+@v1(
+    "task",
+    "enable_jumbo_jobs",
+    "POST",
+    task_id=TASK_ID,
+    jumbo_jobs_total=Param("int"),
+    jumbo_jobs_per_site=Param("int", None),
+)
+def task_enable_jumbo_jobs(
+    ctx: RequestContext, task_id: int, jumbo_jobs_total: int, jumbo_jobs_per_site: int | None
+) -> Result:
+    """Store the jumbo-job setting of a task (no jumbo jobs are made: no event service here)."""
+    return _reply(
+        task_changes.enable_jumbo_jobs(ctx.rt, task_id, ctx.who, jumbo_jobs_total, jumbo_jobs_per_site)
+    )
+
+
+@v1("task", "get_jumbo_job_datasets", "GET", from_offset=Param("int"), to_offset=Param("int", 0))
+def task_get_jumbo_job_datasets(ctx: RequestContext, from_offset: int, to_offset: int) -> Result:
+    """Tasks with jumbo jobs enabled, modified between now-from_offset and now-to_offset days, to their input datasets."""
+    if not 0 <= to_offset <= from_offset <= 3650:
+        return False, "need 0 <= to_offset <= from_offset <= 3650 (days)", None
+    return ok(task_changes.jumbo_job_datasets(ctx.rt, from_offset, to_offset))

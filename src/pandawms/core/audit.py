@@ -47,7 +47,7 @@ def record(
 def describe_targets(kwargs: dict[str, Any]) -> str:
     """A short text naming what a call acted on (job IDs, task, counts)."""
     parts = []
-    for key in ("job_ids", "job_id", "task_id", "jobId", "ids"):
+    for key in ("job_ids", "job_id", "task_id", "jedi_task_id", "task_id_list", "jobId", "ids"):
         value = kwargs.get(key)
         if value is None:
             continue

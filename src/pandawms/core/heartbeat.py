@@ -20,6 +20,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from pandawms.core import pilot_binding
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
+from pandawms.core.job_commands import consume_once
 from pandawms.core.output_report import finalize
 from pandawms.core.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.runtime import Runtime, utcnow
@@ -181,6 +182,7 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     row = conn.execute(stmt, params).mappings().first()
     if row is None:
         return None
+    consume_once(conn, upd.panda_id, row["commandToPilot"])
     return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
 
 
@@ -292,6 +294,8 @@ def _apply_update(
         return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, job["jobStatus"])
     target, override = _decide(job, upd.state)
     if target is None:
+        if not override:
+            consume_once(conn, upd.panda_id, job["commandToPilot"])
         return UpdateResult(StatusCode.SUCCESS, override or _command_for(job), job["jobStatus"])
     values = dict(upd.values)
     if (
@@ -314,6 +318,7 @@ def _apply_update(
     if upd.state in FINAL_REPORTS:
         job.update(values, jobStatus=JobStatus.HOLDING.value)
         status = finalize(conn, job, upd.state, upd.report, now)
+    consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
 
 

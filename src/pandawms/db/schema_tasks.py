@@ -58,6 +58,17 @@ tasks = Table(
     Column("endTime", Timestamp, nullable=True),
     #: Since when ready files could not be placed at any queue (None while work flows).
     Column("frozenTime", Timestamp, nullable=True),
+    #: Operator settings JEDI keeps on the task (task/change_split_rule, reassign, shares...).
+    Column("splitRule", String(1000), nullable=True),
+    Column("gshare", String(32), nullable=True),
+    Column("nucleus", String(52), nullable=True),
+    Column("cpuTime", Integer, nullable=True),
+    #: "mode:multiplicity:num_sites" while job cloning is enabled.
+    Column("jobCloning", String(64), nullable=True),
+    #: Jumbo jobs: stored for the record (they need the event service, which is not served).
+    Column("useJumbo", String(1), nullable=True),
+    Column("numJumboJobs", Integer, nullable=True),
+    Column("numJumboJobsPerSite", Integer, nullable=True),
     Index("ix_tasks_user_mod", "userName", "modificationTime"),
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_name", "taskName"),
@@ -156,6 +167,23 @@ task_status_log = Table(
     Column("oldStatus", String(16), nullable=True),
     Column("reason", String(250), nullable=True),
     Index("ix_task_status_log_task", "jediTaskID"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
+#: One row per operator change of a task's settings (priority, attributes, site, share...):
+#: the task's history next to its status log.
+task_change_log = Table(
+    "task_change_log",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("jediTaskID", BigInteger, nullable=False),
+    Column("modificationTime", Timestamp, nullable=False),
+    Column("attribute", String(64), nullable=False),
+    Column("oldValue", String(250), nullable=True),
+    Column("newValue", String(250), nullable=True),
+    Column("changedBy", String(128), nullable=True),
+    Index("ix_task_change_log_task", "jediTaskID"),
     sqlite_autoincrement=True,
     mysql_engine="InnoDB",
 )

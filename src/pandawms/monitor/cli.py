@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pandawms.monitor import cli_ops
+
 #: ANSI colours per status (SGR parameters).
 COLOURS: dict[str, str] = {
     "defined": "37",
@@ -462,7 +464,7 @@ def configure(sub: Any) -> None:
         help="refresh every SECONDS (default 5) until Ctrl-C",
     )
     jobs.set_defaults(func=_cmd_jobs)
-    actions = jobs.add_subparsers(dest="jobs_action", metavar="{show,why}")
+    actions = jobs.add_subparsers(dest="jobs_action", metavar="{show,why,reassign}")
     show = actions.add_parser("show", help="one job: attributes, files, history, errors explained")
     show.add_argument("panda_id", type=int, metavar="PANDAID")
     show.add_argument("--json", action="store_true", help="print the monitor's JSON instead")
@@ -473,6 +475,13 @@ def configure(sub: Any) -> None:
     why.add_argument("--json", action="store_true", help="print the analysis as JSON")
     _db_options(why, suppress=True)
     why.set_defaults(func=_cmd_why)
+    reassign = actions.add_parser(
+        "reassign", help="send jobs no pilot holds yet back to brokerage, or to a queue with --site"
+    )
+    reassign.add_argument("panda_ids", type=int, nargs="+", metavar="PANDAID")
+    reassign.add_argument("--site", help="the queue (computingSite) to send them to")
+    _db_options(reassign, suppress=True)
+    reassign.set_defaults(func=cli_ops.cmd_jobs_reassign)
 
     tasks = sub.add_parser("tasks", help="jobs grouped by jediTaskID, most recent tasks first")
     _db_options(tasks)
@@ -484,3 +493,9 @@ def configure(sub: Any) -> None:
         "--watch", nargs="?", type=float, const=5.0, metavar="SECONDS", help="refresh every SECONDS"
     )
     tasks.set_defaults(func=_cmd_tasks)
+    task_actions = tasks.add_subparsers(dest="tasks_action", metavar="{priority}")
+    priority = task_actions.add_parser("priority", help="set a task's priority (and its queued jobs')")
+    priority.add_argument("task_id", type=int, metavar="TASKID")
+    priority.add_argument("priority", type=int, metavar="N")
+    _db_options(priority, suppress=True)
+    priority.set_defaults(func=cli_ops.cmd_tasks_priority)

@@ -547,6 +547,17 @@ def _progress(fraction: float) -> str:
     return f'<div class="progress"><span style="width:{100 * fraction:.1f}%"></span><b>{100 * fraction:.1f}%</b></div>'
 
 
+def _task_history(history: Sequence[Mapping[str, Any]]) -> str:
+    """Status moves and operator changes (priority, site, share...), newest first."""
+    if not history:
+        return ""
+    rows = [
+        [esc(h["time"]), esc(h["what"]), esc(h["old"]), esc(h["new"]), esc(h["by"]), esc(h["note"])]
+        for h in history
+    ]
+    return f"<section><h2>History</h2>{table(['time (UTC)', 'change', 'from', 'to', 'by', 'note'], rows, 'history')}</section>"
+
+
 def task_page(data: Mapping[str, Any]) -> bytes:
     tid = data["jediTaskID"]
     counts = data["counts"]
@@ -578,7 +589,8 @@ def task_page(data: Mapping[str, Any]) -> bytes:
     body = f"""<section>{hbar(counts)}<div class="tiles">{tiles}</div></section>
 <section>{_kv_table(key, "kv key")}</section>
 <section><h2>By queue</h2>{table(["queue", *[esc(s) for s in columns], "total", "share"], rows, "counts")}</section>
-<p><a href="{url("/jobs", {"task": tid, "table": "all"})}">all jobs of this task</a> (live and archived)</p>"""
+<p><a href="{url("/jobs", {"task": tid, "table": "all"})}">all jobs of this task</a> (live and archived)</p>
+{_task_history(data.get("history") or [])}"""
     return layout(f"Task {tid}", "tasks", body, f"{BASE}/api/task/{tid}", data["now"], refresh=True)
 
 

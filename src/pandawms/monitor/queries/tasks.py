@@ -62,6 +62,7 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
                 if modified is not None and (last is None or modified > last):
                     last = modified
         known = _task_rows(conn, [task_id]).get(task_id, {})
+        history = task_history(conn, task_id)
     total = sum(by_status.values())
     if not total:
         return None
@@ -79,7 +80,50 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
         "failed_fraction": by_status.get("failed", 0) / total,
         "status": known.get("status"),
         "taskName": known.get("taskName"),
+        "history": history,
     }
+
+
+def task_history(conn: Any, task_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """Status moves and operator changes of a task, newest first: what happened to it, and who did it."""
+    from pandawms.db.schema_tasks import task_change_log, task_status_log
+
+    moves = conn.execute(
+        select(task_status_log)
+        .where(task_status_log.c.jediTaskID == task_id)
+        .order_by(task_status_log.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    entries = [
+        {
+            "time": r["modificationTime"],
+            "what": "status",
+            "old": r["oldStatus"],
+            "new": r["status"],
+            "by": None,
+            "note": r["reason"],
+        }
+        for r in moves
+    ]
+    changes = conn.execute(
+        select(task_change_log)
+        .where(task_change_log.c.jediTaskID == task_id)
+        .order_by(task_change_log.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    entries += [
+        {
+            "time": r["modificationTime"],
+            "what": r["attribute"],
+            "old": r["oldValue"],
+            "new": r["newValue"],
+            "by": r["changedBy"],
+            "note": None,
+        }
+        for r in changes
+    ]
+    entries.sort(key=lambda e: e["time"], reverse=True)
+    return entries[:limit]
 
 
 def task_list(
