@@ -28,18 +28,18 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_db_check_init_upgrade(db_url: str, make_runtime) -> None:  # noqa: ANN001
     rt = make_runtime(db_url)  # schema exists and is current
     ok = _run("db", "check", "--db-url", db_url)
-    assert ok.returncode == 0 and ok.stdout.strip() == "DB schema check: OK, database 1, code 1"
+    assert ok.returncode == 0 and ok.stdout.strip() == "DB schema check: OK, database 2, code 2"
     with rt.engine.begin() as conn:
         conn.execute(
             update(schema_version).where(schema_version.c.component == SCHEMA_COMPONENT).values(version=0)
         )
     old = _run("db", "check", "--db-url", db_url)
     assert old.returncode == 1
-    assert "FAILED, database 0 is older than code 1" in old.stdout
+    assert "FAILED, database 0 is older than code 2" in old.stdout
     assert _run("db", "check", "--db-url", db_url, env={"PANDA_SCHEMA_CHECK": "warn"}).returncode == 0
     upgraded = _run("db", "upgrade", "--db-url", db_url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from version 0 to 1" in upgraded.stdout
+    assert "upgraded from version 0 to 2" in upgraded.stdout
     assert _run("db", "check", "--db-url", db_url).returncode == 0
 
 
@@ -47,7 +47,7 @@ def test_empty_database_check_and_init(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.sqlite'}"
     empty = _run("db", "check", "--db-url", url)
     assert empty.returncode == 1 and "no pandawms schema" in empty.stdout
-    assert _run("db", "init", "--db-url", url).stdout.strip() == "created schema version 1"
+    assert _run("db", "init", "--db-url", url).stdout.strip() == "created schema version 2"
     assert "already initialised" in _run("db", "init", "--db-url", url).stdout
 
 

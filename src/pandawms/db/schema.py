@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeEngine
 from pandawms.model.jobspec import FILE_ATTRIBUTES, JOB_COLUMNS, Attribute
 
 #: Bumped by every migration; ``pandawms db check`` compares it with the database's row.
-CODE_SCHEMA_VERSION = 1
+CODE_SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
