@@ -37,7 +37,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def strict(tmp_path: Path, pki: Pki) -> Iterator[Httpd]:
-    server = Httpd(tmp_path, pki, workers=1, auth_mode="strict", production_dns=f"CN={BOSS_CN}")
+    server = Httpd(
+        tmp_path,
+        pki,
+        workers=1,
+        auth_mode="strict",
+        production_dns=f"/DC=org/DC=pandawms/OU=Users/CN={BOSS_CN}",
+    )
     spec = tmp_path / "queues.json"
     spec.write_text(json.dumps(QUEUES))
     subprocess.run(
