@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from pandawms.api import authz, legacy, v1
+from pandawms.api import authz, crosssite, legacy, v1
 from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
@@ -335,33 +335,37 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
+        rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
+        ctx: RequestContext | None = None
+        given: dict[str, Any] = {}
         try:
             if verb not in (method.verb, "HEAD") and not (method.verb == "GET" and verb == "POST"):
                 return reply(405, False, f"expecting {method.verb}, received {verb}", None)
-            given, from_text = await self._v1_params(scope, receive, headers, verb)
-            kwargs = bind(method.params, given, from_text)
+            crosssite.check_v1(verb, method.verb, _media_type(headers), headers)
             ctx = self._context(scope, headers, request_id, True)
-            rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
-            try:
-                success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
-            except PandaError as exc:
-                if rule.audit:
-                    await self._audit(ctx, f"{module}/{name}", kwargs, "refused", exc.message)
-                raise
+            given, from_text = await self._v1_params(scope, receive, headers, verb)
+            kwargs = bind(method.params, given, from_text)
+            given = kwargs
+            success, message, data = await run_in_threadpool(method.handler, ctx, **kwargs)
             if rule.audit:
                 targets = kwargs
                 if (module, name) == ("job", "submit") and success and isinstance(data, list):
                     targets = {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
                 elif (module, name) == ("task", "submit") and success:
                     targets = {"task_id": data}
-                await self._audit(ctx, f"{module}/{name}", targets, "ok" if success else "failed", message)
+                outcome, note = audit.outcome_of(success, data)
+                await self._audit(ctx, f"{module}/{name}", targets, outcome, note or message)
             return reply(200, success, message, data)
         except PandaError as exc:
+            if rule.audit and ctx is not None:
+                await self._audit(ctx, f"{module}/{name}", given, "refused", exc.message)
             log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
             return reply(exc.http_status, False, exc.message, None)
         except IllegalMove as exc:
+            if rule.audit and ctx is not None:
+                await self._audit(ctx, f"{module}/{name}", given, "refused", str(exc))
             return reply(409, False, str(exc), None)
         except BUSY_ERRORS as exc:
             log.error("%s %s/%s database busy or failing: %s", request_id, module, name, exc)
@@ -424,6 +428,7 @@ class PandaApp:
                 ),
             )
         try:
+            crosssite.check_legacy(name, scope.get("method", "GET"), headers)
             params = await self._legacy_params(scope, receive, headers)
             ctx = self._context(scope, headers, request_id, accept_json)
             if self.strict:
