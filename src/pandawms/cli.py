@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pandawms import __version__
-from pandawms.config import ConfigError, Settings, load_settings
+from pandawms.config import ConfigError, Settings, load_settings, mask_secrets, open_remote_problem
 from pandawms.logsetup import setup_logging
 
 log = logging.getLogger("pandawms.cli")
@@ -29,6 +29,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides)
 
 
+def _refuse_open_remote(settings: Settings) -> None:
+    problem = open_remote_problem(settings)
+    if problem:
+        raise ConfigError(problem)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Everything in one command: the schema created if missing, the HTTP(S) API and the daemon."""
     import dataclasses
@@ -38,6 +44,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from pandawms.httpd.master import run_httpd
 
     settings = _settings(args)
+    _refuse_open_remote(settings)
     if not settings.workers:
         settings = dataclasses.replace(settings, workers=1)
     setup_logging(settings.log_level, settings.log_dir, "serve")
@@ -80,6 +87,7 @@ def _cmd_httpd(args: argparse.Namespace) -> int:
     from pandawms.httpd.master import run_httpd
 
     settings = _settings(args)
+    _refuse_open_remote(settings)
     setup_logging(settings.log_level, settings.log_dir, "httpd")
     code = _check_schema_or_exit(settings)
     if code:
@@ -408,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line for systemctl status instead of a traceback; driver messages name the host
         # and user, never the password.
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        print(f"pandawms: database error: {reason}", file=sys.stderr)
+        print(f"pandawms: database error: {mask_secrets(reason)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from pandawms.model.errors import PandaError
+
 
 class ConfigError(ValueError):
     """A setting with a bad value; the message names the setting and where it came from."""
@@ -131,6 +136,9 @@ class Settings:
     global_shares: str = ""
     #: Authorisation mode: "open" trusts every caller (laptop, tests); "strict" needs identities.
     auth_mode: str = "open"
+    #: 1 lets an open-mode server listen beyond loopback (anyone who reaches it may do anything);
+    #: by default serve, httpd and config check refuse that combination.
+    allow_open_remote: int = 0
     #: The VO this server serves: only FQANs and token groups of this VO grant roles.
     vo: str = "atlas"
     #: Comma-separated whole DNs (slash form; proxy CNs are ignored) that carry a role
@@ -245,19 +253,40 @@ def is_secret(name: str) -> bool:
     return name in SECRET_SETTINGS or any(word in name for word in _SECRET_WORDS)
 
 
+#: Query parameters of a URL (and ``key=value`` pairs in text) that carry a secret: libpq and
+#: the MySQL drivers take ``?password=``; brokers and token endpoints take the others.
+_SECRET_KEYS = re.compile(
+    r"(?i)\b(password|passwd|pwd|sslpassword|secret|token|access_token|api_key)=([^&\s'\"]*)"
+)
+#: URLs inside free text (log lines, exception messages).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
 def mask_url(url: str) -> str:
-    """``scheme://user:***@host/...``: the URL with the password of its user part hidden."""
+    """The one masking of a URL for anything written anywhere: logs, pages, metrics, messages.
+
+    ``scheme://user:***@host/db?password=***``: the password of the user part and every secret
+    query parameter hidden. Text that is not a URL at all (a malformed setting) may hold a
+    secret anywhere, so only its scheme-like prefix survives.
+    """
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme.startswith("sqlite"):
-        return url
+    if not sep:
+        head = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url)
+        return f"{head.group(0) if head else ''}{_MASK} (not a URL)" if url else url
     at = rest.rfind("@")  # the last one: a password may hold "@" and "/" unescaped
-    if at < 0:
-        return url
-    userinfo = rest[:at]
-    user, colon, _password = userinfo.partition(":")
-    if not colon:
-        return url
-    return f"{scheme}://{user}:{_MASK}@{rest[at + 1 :]}"
+    if at >= 0 and not scheme.startswith("sqlite"):
+        userinfo = rest[:at]
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            rest = f"{user}:{_MASK}@{rest[at + 1 :]}"
+    return f"{scheme}://{_SECRET_KEYS.sub(lambda m: f'{m.group(1)}={_MASK}', rest)}"
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every URL in it masked (:func:`mask_url`) and every ``password=...`` hidden."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    return _SECRET_KEYS.sub(lambda m: f"{m.group(1)}={_MASK}", text)
 
 
 def masked_value(name: str, value: Any) -> Any:
@@ -282,9 +311,6 @@ def _check_db_password(values: dict[str, Any]) -> None:
     url = values.get("db_url") or ""
     if not url:
         raise ConfigError("setting db_password is set but db_url is empty (SQLite needs no password)")
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -372,6 +398,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "jedi_log_max_bytes": (1024, 10 * 1024**3),
     "task_jobs_per_pass": (1, 100000),
     "ddm_rucio_timeout": (1, 3600),
+    "allow_open_remote": (0, 1),
 }
 
 
@@ -446,6 +473,7 @@ def load_settings(
         if key not in names:
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _convert(key, str(value), hints[key], "command line")
+    _check_db_url(values)
     _check_db_password(values)
     _check_global_shares(values)
     _check_dn_lists(values)
@@ -468,6 +496,44 @@ def _check_dn_lists(values: dict[str, Any]) -> None:
                 )
 
 
+#: Driver used when a URL names only the database kind.
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "oracle": "oracle+oracledb",
+}
+
+
+def normalise_url(url: str) -> str:
+    """Pick our driver for bare ``postgresql://``, ``mysql://`` and ``mariadb://`` URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        # Not echoed: without a scheme we cannot tell where a password would be to mask it.
+        raise PandaError("the database URL has no scheme (e.g. sqlite:///path or postgresql://host/db)")
+    if "+" not in scheme and scheme in _DRIVERS:
+        return _DRIVERS[scheme] + "://" + rest
+    return url
+
+
+def _check_db_url(values: dict[str, Any]) -> None:
+    """A db_url that does not parse stops every command here, with the URL masked.
+
+    Left to the engine, a bad port or bracket failed with a traceback, and a URL without a
+    scheme was echoed whole by ``config check``, password included.
+    """
+    url = values.get("db_url") or ""
+    if not url:
+        return
+    try:
+        parsed = make_url(normalise_url(url))
+        _ = parsed.port  # the port is parsed lazily by some versions
+    except (ArgumentError, ValueError, PandaError) as exc:
+        reason = exc.message if isinstance(exc, PandaError) else type(exc).__name__
+        raise ConfigError(f"setting db_url is not a database URL ({reason}): {mask_url(url)}") from None
+
+
 def _check_global_shares(values: dict[str, Any]) -> None:
     from pandawms.model.shares import parse_shares
 
@@ -475,3 +541,30 @@ def _check_global_shares(values: dict[str, Any]) -> None:
         parse_shares(values.get("global_shares") or "")
     except ValueError as exc:
         raise ConfigError(f"global_shares: {exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or "" (every address): may be reachable from elsewhere
+
+
+def open_remote_problem(settings: Settings) -> str | None:
+    """Why these settings must not start a server: open mode listening beyond loopback.
+
+    Open mode trusts every caller with everything (submit as anyone, kill any job, act as a
+    pilot); that is for a laptop or a test, where only this machine can connect.
+    """
+    if settings.auth_mode != "open" or _is_loopback(settings.host) or settings.allow_open_remote:
+        return None
+    return (
+        f"auth_mode is open and host is {settings.host or '(all addresses)'}: in open mode anyone who "
+        "can reach the server may submit, kill and dispatch any job as anyone. Use PANDA_AUTH_MODE=strict, "
+        "listen on 127.0.0.1, or set PANDA_ALLOW_OPEN_REMOTE=1 if that is really meant"
+    )

@@ -31,6 +31,16 @@ class ReopenableFileHandler(logging.FileHandler):
             self.release()
 
 
+class MaskingFormatter(logging.Formatter):
+    """The standard line with secrets masked: a database or broker URL in a message or in an
+    exception's text (drivers and SQLAlchemy quote them) is written as ``user:***@host``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from pandawms.config import mask_secrets
+
+        return mask_secrets(super().format(record))
+
+
 def _file_handler(path: str, fmt: logging.Formatter) -> ReopenableFileHandler:
     handler = ReopenableFileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(fmt)
@@ -51,7 +61,7 @@ def setup_logging(level: str = "INFO", log_dir: str = "", component: str = "pand
         root.removeHandler(handler)
     with _lock:
         _handlers.clear()
-    fmt = logging.Formatter(FORMAT)
+    fmt = MaskingFormatter(FORMAT)
     access = logging.getLogger("pandawms.access")
     for handler in list(access.handlers):
         access.removeHandler(handler)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from pandawms.api import authz, legacy, v1
+from pandawms.api import authz, crosssite, legacy, v1
 from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
@@ -427,12 +427,17 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
+        rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
+        ctx: RequestContext | None = None
+        given: dict[str, Any] = {}
         handled = False
         try:
+            # Browser marks and body types first (no state, no database): a form or a HEAD that
+            # another site makes a victim's browser send never reaches a write.
+            crosssite.check_v1(verb, method.verb, _media_type(headers), headers)
             # Who may call is known from the connection and headers: refuse before the body is
             # read, so an anonymous client cannot make the server buffer and parse megabytes.
             ctx = await self._context_waiting(scope, headers, request_id, True)
-            rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
             if self.strict:
                 authz.check(rule, ctx.who, f"{module}/{name}")
             # A wrong verb, argument or type is answered as the real server does: HTTP 200 with
@@ -453,31 +458,30 @@ class PandaApp:
                     raise
                 log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
                 return reply(200, False, exc.message, None)
+            given = kwargs
             handled = True
-            try:
-                if method.on_loop:
-                    success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
-                elif (module, name) in _ON_LOOP:
-                    success, message, data = cast(v1.Handler, method.handler)(ctx, **kwargs)
-                elif (module, name) in _SUBMISSIONS:
-                    success, message, data = await self._submission(method.handler, ctx, kwargs)
-                else:
-                    success, message, data = await run_db(
-                        self.rt, cast(v1.Handler, method.handler), ctx, **kwargs
-                    )
-            except PandaError as exc:
-                if rule.audit:
-                    await self._audit(ctx, f"{module}/{name}", kwargs, "refused", exc.message)
-                raise
+            if method.on_loop:
+                success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
+            elif (module, name) in _ON_LOOP:
+                success, message, data = cast(v1.Handler, method.handler)(ctx, **kwargs)
+            elif (module, name) in _SUBMISSIONS:
+                success, message, data = await self._submission(method.handler, ctx, kwargs)
+            else:
+                success, message, data = await run_db(
+                    self.rt, cast(v1.Handler, method.handler), ctx, **kwargs
+                )
             if rule.audit:
                 targets = kwargs
                 if (module, name) == ("job", "submit") and success and isinstance(data, list):
                     targets = {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
                 elif (module, name) == ("task", "submit") and success:
                     targets = {"task_id": data}
-                await self._audit(ctx, f"{module}/{name}", targets, "ok" if success else "failed", message)
+                outcome, note = audit.outcome_of(success, data)
+                await self._audit(ctx, f"{module}/{name}", targets, outcome, note or message)
             return reply(200, success, message, data)
         except PandaError as exc:
+            if rule.audit and ctx is not None:
+                await self._audit(ctx, f"{module}/{name}", given, "refused", exc.message)
             log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
             # Refusals of a well-formed request (bad values, unknown or busy targets) are
             # answered in the envelope; identity, size and parsing problems keep their status.
@@ -485,6 +489,8 @@ class PandaApp:
             status, body, ctype, _ = reply(status, False, exc.message, None)
             return status, body, ctype, self._retry_after if status == 503 else []
         except IllegalMove as exc:
+            if rule.audit and ctx is not None:
+                await self._audit(ctx, f"{module}/{name}", given, "refused", str(exc))
             return reply(200, False, str(exc), None)
         except BUSY_ERRORS as exc:
             log.error("%s %s/%s database busy or failing: %s", request_id, module, name, exc)
@@ -550,6 +556,7 @@ class PandaApp:
                 ),
             )
         try:
+            crosssite.check_legacy(name, scope.get("method", "GET"), headers)
             ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
                 authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)

@@ -24,6 +24,7 @@ from pandawms.core.heartbeat import PilotUpdate
 from pandawms.core.jobs_read import MAX_IDS_PER_READ
 from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
+from pandawms.model.values import BadValue, whole_number
 
 log = logging.getLogger("pandawms.api.legacy")
 
@@ -104,15 +105,10 @@ def _int_param(params: dict[str, Any], name: str, default: int = 0) -> int:
     raw = params.get(name)
     if raw is None or str(raw).strip() in ("", "NULL", "None"):
         return default
-    text = str(raw).strip()
     try:
-        value = int(text) if text.lstrip("-").isdigit() else int(float(text))
-    except (ValueError, OverflowError):  # OverflowError: "inf" parses as a float
-        raise PandaError(f"{name} must be a number, got {text[:40]!r}") from None
-    if not -(2**63) <= value < 2**63:
-        # Past the database's integer range the query itself would fail (a 500, not a refusal).
-        raise PandaError(f"{name} is out of range: {text[:40]}")
-    return value
+        return whole_number(raw if isinstance(raw, int | float | str) else str(raw), truncate=True)
+    except BadValue as exc:
+        raise PandaError(f"{name}: {exc}") from None
 
 
 def _ids(params: dict[str, Any], name: str) -> list[int]:
@@ -121,13 +117,12 @@ def _ids(params: dict[str, Any], name: str) -> list[int]:
     if raw is None:
         raise PandaError(f"{name} is required")
     items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
-    try:
-        ids = [int(str(item).strip()) for item in items if str(item).strip()]
-    except ValueError:
-        raise PandaError(f"{name} must be a list of PandaIDs") from None
-    if len(ids) > MAX_IDS_PER_READ:
+    if len(items) > MAX_IDS_PER_READ:
         raise PandaError(f"{name} has more than {MAX_IDS_PER_READ} IDs", http_status=413)
-    return ids
+    try:
+        return [whole_number(str(item).strip()) for item in items if str(item).strip()]
+    except BadValue as exc:
+        raise PandaError(f"{name} must be a list of PandaIDs: {exc}") from None
 
 
 def _flag(params: dict[str, Any], name: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import orjson
 
 from pandawms.model.errors import PandaError
+from pandawms.model.values import BadValue, finite_number, whole_number
 
 
 def _loads(text: str) -> Any:
@@ -46,36 +47,13 @@ def _bad(name: str, what: str, value: Any) -> PandaError:
     return PandaError(f"Argument error: {name} must be {what}, got {shown}")
 
 
-#: Every integer column is at most 64 bits: a larger value is the client's mistake (a 400),
-#: not a database error (SQLite's OverflowError, PostgreSQL's DataError).
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-
-
 def _to_int(name: str, value: Any) -> int:
-    result = _parse_int(name, value)
-    if not _INT_MIN <= result <= _INT_MAX:
-        raise _bad(name, "an integer of at most 64 bits", value)
-    return result
-
-
-def _parse_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise _bad(name, "an integer", value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            try:
-                as_float = float(value)
-                if as_float.is_integer():
-                    return int(as_float)
-            except ValueError:
-                pass
-    raise _bad(name, "an integer", value)
+    """Every integer column is at most 64 bits: a larger value is the client's mistake (a 400),
+    not a database error (SQLite's OverflowError, PostgreSQL's DataError)."""
+    try:
+        return whole_number(value)
+    except BadValue:
+        raise _bad(name, "an integer of at most 64 bits", value) from None
 
 
 def _to_bool(name: str, value: Any) -> bool:
@@ -110,11 +88,9 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
         return _to_int(name, value)
     if kind == "float":
         try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
-            raise _bad(name, "a number", value) from None
+            return finite_number(value)
+        except BadValue:
+            raise _bad(name, "a finite number", value) from None
     if kind == "bool":
         return _to_bool(name, value)
     if kind == "str":

@@ -97,9 +97,9 @@ def task_resume(ctx: RequestContext, task_id: int) -> Result:
 )
 def task_retry(ctx: RequestContext, task_id: int, new_parameters: Any, **_flags: bool) -> Result:
     """Retry the failed work of a task (optionally with some parameters changed)."""
-    reply = tasks.retry_task(ctx.rt, task_id, ctx.who, new_parameters or None)
-    # pbook reads the code from data whatever the outcome, as the real server always succeeds.
-    return True if reply.data in (0, 3) else reply.success, reply.message, reply.data
+    # Code 3 in data is both "retried with new parameters" and "not the owner" (JEDI's numbers):
+    # success tells them apart, so a refusal is never reported (or audited) as done.
+    return _reply(tasks.retry_task(ctx.rt, task_id, ctx.who, new_parameters or None))
 
 
 @v1(

@@ -61,6 +61,41 @@ def describe_targets(kwargs: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def outcome_of(success: bool, data: Any) -> tuple[str, str]:
+    """The audit outcome of a call that was answered, and a note when the answer alone hides it.
+
+    ``success: false`` is a refusal (unknown task, not the owner, wrong status). A call answered
+    with one boolean per target (job/kill) acted only where it says True: none is a refusal,
+    some is ``partial``.
+    """
+    if not success:
+        return "refused", ""
+    if isinstance(data, list) and data and all(isinstance(item, bool) for item in data):
+        refused = data.count(False)
+        if refused == len(data):
+            return "refused", "refused for every target"
+        if refused:
+            return "partial", f"refused for {refused} of {len(data)} targets"
+    return "ok", ""
+
+
+#: Target keys that name jobs (PandaIDs) in an audit row.
+_JOB_KEYS = frozenset({"job_ids", "job_id", "jobId", "ids"})
+
+
+def names_job(targets: str | None, panda_id: int) -> bool:
+    """Whether an audit row's targets (``key=v1,v2 key=v``) name job ``panda_id``.
+
+    Only job keys count: ``task_id=1`` or ``jobs=1`` (a count) is not about job 1.
+    """
+    wanted = str(panda_id)
+    for part in (targets or "").split():
+        key, _, values = part.partition("=")
+        if key in _JOB_KEYS and wanted in values.split(","):
+            return True
+    return False
+
+
 def search(
     rt: Runtime,
     panda_id: int | None = None,
@@ -68,17 +103,29 @@ def search(
     since: dt.datetime | None = None,
     limit: int = 200,
 ) -> Sequence[dict[str, Any]]:
-    """Audit rows, newest first, optionally about one job, by one user, or since a time."""
-    stmt = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+    """Audit rows, newest first, optionally about one job, by one user, or since a time.
+
+    The job filter narrows in SQL by the ID's text and then keeps only rows whose job targets
+    name it, reading on in pages until ``limit`` such rows are found.
+    """
+    stmt = select(audit_log).order_by(audit_log.c.id.desc())
     if panda_id is not None:
-        stmt = stmt.where(audit_log.c.targets.like(f"%{panda_id}%"))
+        stmt = stmt.where(audit_log.c.targets.like(f"%{int(panda_id)}%"))
     if user:
         stmt = stmt.where(audit_log.c.identity.like(f"%{user}%"))
     if since is not None:
         stmt = stmt.where(audit_log.c.time >= since)
-    with read_tx(rt.engine) as conn:
-        rows = [dict(r) for r in conn.execute(stmt).mappings()]
-    if panda_id is not None:
-        wanted = str(panda_id)
-        rows = [r for r in rows if wanted in (r["targets"] or "").replace("=", ",").split(",")]
-    return rows
+    if panda_id is None:
+        with read_tx(rt.engine) as conn:
+            return [dict(r) for r in conn.execute(stmt.limit(limit)).mappings()]
+    found: list[dict[str, Any]] = []
+    page, last_id = 1000, None
+    while len(found) < limit:
+        paged = stmt if last_id is None else stmt.where(audit_log.c.id < last_id)
+        with read_tx(rt.engine) as conn:
+            rows = [dict(r) for r in conn.execute(paged.limit(page)).mappings()]
+        found += [r for r in rows if names_job(r["targets"], panda_id)]
+        if len(rows) < page:
+            break
+        last_id = rows[-1]["id"]
+    return found[:limit]

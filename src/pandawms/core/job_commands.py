@@ -34,7 +34,15 @@ REASSIGNABLE = frozenset({"pending", "defined", "assigned", "waiting", "throttle
 MAX_COMMAND = 250
 TOBEKILLED = "tobekilled"
 
-_COLUMNS = (*MOVE_COLUMNS, "prodUserID", "prodUserName", "coreCount", "minRamCount", "maxWalltime", "commandToPilot")
+_COLUMNS = (
+    *MOVE_COLUMNS,
+    "prodUserID",
+    "prodUserName",
+    "coreCount",
+    "minRamCount",
+    "maxWalltime",
+    "commandToPilot",
+)
 
 
 def _lock(conn: Connection, rt: Runtime, panda_id: int, columns: Sequence[str]) -> dict[str, Any] | None:

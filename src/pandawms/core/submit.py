@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import Connection, insert, select, text
 
 from pandawms.core.brokerage import NO_QUEUE, broker
 from pandawms.core.queues import list_queues
@@ -52,6 +52,10 @@ SERVER_OWNED = frozenset(
     }
 )
 _VALID_JOB_LABELS = (None, "user", "managed")
+#: Priorities the server gives jobs of ordinary users, as PanDA computes them before any
+#: per-user offset: build jobs ("panda") ahead of the analysis jobs that wait for them.
+USER_JOB_PRIORITY = 1000
+BUILD_JOB_PRIORITY = 2000
 
 
 def _typed_job(index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,6 +216,56 @@ def validate_jobs(raw_jobs: Sequence[Mapping[str, Any]], who: Identity, rt: Runt
     return typed
 
 
+def ordinary_caller(rt: Runtime, who: Identity) -> bool:
+    """Owner, task and priority are the server's to set for every caller but production.
+
+    Open mode trusts every caller with everything (a laptop, the tests), so only strict mode
+    enforces this, as it does the production-only labels.
+    """
+    return rt.settings.auth_mode == "strict" and not who.is_production
+
+
+def apply_caller_rules(typed: list[dict[str, Any]], who: Identity) -> None:
+    """What an ordinary user may not choose: whose job it is and how far ahead it runs.
+
+    Like the real server, the owner (``prodUserID``, hence ``prodUserName``) is the caller's
+    identity and the priority is the server's (1000 for analysis jobs, 2000 for build jobs);
+    values the client sent are replaced, not refused, as panda-client always sends some.
+    """
+    for job in typed:
+        job["prodUserID"] = who.dn[:250] or None
+        priority = BUILD_JOB_PRIORITY if job["prodSourceLabel"] == "panda" else USER_JOB_PRIORITY
+        job["assignedPriority"] = job["currentPriority"] = priority
+
+
+def check_task_membership(conn: Connection, typed: Sequence[Mapping[str, Any]], who: Identity) -> None:
+    """Refuse jobs that name a task (``jediTaskID``) the caller does not own.
+
+    A job counted in someone else's task would change that task's progress and outputs, and
+    be killed or retried with it. Checked inside the submission's transaction.
+    """
+    from pandawms.core.tasks import may_act
+    from pandawms.db.schema_tasks import tasks
+
+    wanted = sorted({int(job["jediTaskID"]) for job in typed if job.get("jediTaskID")})
+    if not wanted:
+        return
+    found = {
+        int(row["jediTaskID"]): dict(row)
+        for row in conn.execute(
+            select(tasks.c.jediTaskID, tasks.c.userName, tasks.c.dn).where(tasks.c.jediTaskID.in_(wanted))
+        ).mappings()
+    }
+    for task_id in wanted:
+        task = found.get(task_id)
+        if task is None:
+            raise Forbidden(
+                f"jediTaskID={task_id}: no such task; jobs may only join a task of their submitter"
+            )
+        if not may_act(who, task, False):
+            raise Forbidden(f"jediTaskID={task_id} belongs to {task['userName']}, not to {who.name}")
+
+
 def allocate_panda_ids(conn: Connection, count: int) -> list[int] | None:
     """Reserve ``count`` PandaIDs from PostgreSQL's sequence; None on other backends.
 
@@ -302,10 +356,15 @@ def submit_jobs(rt: Runtime, raw_jobs: Sequence[Mapping[str, Any]], who: Identit
     ``[PandaID, jobDefinitionID, jobName]`` for production ones.
     """
     typed = validate_jobs(raw_jobs, who, rt)
+    caller_rules = ordinary_caller(rt, who)
+    if caller_rules:
+        apply_caller_rules(typed, who)
     now = utcnow()
     for job in typed:
         _apply_defaults(job, who, rt, now)
     with write_tx(rt.engine) as conn:
+        if caller_rules:
+            check_task_membership(conn, typed, who)
         _place(rt, conn, typed)
         _insert(conn, typed)
         _assign_jobsets(conn, typed)

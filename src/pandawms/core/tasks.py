@@ -24,6 +24,7 @@ from pandawms.core import cache_files
 from pandawms.core.kill import kill_jobs
 from pandawms.core.queues import list_queues
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.submit import USER_JOB_PRIORITY, ordinary_caller
 from pandawms.core.task_params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.core.task_transitions import lock_task, log_task_status, move_task
 from pandawms.db.engine import write_tx
@@ -142,6 +143,10 @@ def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None 
     if not who.is_production:
         stored["taskType"] = "anal"
         stored["taskPriority"] = 1000
+    if ordinary_caller(rt, who):
+        # The owner is the caller (above) and the priority the server's, whatever was sent.
+        stored.pop("currentPriority", None)
+        plan.priority = USER_JOB_PRIORITY
     now = utcnow()
     with write_tx(rt.engine) as conn:
         try:
@@ -358,7 +363,9 @@ def _reset_failed_files(
     return len(rows)
 
 
-def _apply_new_parameters(conn: Connection, rt: Runtime, task_id: int, new: Any) -> Reply | None:
+def _apply_new_parameters(
+    conn: Connection, rt: Runtime, task_id: int, new: Any, who: Identity
+) -> Reply | None:
     if isinstance(new, str):
         try:
             new = orjson.loads(new)
@@ -376,6 +383,10 @@ def _apply_new_parameters(conn: Connection, rt: Runtime, task_id: int, new: Any)
     text = conn.execute(
         select(task_params.c.taskParams).where(task_params.c.jediTaskID == task_id)
     ).scalar_one()
+    if ordinary_caller(rt, who) and "currentPriority" in new:
+        return Reply(
+            False, "task parameter currentPriority can only be changed with the production role", REFUSED
+        )
     merged = {**json.loads(text), **new}
     try:
         plan = plan_task(merged, _base_url(rt))
@@ -418,7 +429,7 @@ def retry_task(rt: Runtime, task_id: int, who: Identity, new_parameters: Any = N
         if status in (T.BROKEN, T.ABORTING, T.FINISHING, T.DONE):
             return _refused(task, "retry")
         if new_parameters:
-            refused = _apply_new_parameters(conn, rt, task_id, new_parameters)
+            refused = _apply_new_parameters(conn, rt, task_id, new_parameters, who)
             if refused is not None:
                 return refused
             task = lock_task(conn, task_id) or task

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from pandawms.config import Settings
+from pandawms.config import Settings, mask_secrets
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.daemon import tasks as _tasks  # noqa: F401 - registers the tasks
 from pandawms.daemon.leases import holders, release, try_acquire
@@ -101,7 +101,8 @@ def _child(task: Task, settings: Settings, pipe: Connection, parent_engine: Any,
         pipe.send(("ok", str(task.func(rt))[:1000]))
     except BaseException as exc:  # noqa: BLE001 - everything a task raises is reported
         tail = traceback.format_exc().strip().splitlines()[-3:]
-        pipe.send(("failed", f"{type(exc).__name__}: {exc} | {' / '.join(tail)}"[:1000]))
+        # Stored and shown by the monitor and /metrics: a URL in a driver's message is masked.
+        pipe.send(("failed", mask_secrets(f"{type(exc).__name__}: {exc} | {' / '.join(tail)}")[:1000]))
     finally:
         rt.engine.dispose()
 

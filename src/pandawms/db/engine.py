@@ -26,27 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from pandawms.model.errors import PandaError
-
-#: Driver used when a URL names only the database kind.
-_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-    "oracle": "oracle+oracledb",
-}
-
-
-def normalise_url(url: str) -> str:
-    """Pick our driver for bare ``postgresql://``, ``mysql://`` and ``mariadb://`` URLs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        # Not echoed: without a scheme we cannot tell where a password would be to mask it.
-        raise PandaError("the database URL has no scheme (e.g. sqlite:///path or postgresql://host/db)")
-    if "+" not in scheme and scheme in _DRIVERS:
-        return _DRIVERS[scheme] + "://" + rest
-    return url
+from pandawms.config import normalise_url
 
 
 def backend_name(engine: Engine) -> str:

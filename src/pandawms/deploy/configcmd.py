@@ -11,12 +11,15 @@ import argparse
 import os
 import sys
 
-from pandawms.config import Settings, load_settings
+from pandawms.config import Settings, load_settings, open_remote_problem
 
 
 def _problems(settings: Settings) -> list[str]:
     """Things that load but would fail when the service starts: missing files, bad URLs."""
     problems = []
+    listening = open_remote_problem(settings)
+    if listening:
+        problems.append(listening)
     for name in ("tls_cert", "tls_key", "oidc_config"):
         path = getattr(settings, name)
         if path and not os.access(path, os.R_OK):
@@ -30,7 +33,7 @@ def _problems(settings: Settings) -> list[str]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from pandawms.db.engine import normalise_url
+    from pandawms.config import normalise_url
     from pandawms.model.errors import PandaError
 
     try:

@@ -61,6 +61,56 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 FLOAT_MAX = 3.4e38
 
 
+def whole_number(value: Any, truncate: bool = False) -> int:
+    """A request's integer (ID, count, limit) as every database column can hold it.
+
+    Takes ints, integral floats and their text (``12``, ``12.0``, ``1e3``); refuses booleans,
+    NaN and infinities, fractions (unless ``truncate``: pilots send some sizes as ``2000.5``),
+    and anything beyond 64 bits, which SQLite's driver cannot even bind (an OverflowError, a
+    500) and other databases refuse as an error.
+    """
+    if isinstance(value, bool):
+        raise BadValue(f"not an integer: {value!r}")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not (truncate or value.is_integer()):
+            raise BadValue(f"not an integer: {value!r}")
+        result = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            result = int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise BadValue(f"not an integer: {text[:40]!r}") from None
+            if not math.isfinite(as_float) or not (truncate or as_float.is_integer()):
+                raise BadValue(f"not an integer: {text[:40]!r}") from None
+            result = int(as_float)
+    else:
+        raise BadValue(f"not an integer: {type(value).__name__}")
+    if not _INT_MIN <= result <= _INT_MAX:
+        raise BadValue(f"out of the 64-bit integer range: {str(value)[:40]}")
+    return result
+
+
+def finite_number(value: Any) -> float:
+    """A request's real number: finite and within what every backend's float column holds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadValue(f"not a number: {str(value)[:40]!r}")
+    try:
+        result = float(value)
+    except (ValueError, OverflowError):
+        raise BadValue(f"not a number: {str(value)[:40]!r}") from None
+    if not math.isfinite(result):
+        raise BadValue(f"not a finite number: {str(value)[:40]!r}")
+    if abs(result) > FLOAT_MAX:
+        raise BadValue(f"out of range: {str(value)[:40]}")
+    return result
+
+
 def coerce(attr: Attribute, value: Any, truncate: bool = False) -> Any:
     """Return ``value`` as the Python type of ``attr`` (None when unset).
 

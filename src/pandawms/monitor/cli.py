@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from pandawms.config import mask_secrets, mask_url
 from pandawms.monitor import cli_ops
 
 #: ANSI colours per status (SGR parameters).
@@ -148,7 +149,7 @@ def _run(args: argparse.Namespace, body: Callable[[Any, Painter], int]) -> int:
     try:
         return body(rt, paint)
     except (OperationalError, DBAPIError) as exc:
-        print(f"pandawms: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"pandawms: database error: {mask_secrets(str(exc).splitlines()[0])}", file=sys.stderr)
         return 1
     finally:
         rt.engine.dispose()
@@ -257,7 +258,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
             title = (
                 f"-- pandawms jobs @ {summary.at:%Y-%m-%d %H:%M:%S} UTC, {where}"
                 + (f", {' '.join(filters)}" if filters else "")
-                + f" ({rt.engine.url.render_as_string(hide_password=True)})"
+                + f" ({mask_url(rt.engine.url.render_as_string(hide_password=False))})"
             )
             return render_summary(summary.by_queue(), paint, _width(), _cut(title, _width()))
 
