@@ -38,9 +38,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from pandawms.config import load_settings
-from pandawms.core.dispatch import DispatchRequest, acquire_jobs
-from pandawms.core.heartbeat import PilotUpdate, update_job
-from pandawms.core.jobs_read import get_statuses
+from pandawms.core.jobs.dispatch import DispatchRequest, acquire_jobs
+from pandawms.core.jobs.heartbeat import PilotUpdate, update_job
+from pandawms.core.jobs.read import get_statuses
 from pandawms.core.runtime import Runtime
 from pandawms.db.versioning import init_schema
 from pandawms.model.identity import Identity

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from pandawms.core.queues import load_queues
+from pandawms.core.queues.catalogue import load_queues
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import make_engine
 from pandawms.db.schema import files, job_status_log, jobs, jobs_archive

@@ -133,7 +133,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _cmd_queues(args: argparse.Namespace) -> int:
-    from pandawms.core.queues import list_queues, load_queues
+    from pandawms.core.queues.catalogue import list_queues, load_queues
     from pandawms.core.runtime import Runtime
     from pandawms.model.errors import PandaError
 
@@ -204,7 +204,7 @@ def _cmd_users(args: argparse.Namespace) -> int:
 
 
 def _cmd_resource_types(args: argparse.Namespace) -> int:
-    from pandawms.core import resource_types as rtypes
+    from pandawms.core.queues import resource_types as rtypes
     from pandawms.core.runtime import Runtime
     from pandawms.model.errors import PandaError
 
@@ -248,7 +248,7 @@ def _cmd_resource_types(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from pandawms.core import audit
+    from pandawms.core.ops import audit
     from pandawms.core.runtime import Runtime
 
     settings = _settings(args)

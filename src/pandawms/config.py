@@ -167,7 +167,7 @@ class Settings:
     #: decompression; later pieces of one log are appended up to this size).
     jedi_log_max_bytes: int = 100 * 1024 * 1024
     #: Directory of the proxies, key pairs and token keys Harvester and pilots may fetch
-    #: (``proxies/``, ``keys/``, ``token_keys/``; see core/creds.py). Empty: none are served.
+    #: (``proxies/``, ``keys/``, ``token_keys/``; see core/creds/proxies.py). Empty: none are served.
     creds_dir: str = ""
     #: Base URL of the worker-node scripts tasks run (runGen, buildGen); the generic pilot only
     #: accepts whitelisted bases, and takes the script from HARVESTER_WORKDIR when that is set.
@@ -207,7 +207,7 @@ class Settings:
     token_scope: str = ""
     token_client_name: str = "pilot_server"
 
-    #: JSON file of retry rules replacing the built-in ones (docs in core/retry_rules.py).
+    #: JSON file of retry rules replacing the built-in ones (docs in model/retry_rules.py).
     retry_rules: str = ""
 
     @property

@@ -131,7 +131,7 @@ def storage_definition(endpoint: str = LOCAL_ENDPOINT) -> dict[str, Any]:
 def load_queues(db_url: str, queues: dict[str, dict[str, Any]]) -> str:
     """Load schedconfig entries into the server's database through pandawms' own queue loader."""
     from pandawms.config import load_settings
-    from pandawms.core.queues import load_queues as load
+    from pandawms.core.queues.catalogue import load_queues as load
     from pandawms.core.runtime import Runtime
 
     rt = Runtime.from_settings(load_settings(None, {"db_url": db_url}))

@@ -2,7 +2,7 @@
 
 Many pilots' legacy ``updateJob`` "running" heartbeats arrive at once; one worker answers them
 from the event loop while one thread runs each batch in one transaction
-(:mod:`pandawms.core.batching`, :func:`pandawms.core.heartbeat.update_job_grouped`). Every
+(:mod:`pandawms.core.batching`, :func:`pandawms.core.jobs.heartbeat.update_job_grouped`). Every
 heartbeat must be answered on its own merits and be in the database once answered: the
 back-channel command of its own job, the fallback path for jobs that are not running, and a
 refusal by the database for one heartbeat only, never for the batch it shared.

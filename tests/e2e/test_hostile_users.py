@@ -23,10 +23,10 @@ from pandawms.core.runtime import Runtime
 from pandawms.db.schema import audit_log, jobs
 from pandawms.db.schema_tasks import tasks
 from tests.certs import Pki, make_pki
+from tests.core.tasks.test_tasks import prun_params
 from tests.dbs import BACKENDS
 from tests.e2e.httpd_proc import Httpd
 from tests.jobs import make_job, state_list
-from tests.test_tasks import prun_params
 
 PROD_CN = "Prod Robot"
 PILOT_CN = "Pilot Factory"

@@ -20,15 +20,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pandawms.config import load_settings
-from pandawms.core.queues import load_queues
+from pandawms.core.queues.catalogue import load_queues
 from pandawms.core.runtime import Runtime
 from pandawms.db.versioning import init_schema
 from tests.certs import USER_DN, Pki, make_pki
 from tests.conftest import _empty_tables
+from tests.core.tasks.test_tasks import QUEUE, prun_params
 from tests.dbs import BACKENDS
 from tests.e2e.httpd_proc import Httpd
 from tests.jobs import make_job, state_list
-from tests.test_tasks import QUEUE, prun_params
 
 ISSUER = "https://iam.pandawms.test/"
 FRONT_END = "127.0.0.2"

@@ -2,7 +2,7 @@
 
 Every legacy ``updateJob`` that is not a plain heartbeat (``starting``, ``running`` of a job
 still "sent" or "starting", ``finished``/``failed`` with their file report, job report and pilot
-log) joins one worker's batch of full updates (:func:`pandawms.core.heartbeat.update_job_grouped`):
+log) joins one worker's batch of full updates (:func:`pandawms.core.jobs.heartbeat.update_job_grouped`):
 many pilots' updates in one transaction, in PandaID order. Each pilot must still get the answer
 of its own job, each transition must be written exactly once, and a database refusal of one
 item must fail that item alone, leaving its job as it was, while its batch is rerun one by one.

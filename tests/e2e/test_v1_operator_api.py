@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from tests.certs import Pki, make_pki
+from tests.core.tasks.test_tasks import prun_params
 from tests.e2e.httpd_proc import Httpd
 from tests.e2e.test_auth_strict import _curl
 from tests.jobs import make_job, state_list
-from tests.test_tasks import prun_params
 
 BOSS_CN = "Prod Boss"
 QUEUES = {

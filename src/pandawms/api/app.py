@@ -32,8 +32,8 @@ from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.multipart import parse_multipart
 from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
 from pandawms.api.params import bind
-from pandawms.core import audit
 from pandawms.core.dbthreads import run_db
+from pandawms.core.ops import audit
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import BUSY_ERRORS, refused_status
 from pandawms.model.errors import PandaError, StatusCode
@@ -346,7 +346,7 @@ class PandaApp:
 
     def _schedconfig(self, name: str, headers: Headers) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """Queue definitions as pilots fetch them: cacheable, with an ETag for revalidation."""
-        from pandawms.core.queues import all_documents, queue_document
+        from pandawms.core.queues.catalogue import all_documents, queue_document
 
         if name == "schedconfig.all.json":
             found: tuple[str, str] | None = all_documents(self.rt)
@@ -366,7 +366,7 @@ class PandaApp:
 
     def _cached_file(self, name: str) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """A sandbox from the cache; names are unique per upload, so caches may keep them a while."""
-        from pandawms.core.cache_files import path_for_serving
+        from pandawms.core.tasks.sandbox import path_for_serving
 
         try:
             path = path_for_serving(self.rt, urllib.parse.unquote(name))

@@ -62,7 +62,7 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("pilot", "update_worker_status"): PILOT,
     ("pilot", "update_worker_node"): PILOT,
     ("pilot", "update_worker_node_gpu"): PILOT,
-    # Task layer and sandbox cache: owners act on their own tasks (checked in core/tasks.py).
+    # Task layer and sandbox cache: owners act on their own tasks (checked in core/tasks/commands.py).
     ("file_server", "upload_cache_file"): USER_WRITE,
     ("file_server", "validate_cache_file"): USER,
     ("task", "submit"): USER_WRITE,
@@ -121,7 +121,7 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("creds", "get_user_secrets"): USER,
     # Token pilots renew their token; a user credential may not obtain one.
     ("creds", "get_access_token"): PILOT,
-    # Operator changes of tasks (core/task_changes.py): the real server asks for the production
+    # Operator changes of tasks (core/tasks/changes.py): the real server asks for the production
     # role for all but reassign and kill_unfinished_jobs, which owners may use on their tasks.
     ("task", "change_priority"): PRODUCTION_WRITE,
     ("task", "change_attribute"): PRODUCTION_WRITE,
@@ -136,7 +136,7 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("task", "disable_job_cloning"): PRODUCTION_WRITE,
     ("task", "enable_jumbo_jobs"): PRODUCTION_WRITE,
     ("task", "get_jumbo_job_datasets"): USER,
-    # Job commands (core/job_commands.py): owners reassign their own jobs.
+    # Job commands (core/jobs/commands.py): owners reassign their own jobs.
     ("job", "reassign"): USER_WRITE,
     ("job", "set_command"): PRODUCTION_WRITE,
     ("job", "generate_offline_execution_script"): USER,

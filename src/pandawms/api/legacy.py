@@ -18,10 +18,11 @@ import orjson
 
 from pandawms.api.context import RequestContext
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
-from pandawms.core import dispatch, heartbeat, jobs_read, pilot_binding
 from pandawms.core.dbthreads import run_db
-from pandawms.core.heartbeat import PilotUpdate
-from pandawms.core.jobs_read import MAX_IDS_PER_READ
+from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
+from pandawms.core.jobs import read as jobs_read
+from pandawms.core.jobs.heartbeat import PilotUpdate
+from pandawms.core.jobs.read import MAX_IDS_PER_READ
 from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.values import BadValue, whole_number
@@ -180,7 +181,7 @@ def _get_job_reply(
     if not found:
         return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
     if harvester_id and worker_id >= 0:  # a pilot of a Harvester worker (pull mode)
-        from pandawms.core.workers import link_dispatched
+        from pandawms.core.harvester.workers import link_dispatched
 
         link_dispatched(ctx.rt, str(harvester_id), worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
@@ -197,7 +198,7 @@ async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot.
 
     Runs on the event loop: the dispatch joins the worker's group commit
-    (:func:`pandawms.core.dispatch.acquire_jobs_async`); a thread is used afterwards only when
+    (:func:`pandawms.core.jobs.dispatch.acquire_jobs_async`); a thread is used afterwards only when
     the answer needs the database again (a Harvester worker link, a stale ``nSent``).
     """
     req, bulk, harvester_id, worker_id = _dispatch_request(params)
@@ -335,7 +336,7 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @legacy("updateWorkerPilotStatus")
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The pilot inside a Harvester worker says it started or finished: kept on the worker."""
-    from pandawms.core.workers import set_pilot_status
+    from pandawms.core.harvester.workers import set_pilot_status
 
     worker_id = _int_param(params, "workerID", -1)
     harvester_id = str(params.get("harvesterID") or "")
@@ -356,7 +357,7 @@ def _cred_refusal(exc: PandaError) -> Reply:
 @legacy("getKeyPair")
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A key pair by its two names, from the credential directory (``publicKey``, ``privateKey``)."""
-    from pandawms.core import creds
+    from pandawms.core.creds import proxies as creds
 
     try:
         public, private = creds.get_key_pair(
@@ -370,7 +371,7 @@ def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @legacy("getProxy")
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The proxy of ``dn`` (default: the caller) with ``role``, always JSON (``userProxy``)."""
-    from pandawms.core import creds
+    from pandawms.core.creds import proxies as creds
 
     role = str(params.get("role") or "") or None
     try:
@@ -384,7 +385,7 @@ def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Resource types for the pilot's memory monitor: ``ResourceTypes`` is the list of definitions
     (url-encoded replies carry it as JSON text, which pilot 3.11 parses)."""
-    from pandawms.core import resource_types
+    from pandawms.core.queues import resource_types
 
     return Reply({"StatusCode": 0, "Returns": 0, "ResourceTypes": resource_types.as_dicts(ctx.rt)})
 

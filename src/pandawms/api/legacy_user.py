@@ -17,7 +17,9 @@ import orjson
 from pandawms.api.context import RequestContext
 from pandawms.api.legacy import Reply, legacy
 from pandawms.api.v1_pbook import no_idds_message
-from pandawms.core import access_token, debug_mode, user_secrets
+from pandawms.core.creds import access_token
+from pandawms.core.creds import secrets as user_secrets
+from pandawms.core.jobs import debug_mode
 from pandawms.model.errors import PandaError, StatusCode
 
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pandawms.core.heartbeat import PilotUpdate
-from pandawms.core.pilot_binding import Caller
+from pandawms.core.jobs.heartbeat import PilotUpdate
+from pandawms.core.jobs.pilot_binding import Caller
 from pandawms.model.errors import PandaError
 from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
 from pandawms.model.values import FLOAT_MAX, NULL, BadValue, coerce, parse_datetime
@@ -328,7 +328,7 @@ def _side_text(name: str, value: Any) -> str | None:
 def parse_update(params: Mapping[str, Any], caller: Caller | None) -> PilotUpdate:
     """updateJob's parameters (legacy names, string values) -> a :class:`PilotUpdate`.
 
-    ``caller`` is who sends it (:func:`pandawms.core.pilot_binding.caller_for`): the core
+    ``caller`` is who sends it (:func:`pandawms.core.jobs.pilot_binding.caller_for`): the core
     accepts the update only if the job was dispatched to them.
 
     ``jobId``, ``state`` and ``attemptNr`` must be right or the update is refused; a metric

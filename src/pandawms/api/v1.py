@@ -21,9 +21,10 @@ from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
 from pandawms.api.params import Param
 from pandawms.api.pilot_codec import job_for_pilot, parse_update, v1_to_legacy
-from pandawms.core import dispatch, heartbeat, jobs_read, kill, pilot_binding, submit
 from pandawms.core.dbthreads import run_db
-from pandawms.core.jobs_read import MAX_IDS_PER_READ
+from pandawms.core.jobs import dispatch, heartbeat, kill, pilot_binding, submit
+from pandawms.core.jobs import read as jobs_read
+from pandawms.core.jobs.read import MAX_IDS_PER_READ
 from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
 
@@ -106,7 +107,7 @@ def get_attributes(ctx: RequestContext, parameters: dict[str, Any]) -> Result:
 @v1("metaconfig", "get_site_specs", "GET", type=Param("str", None))
 def get_site_specs(ctx: RequestContext, type: str | None) -> Result:
     """Queue definitions by name, optionally of one type (production, analysis, unified)."""
-    from pandawms.core.queues import all_documents
+    from pandawms.core.queues.catalogue import all_documents
 
     body, _ = all_documents(ctx.rt)
     specs = orjson.loads(body)
@@ -177,7 +178,7 @@ def job_get_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Res
 @v1("job", "reassign", "POST", job_ids=IDS, site=Param("str", None))
 def job_reassign(ctx: RequestContext, job_ids: list[int], site: str | None) -> Result:
     """Jobs no pilot holds yet go back to brokerage (or to the queue ``site``)."""
-    from pandawms.core.job_commands import reassign_jobs
+    from pandawms.core.jobs.commands import reassign_jobs
 
     if site is not None and not 0 < len(site) <= 128:
         return False, "site must be 1 to 128 characters", None
@@ -188,7 +189,7 @@ def job_reassign(ctx: RequestContext, job_ids: list[int], site: str | None) -> R
 @v1("job", "set_command", "POST", job_id=Param("int"), command=Param("str"))
 def job_set_command(ctx: RequestContext, job_id: int, command: str) -> Result:
     """A command for the job's pilot, given in the answer to its next heartbeat."""
-    from pandawms.core.job_commands import set_command
+    from pandawms.core.jobs.commands import set_command
 
     success, message = set_command(ctx.rt, job_id, command)
     return success, message, None
@@ -197,7 +198,7 @@ def job_set_command(ctx: RequestContext, job_id: int, command: str) -> Result:
 @v1("job", "generate_offline_execution_script", "GET", job_id=Param("int"), days=Param("int", None))
 def job_generate_offline_execution_script(ctx: RequestContext, job_id: int, days: int | None) -> Result:
     """A shell script that runs the job again outside PanDA; ``data`` is ``{"script": ...}``."""
-    from pandawms.core.offline_script import offline_script
+    from pandawms.core.jobs.offline_script import offline_script
 
     (job,) = jobs_read.get_descriptions(ctx.rt, [job_id], include_archive=True)
     if job is None:
@@ -239,11 +240,11 @@ async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     """Dispatch jobs to a pilot or Harvester: always the bulk form.
 
     Runs on the event loop and shares the worker's group commit with the legacy getJob
-    (:func:`pandawms.core.dispatch.acquire_jobs_async`), Harvester's requests for tens of jobs
+    (:func:`pandawms.core.jobs.dispatch.acquire_jobs_async`), Harvester's requests for tens of jobs
     included; a thread is used afterwards only when the answer needs the database again.
     """
     if kw["harvester_id"] is not None:
-        from pandawms.core.workers import check_harvester_id
+        from pandawms.core.links import check_harvester_id
 
         check_harvester_id(kw["harvester_id"])
     req = dispatch.DispatchRequest(
@@ -283,7 +284,7 @@ def _acquire_reply(
 ) -> Result:
     """acquire_jobs' answer; links the jobs to the Harvester worker when one is named."""
     if harvester_id and worker_id is not None:
-        from pandawms.core.workers import link_dispatched
+        from pandawms.core.harvester.workers import link_dispatched
 
         link_dispatched(ctx.rt, harvester_id, worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (

@@ -1,6 +1,6 @@
 """The v1 ``creds/*`` methods Harvester's credential managers call: proxies, key pairs, token keys.
 
-Files come from the operators' credential directory (:mod:`pandawms.core.creds`); only the
+Files come from the operators' credential directory (:mod:`pandawms.core.creds.proxies`); only the
 production role may ask (:mod:`pandawms.api.authz`). A credential that is not there is a
 refusal in the envelope (``success`` false, HTTP 200), as the real server answers.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import creds
+from pandawms.core.creds import proxies as creds
 from pandawms.model.errors import PandaError
 
 NAME = Param("str")

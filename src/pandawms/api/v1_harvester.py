@@ -2,8 +2,8 @@
 
 Harvester's PanDA communicator posts JSON bodies with these parameter names and reads the
 ``{"success", "message", "data"}`` envelope; the handlers only convert and delegate to
-:mod:`pandawms.core.workers`, :mod:`pandawms.core.harvester` and
-:mod:`pandawms.core.harvester_commands`. Imported by :mod:`pandawms.api.v1`, which registers them.
+:mod:`pandawms.core.harvester.workers`, :mod:`pandawms.core.harvester.instances` and
+:mod:`pandawms.core.harvester.commands`. Imported by :mod:`pandawms.api.v1`, which registers them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import harvester, harvester_commands, workers
+from pandawms.core.harvester import commands as harvester_commands
+from pandawms.core.harvester import instances as harvester
+from pandawms.core.harvester import workers
 from pandawms.model.errors import PandaError
 
 HARVESTER_ID = Param("str")
@@ -22,7 +24,7 @@ HARVESTER_ID = Param("str")
 @v1("harvester", "update_workers", "POST", harvester_id=HARVESTER_ID, workers=Param("json", max_items=2000))
 def update_workers(ctx: RequestContext, harvester_id: str, workers: Any) -> Result:
     """Upsert the reported workers and their job lists; one ``true`` per worker."""
-    from pandawms.core.workers import update_workers as apply
+    from pandawms.core.harvester.workers import update_workers as apply
 
     return ok(apply(ctx.rt, harvester_id, workers))
 
@@ -151,7 +153,7 @@ def update_service_metrics(ctx: RequestContext, harvester_id: str, metrics: Any)
     ``data`` is one ``true`` per stored metric (Harvester sends one, and the real server
     answers ``[true]``).
     """
-    from pandawms.core.harvester_reports import add_metrics
+    from pandawms.core.harvester.reports import add_metrics
 
     stored = add_metrics(ctx.rt, harvester_id, metrics)
     return ok([True] * stored or [True])
@@ -160,7 +162,7 @@ def update_service_metrics(ctx: RequestContext, harvester_id: str, metrics: Any)
 @v1("harvester", "add_dialogs", "POST", harvester_id=HARVESTER_ID, dialogs=Param("json"))
 def add_dialogs(ctx: RequestContext, harvester_id: str, dialogs: Any) -> Result:
     """Keep the instance's messages for operators."""
-    from pandawms.core.harvester_reports import add_dialogs as store
+    from pandawms.core.harvester.reports import add_dialogs as store
 
     store(ctx.rt, harvester_id, dialogs)
     return ok()

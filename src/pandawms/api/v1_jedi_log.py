@@ -6,8 +6,8 @@ from pandawms.api.context import RequestContext
 from pandawms.api.multipart import UploadedFile
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import jedi_logs
-from pandawms.core.cache_files import public_host
+from pandawms.core.harvester import logs as jedi_logs
+from pandawms.core.tasks.sandbox import public_host
 
 
 def _url(ctx: RequestContext, name: str) -> str:

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from pandawms.api.context import RequestContext
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import resource_types
+from pandawms.core.queues import resource_types
 
 
 @v1("metaconfig", "get_resource_types", "GET")

@@ -12,7 +12,8 @@ from typing import Any
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, v1
-from pandawms.core import debug_mode, task_requests
+from pandawms.core.jobs import debug_mode
+from pandawms.core.tasks import requests as task_requests
 
 
 @v1("job", "set_debug_mode", "POST", job_id=Param("int"), mode=Param("bool"))

@@ -14,7 +14,8 @@ import orjson
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import access_token, user_secrets
+from pandawms.core.creds import access_token
+from pandawms.core.creds import secrets as user_secrets
 
 
 @v1("creds", "set_user_secrets", "POST", key=Param("str", None), value=Param("str", None))

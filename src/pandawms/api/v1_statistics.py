@@ -1,7 +1,7 @@
 """The v1 ``statistics/*`` methods: job counts by site, cloud, share and resource type.
 
 Names, parameters and answer shapes are the real server's (Harvester's ``get_job_stats`` and
-``get_job_stats_new`` read the first two); counts come from :mod:`pandawms.core.job_stats`,
+``get_job_stats_new`` read the first two); counts come from :mod:`pandawms.core.jobs.stats`,
 which keeps each answer for half a minute.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import job_stats
+from pandawms.core.jobs import stats as job_stats
 
 WINDOW = Param("int", None)
 

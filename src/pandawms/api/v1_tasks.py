@@ -16,9 +16,13 @@ from pandawms.api.context import RequestContext
 from pandawms.api.multipart import UploadedFile
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import cache_files, kill, task_changes, tasks, tasks_read
-from pandawms.core.jobs_read import MAX_IDS_PER_READ, get_descriptions
-from pandawms.core.tasks import Reply
+from pandawms.core.jobs import kill
+from pandawms.core.jobs.read import MAX_IDS_PER_READ, get_descriptions
+from pandawms.core.tasks import changes as task_changes
+from pandawms.core.tasks import commands as tasks
+from pandawms.core.tasks import read as tasks_read
+from pandawms.core.tasks import sandbox as cache_files
+from pandawms.core.tasks.commands import Reply
 
 TASK_ID = Param("int")
 
@@ -236,7 +240,7 @@ def task_get_datasets_and_files(
     return ok(data) if data else (False, "No data found for the task", None)
 
 
-# --- task: operator changes (core/task_changes.py) --------------------------------------------
+# --- task: operator changes (core/tasks/changes.py) --------------------------------------------
 
 
 @v1("task", "change_priority", "POST", task_id=TASK_ID, priority=Param("int"))

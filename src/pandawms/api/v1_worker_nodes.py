@@ -1,7 +1,7 @@
 """The v1 ``pilot/update_worker_node`` and ``pilot/update_worker_node_gpu`` methods.
 
 An ATLAS pilot posts its node's description with these parameter names before its first
-getJob; the handlers only delegate to :mod:`pandawms.core.worker_nodes`. The reply is the
+getJob; the handlers only delegate to :mod:`pandawms.core.queues.worker_nodes`. The reply is the
 plain envelope with a message, as the real server gives. Imported by :mod:`pandawms.api.v1`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1 import Result, ok, v1
-from pandawms.core import worker_nodes
+from pandawms.core.queues import worker_nodes
 
 _TEXT = Param("str")
 _OPT_TEXT = Param("str", None)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from pandawms.config import ConfigError, Settings
-from pandawms.core import retry_rules
 from pandawms.db.engine import backend_name, make_engine, supports_skip_locked
+from pandawms.model import retry_rules
 
 
 def utcnow() -> dt.datetime:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import urllib.request
 
-from pandawms.core.archive import archive_final_jobs
-from pandawms.core.brokerage import broker_waiting_jobs
+from pandawms.core.jobs.archive import archive_final_jobs
+from pandawms.core.jobs.placement import broker_waiting_jobs
+from pandawms.core.jobs.watcher import fail_stale_jobs
 from pandawms.core.ops.rollup import roll_up
-from pandawms.core.queues import load_queues
+from pandawms.core.queues.catalogue import load_queues
 from pandawms.core.runtime import Runtime
-from pandawms.core.watcher import fail_stale_jobs
 from pandawms.daemon.registry import task
 from pandawms.messaging.publisher import publish_status_changes
 
@@ -24,7 +24,7 @@ def watcher(rt: Runtime) -> str:
 @task("worker_sync", period=1800)
 def worker_sync(rt: Runtime) -> str:
     """Ask Harvester to kill workers whose pilot finished over an hour ago but which it still counts alive."""
-    from pandawms.core.harvester_commands import sync_workers
+    from pandawms.core.harvester.commands import sync_workers
 
     return f"{sync_workers(rt)} workers named in kill commands"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pandawms.core.cache_files import expire
 from pandawms.core.runtime import Runtime
-from pandawms.core.task_progress import manage_tasks
+from pandawms.core.tasks.progress import manage_tasks
+from pandawms.core.tasks.sandbox import expire
 from pandawms.daemon.registry import task
 
 
@@ -23,6 +23,6 @@ def task_manager(rt: Runtime) -> str:
 def cache_cleaner(rt: Runtime) -> str:
     """Delete sandbox files unused for cache_lifetime that no active task refers to, and worker
     logs Harvester has not added to for as long."""
-    from pandawms.core.jedi_logs import expire as expire_logs
+    from pandawms.core.harvester.logs import expire as expire_logs
 
     return f"removed {expire(rt)} cached files and {expire_logs(rt)} worker logs"

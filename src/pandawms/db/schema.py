@@ -11,33 +11,21 @@ from sqlalchemy import (
     DDL,
     BigInteger,
     Column,
-    DateTime,
     Float,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
-    Text,
     event,
     text,
 )
-from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
+from pandawms.db.schema_base import IdType, LongText, Timestamp, metadata
 from pandawms.model.jobspec import FILE_ATTRIBUTES, JOB_COLUMNS, Attribute
 
 #: Bumped by every migration; ``pandawms db check`` compares it with the database's row.
 CODE_SCHEMA_VERSION = 2
-
-metadata = MetaData()
-
-#: Datetimes with microseconds everywhere (MariaDB's DATETIME drops them unless asked).
-Timestamp: TypeEngine = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-#: Large text: MariaDB's TEXT stops at 64 KiB, job parameters and reports can be larger.
-LongText: TypeEngine = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-#: Auto-increment 64-bit keys that also work on SQLite (which only autoincrements INTEGER).
-IdType: TypeEngine = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _column_type(attr: Attribute) -> TypeEngine:
@@ -61,7 +49,7 @@ def _job_columns(autoincrement: bool) -> list[Column]:
             cols.append(Column(attr.name, _column_type(attr), nullable=True))
     # Written by updateJob but not part of the client's JobSpec.
     cols.append(Column("meanCoreCount", Float, nullable=True))
-    # Who took the job at dispatch, so that only they report on it (core/pilot_binding.py).
+    # Who took the job at dispatch, so that only they report on it (core/jobs/pilot_binding.py).
     cols.append(Column("dispatchDN", String(250), nullable=True))
     cols.append(Column("dispatchRole", String(16), nullable=True))
     cols.append(Column("dispatchNode", String(128), nullable=True))
@@ -298,7 +286,3 @@ schema_version = Table(
 )
 
 SCHEMA_COMPONENT = "pandawms"
-
-# Tables kept in their own modules join this metadata, so ``db init`` creates them too. Imported
-# last because they build on the names above.
-from pandawms.db import schema_workers as _schema_workers  # noqa: E402, F401

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Integer, String, Table
 
-from pandawms.db.schema import Timestamp, metadata
+from pandawms.db.schema_base import Timestamp, metadata
 
 #: One row per resource type; a null bound is "no limit" (PanDA's convention).
 resource_types = Table(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, String, Table
 
-from pandawms.db.schema import Timestamp, metadata
+from pandawms.db.schema_base import Timestamp, metadata
 
 #: Status-log rows per 5-minute bucket and new status (every chart bucket size is a multiple).
 monitor_status_buckets = Table(

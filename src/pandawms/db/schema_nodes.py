@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Table
 
-from pandawms.db.schema import Timestamp, metadata
+from pandawms.db.schema_base import Timestamp, metadata
 
 #: One row per (site, host, CPU model): the node's CPU description, refreshed on every report.
 worker_node = Table(

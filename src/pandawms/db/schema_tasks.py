@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table
 
-from pandawms.db.schema import IdType, LongText, Timestamp, metadata
+from pandawms.db.schema_base import IdType, LongText, Timestamp, metadata
 
 #: One row per task.
 tasks = Table(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table
 
-from pandawms.db.schema import IdType, LongText, Timestamp, metadata
+from pandawms.db.schema_base import IdType, LongText, Timestamp, metadata
 
 #: One row per user: every secret of the user in one encrypted JSON object (as the real
 #: server's Secrets table keeps one JSON document per owner). ``data`` is a Fernet token.

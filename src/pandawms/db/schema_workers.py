@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table
 
-from pandawms.db.schema import IdType, LongText, Timestamp, metadata
+from pandawms.db.schema_base import IdType, LongText, Timestamp, metadata
 
 #: One row per Harvester instance: who runs it, where, and when it was last heard from.
 harvester_instances = Table(

@@ -1,7 +1,7 @@
 """Which RSEs a queue reads from and writes to, and which queues can read an RSE.
 
 The mapping lives in the queue definitions CRIC publishes (stored as they came, see
-:mod:`pandawms.core.queues`): ``astorages`` maps an activity to its RSEs (``read_lan``,
+:mod:`pandawms.core.queues.catalogue`): ``astorages`` maps an activity to its RSEs (``read_lan``,
 ``read_wan``, ``write_lan``, ``write_wan``, the ``_analysis``/``_production`` variants, and
 the pilot's ``pr``/``pw``/``pl`` for reading inputs and writing outputs and logs), and the older ``ddm`` field is a comma list
 whose entries are read and whose first is written. Brokerage uses this to send a job where

@@ -19,8 +19,8 @@ OPERATOR = Identity(dn="/CN=pandawms CLI", roles=frozenset({"manager", "producti
 
 def cmd_jobs_reassign(args: argparse.Namespace) -> int:
     """``pandawms jobs reassign PANDAID... [--site QUEUE]``."""
-    from pandawms.core import audit
-    from pandawms.core.job_commands import reassign_jobs
+    from pandawms.core.jobs.commands import reassign_jobs
+    from pandawms.core.ops import audit
     from pandawms.monitor.cli import _run
 
     def body(rt: Any, _paint: Any) -> int:
@@ -39,8 +39,8 @@ def cmd_jobs_reassign(args: argparse.Namespace) -> int:
 
 def cmd_tasks_priority(args: argparse.Namespace) -> int:
     """``pandawms tasks priority TASKID N``."""
-    from pandawms.core import audit
-    from pandawms.core.task_changes import change_priority
+    from pandawms.core.ops import audit
+    from pandawms.core.tasks.changes import change_priority
     from pandawms.monitor.cli import _run
 
     def body(rt: Any, _paint: Any) -> int:

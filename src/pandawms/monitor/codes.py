@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pandawms.core.brokerage import NO_QUEUE
+from pandawms.core.queues.brokerage import NO_QUEUE
 from pandawms.model.errors import PILOT_PANDAKILL, DdmError, DispatcherError, TaskBufferError
 
 #: Well-known pilot error codes (pilotErrorCode).

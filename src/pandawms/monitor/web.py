@@ -37,7 +37,7 @@ import orjson
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from pandawms.core import worker_nodes
+from pandawms.core.queues import worker_nodes
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.monitor import pages, params
 from pandawms.monitor.metrics import bind

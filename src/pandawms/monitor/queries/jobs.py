@@ -14,7 +14,7 @@ from sqlalchemy import (
     select,
 )
 
-from pandawms.core.jobs_read import load_jobs
+from pandawms.core.jobs.read import load_jobs
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import job_status_log, jobs, jobs_archive, pilot_logs

@@ -12,7 +12,7 @@ from sqlalchemy import (
     select,
 )
 
-from pandawms.core.queues import Queue
+from pandawms.core.queues.catalogue import Queue
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, queues

@@ -1,0 +1,1 @@
+"""Harvester: instances, their workers (linked to jobs), commands and reports."""

@@ -1,0 +1,141 @@
+"""Closing a job from the pilot's final report (what PanDA's Adder does).
+
+The pilot ends a job with ``finished`` or ``failed`` plus a report of the files it produced.
+The job is first stored as ``holding``; this module checks that every expected output and log
+file is in the report with a size and checksum, records them on the files, and moves the job to
+its final state. It runs in the same transaction as the pilot's update, so a node that dies
+between the two leaves nothing half done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from pandawms.core.jobs.retry import retry_if_possible
+from pandawms.core.jobs.transitions import move_job
+from pandawms.db.schema import files
+from pandawms.model.errors import DdmError, TaskBufferError
+from pandawms.model.states import JobStatus
+
+FileInfo = dict[str, Any]
+
+
+class BadReport(ValueError):
+    """The report cannot be read; the job fails with the reason."""
+
+
+def parse_report(text: str | None) -> dict[str, FileInfo]:
+    """Read the pilot's file report: JSON keyed by LFN (current pilots) or PoolFileCatalog XML."""
+    if text is None or not text.strip() or text.strip() == "NULL":
+        return {}
+    body = text.strip()
+    if body.startswith("<"):
+        return _parse_pool_catalog(body)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise BadReport(f"output report is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadReport("output report must be a JSON object keyed by file name")
+    report: dict[str, FileInfo] = {}
+    for lfn, info in data.items():
+        if not isinstance(info, dict):
+            raise BadReport(f"output report entry for {lfn} must be an object")
+        report[str(lfn)] = info
+    return report
+
+
+def _parse_pool_catalog(body: str) -> dict[str, FileInfo]:
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - no entity expansion in ElementTree's default parser
+    except ET.ParseError as exc:
+        raise BadReport(f"output report XML is malformed: {exc}") from None
+    report: dict[str, FileInfo] = {}
+    for node in root.iter("File"):
+        lfn_node = node.find("logical/lfn")
+        if lfn_node is None or not lfn_node.get("name"):
+            continue
+        info: FileInfo = {"guid": node.get("ID")}
+        for meta in node.iter("metadata"):
+            info[meta.get("att_name") or ""] = meta.get("att_value")
+        report[lfn_node.get("name") or ""] = info
+    return report
+
+
+def _checksum(info: FileInfo) -> tuple[str | None, str | None]:
+    """(checksum, md5sum) columns from a report entry."""
+    adler = info.get("adler32") or info.get("checksum")
+    md5 = info.get("md5sum")
+    if adler:
+        text = str(adler)
+        return (text if ":" in text else f"ad:{text}")[:36], None
+    if md5:
+        return f"md5:{md5}"[:36], str(md5)[:36]
+    return None, None
+
+
+def finalize(
+    conn: Connection,
+    job: dict[str, Any],
+    reported: str,
+    report_text: str | None,
+    now: dt.datetime,
+) -> str:
+    """Move a ``holding`` job to its final state from the pilot's report; return that state."""
+    panda_id = job["PandaID"]
+    job_files = [dict(r) for r in conn.execute(select(files).where(files.c.PandaID == panda_id)).mappings()]
+    values: dict[str, Any] = {}
+    final = JobStatus.FINISHED.value if reported == "finished" else JobStatus.FAILED.value
+    try:
+        report = parse_report(report_text)
+    except BadReport as exc:
+        report = {}
+        if final == JobStatus.FINISHED.value:
+            final = JobStatus.FAILED.value
+            values.update(ddmErrorCode=int(DdmError.ADDER), ddmErrorDiag=str(exc)[:500])
+    outputs = [f for f in job_files if f["type"] in ("output", "log")]
+    if final == JobStatus.FINISHED.value:
+        for f in outputs:
+            info = report.get(f["lfn"])
+            allowed_missing = "an" in (f["dispatchDBlockToken"] or "").split(",")
+            if info is None or info.get("fsize") in (None, "") or _checksum(info) == (None, None):
+                if allowed_missing and info is None:
+                    continue
+                final = JobStatus.FAILED.value
+                values.update(
+                    ddmErrorCode=int(DdmError.ADDER),
+                    ddmErrorDiag=f"expected output {f['lfn']} is missing in pilot JSON"[:500],
+                )
+                break
+    for f in outputs:
+        info = report.get(f["lfn"])
+        update: dict[str, Any] = {"modificationTime": now}
+        if info is not None and (final == JobStatus.FINISHED.value or f["type"] == "log"):
+            checksum, md5 = _checksum(info)
+            try:
+                update["fsize"] = int(info.get("fsize") or 0)
+            except (TypeError, ValueError):
+                update["fsize"] = 0
+            update.update(status="ready", checksum=checksum, md5sum=md5)
+            if info.get("guid"):
+                update["GUID"] = str(info["guid"])[:64]
+        elif "an" in (f["dispatchDBlockToken"] or "").split(",") and final == JobStatus.FINISHED.value:
+            update["status"] = "nooutput"
+        else:
+            update["status"] = "failed"
+        conn.execute(files.update().where(files.c.rowID == f["rowID"]).values(**update))
+    if final == JobStatus.FAILED.value and job.get("commandToPilot") == "tobekilled":
+        final = JobStatus.CANCELLED.value
+        if not job.get("taskBufferErrorCode"):
+            values["taskBufferErrorCode"] = int(TaskBufferError.KILL)
+    if job.get("endTime") is None:
+        values["endTime"] = now
+    move_job(conn, job, final, now, values, reason=f"pilot reported {reported}")
+    if final == JobStatus.FAILED.value:
+        retry_if_possible(conn, panda_id, now, job.get("modificationHost") or "")
+    return final

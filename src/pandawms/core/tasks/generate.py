@@ -1,0 +1,615 @@
+"""Turning a task into jobs (what JEDI's refiner and job generator do).
+
+*Refine* makes the task's datasets and pseudo input files from its plan (registered -> defined
+-> ready). *Generate* takes ready input files, ``files_per_job`` at a time, and makes one job
+for each group: the job parameters filled from the template, output and log files named from
+their templates with a new serial number, a queue from the task's site or the brokerage. The
+files point at their job, the jobs are stored and activated and the task becomes ``running``,
+all in one transaction. A task with a build step first gets its build job; its run jobs are
+made once the library exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from pandawms.core.jobs.submit import _apply_defaults, _insert, validate_jobs
+from pandawms.core.jobs.transitions import log_statuses
+from pandawms.core.queues.brokerage import broker
+from pandawms.core.queues.catalogue import Queue, list_queues
+from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.tasks.inputs import InputFiles, NoInputFiles, resolve_inputs
+from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, job_parameters, output_lfn, plan_task
+from pandawms.core.tasks.transitions import lock_task, move_task
+from pandawms.db.engine import read_tx, write_tx
+from pandawms.db.schema import queues
+from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
+from pandawms.ddm.sites import storage_of
+from pandawms.model.errors import PandaError
+from pandawms.model.identity import Identity
+from pandawms.model.task_states import GENERATING, TaskStatus
+
+log = logging.getLogger("pandawms.tasks")
+
+T = TaskStatus
+#: Seconds a task may find no queue for its jobs before it is declared exhausted.
+EXHAUST_AFTER = 3600
+INPUT_TYPES = ("pseudo_input", "input")
+
+
+def owner(task: dict[str, Any]) -> Identity:
+    """The identity jobs of a task are made with: its submitter."""
+    roles = frozenset({"production"}) if task.get("prodRole") else frozenset()
+    return Identity(dn=task.get("dn") or "", roles=roles)
+
+
+def _base_name(plan: TaskPlan) -> str:
+    """``user.jdoe.test1`` from the task or log dataset name (for the library's name)."""
+    name = plan.name.rstrip("/")
+    return name[:200]
+
+
+def refine(
+    conn: Connection,
+    rt: Runtime,
+    task: dict[str, Any],
+    plan: TaskPlan,
+    now: dt.datetime,
+    contents: InputFiles | None = None,
+) -> None:
+    """Make the datasets and input files of a registered task; it ends ``ready``.
+
+    ``contents`` are the files of its input datasets, read from the data management system
+    before this transaction (a network call must not hold the task's lock).
+    """
+    task_id = int(task["jediTaskID"])
+
+    def dataset(name: str, kind: str, stream: str, template: str | None, container: str | None = None) -> int:
+        result = conn.execute(
+            task_datasets.insert().values(
+                jediTaskID=task_id,
+                datasetName=name[:255],
+                containerName=(container or None) and container[:255],
+                type=kind,
+                streamName=stream,
+                status="defined",
+                template=template and template.replace("$JEDITASKID", str(task_id))[:1000],
+                allowNoOutput=0,
+                creationTime=now,
+                modificationTime=now,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    rows: list[dict[str, Any]] = []
+    common = {
+        "jediTaskID": task_id,
+        "status": "ready",
+        "attemptNr": 0,
+        "maxAttempt": plan.max_attempt,
+        "failedAttempt": 0,
+        "maxFailure": plan.max_attempt,
+        "creationDate": now,
+        "modificationTime": now,
+    }
+    if plan.input_streams:
+        for part in contents or []:
+            input_id = dataset(part.stream.dataset, "input", "IN", None)
+            if part.rses:
+                conn.execute(
+                    task_dataset_rses.insert(),
+                    [{"datasetID": input_id, "rse": rse[:64], "jediTaskID": task_id} for rse in part.rses],
+                )
+            for f in part.files:
+                rows.append(
+                    {
+                        **common,
+                        "datasetID": input_id,
+                        "type": "input",
+                        "lfn": f.name,
+                        "scope": f.scope,
+                        "GUID": f.guid,
+                        "fsize": f.size,
+                        "checksum": f.checksum,
+                        "chunkNr": len(rows) // plan.files_per_job,
+                    }
+                )
+    else:
+        input_id = dataset("pseudo_dataset", "pseudo_input", "IN", None)
+        rows = [
+            {
+                **common,
+                "datasetID": input_id,
+                "type": "pseudo_input",
+                "lfn": lfn,
+                "startEvent": start,
+                "endEvent": end,
+                "chunkNr": index // plan.files_per_job,
+            }
+            for index, (lfn, start, end) in enumerate(plan.inputs)
+        ]
+    if rows:
+        conn.execute(task_files.insert(), rows)
+    for stream in plan.outputs:
+        dataset(stream.dataset, "output", stream.stream, stream.template, stream.container)
+    if plan.log is not None:
+        dataset(plan.log.dataset, "log", "LOG", plan.log.template, plan.log.container)
+    if plan.build is not None:
+        lib_name = f"{_base_name(plan)}.lib"
+        lib_template = f"{_base_name(plan)}.$JEDITASKID.lib._${{SN/P}}.lib.tgz"
+        lib_id = dataset(lib_name, "lib", "LIB", lib_template)
+        conn.execute(
+            task_files.insert().values(
+                jediTaskID=task_id,
+                datasetID=lib_id,
+                type="lib",
+                lfn=output_lfn(lib_template, task_id, 0),
+                status="ready",
+                attemptNr=0,
+                maxAttempt=plan.max_attempt,
+                failedAttempt=0,
+                maxFailure=plan.max_attempt,
+                creationDate=now,
+                modificationTime=now,
+            )
+        )
+    template = plan.template.replace("$JEDITASKID", str(task_id))
+    if plan.source_url:
+        template = template.replace("${SURL}", plan.source_url)
+    conn.execute(
+        task_params.update().where(task_params.c.jediTaskID == task_id).values(jobParamsTemplate=template)
+    )
+    conn.execute(
+        task_datasets.update()
+        .where(task_datasets.c.jediTaskID == task_id)
+        .values(status="ready", modificationTime=now)
+    )
+    move_task(conn, task, T.DEFINED.value, now, reason=f"{len(rows)} input files")
+    task["status"] = T.DEFINED.value
+    move_task(conn, task, T.READY.value, now)
+    task["status"] = T.READY.value
+
+
+def _endpoint(conn: Connection, site: str) -> str | None:
+    """The storage endpoint outputs go to at ``site`` (the queue's first write endpoint)."""
+    data = conn.execute(select(queues.c.data).where(queues.c.name == site)).scalar_one_or_none()
+    if not data:
+        return None
+    try:
+        spec = json.loads(data)
+        astorages = spec.get("astorages") or {}
+        for activity in ("pw", "write_lan", "pl"):
+            names = astorages.get(activity) or []
+            if names:
+                return str(names[0])
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return None
+
+
+def _scope(dataset: str) -> str:
+    parts = dataset.split(".")
+    scope = ".".join(parts[:2]) if parts[0] in ("user", "group") and len(parts) > 1 else parts[0]
+    return scope[:30]
+
+
+def _near_data(conn: Connection, task_id: int, queue_list: Sequence[Queue]) -> tuple[list[Queue], str]:
+    """The queues that read, for every input dataset of the task, an RSE holding it all."""
+    wanted: dict[int, set[str]] = {}
+    for dataset_id, rse in conn.execute(
+        select(task_dataset_rses.c.datasetID, task_dataset_rses.c.rse).where(
+            task_dataset_rses.c.jediTaskID == task_id
+        )
+    ):
+        wanted.setdefault(int(dataset_id), set()).add(str(rse))
+    if not wanted:
+        return [], "no disk RSE holds all the input files (on tape only, or incomplete everywhere)"
+    names = [q.name for q in queue_list]
+    definitions = dict(
+        conn.execute(select(queues.c.name, queues.c.data).where(queues.c.name.in_(names))).all()
+    )
+    near = []
+    for queue in queue_list:
+        try:
+            spec = json.loads(definitions.get(queue.name) or "{}")
+        except ValueError:
+            continue
+        reads = set(storage_of(queue.name, spec if isinstance(spec, dict) else {}).read)
+        if all(reads & rses for rses in wanted.values()):
+            near.append(queue)
+    all_rses = ", ".join(sorted(set().union(*wanted.values())))[:150]
+    return near, f"no queue reads the input data at {all_rses}"
+
+
+def _choose_site(
+    conn: Connection, plan: TaskPlan, queue_list: Sequence[Queue], probe: dict[str, Any], task_id: int
+) -> tuple[str | None, str]:
+    if plan.site:
+        return plan.site.split(",")[0], ""
+    candidates = [q for q in queue_list if q.name not in plan.excluded_sites]
+    if plan.input_streams:
+        candidates, why = _near_data(conn, task_id, candidates)
+        if not candidates:
+            return None, why
+    ((site, why),) = broker(conn, candidates, [probe])
+    return site, why
+
+
+def _job(
+    task: dict[str, Any],
+    plan: TaskPlan,
+    serial: int,
+    attempt: int,
+    site: str,
+    transformation: str,
+    label: str,
+    params: str,
+    outputs: list[tuple[str, str, str]],
+    endpoint: str | None,
+    inputs: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A job as an attribute dict (``Files`` included); outputs are (lfn, type, dataset).
+
+    ``inputs`` are the task's input file rows (with ``dataset``, their dataset's name).
+    """
+    token = f"dst:{endpoint}" if endpoint else None
+    files = [
+        {
+            "lfn": f["lfn"],
+            "type": "input",
+            "dataset": f["dataset"],
+            "prodDBlock": f["dataset"],
+            "scope": f.get("scope"),
+            "GUID": f.get("GUID"),
+            "fsize": f.get("fsize"),
+            "checksum": f.get("checksum"),
+            "jediTaskID": task["jediTaskID"],
+            "attemptNr": attempt,
+        }
+        for f in inputs
+    ] + [
+        {
+            "lfn": lfn,
+            "type": kind,
+            "dataset": ds,
+            "destinationDBlock": ds,
+            "destinationDBlockToken": token,
+            "scope": _scope(ds),
+            "jediTaskID": task["jediTaskID"],
+            "attemptNr": attempt,
+        }
+        for lfn, kind, ds in outputs
+    ]
+    return {
+        "jobDefinitionID": task["jediTaskID"],
+        "jobName": f"{plan.name.rstrip('/')}.{serial}"[:256],
+        "transformation": transformation[:250],
+        "prodSourceLabel": label,
+        "prodUserID": task.get("dn"),
+        "assignedPriority": task.get("currentPriority") or plan.priority,
+        "currentPriority": task.get("currentPriority") or plan.priority,
+        "attemptNr": attempt,
+        "maxAttempt": int(task["maxAttempt"]),
+        "jobParameters": params,
+        "computingSite": site,
+        "VO": plan.vo,
+        "jediTaskID": task["jediTaskID"],
+        "taskID": task["jediTaskID"],
+        "reqID": task.get("reqID"),
+        "jobsetID": task["jediTaskID"],
+        "processingType": plan.processing_type,
+        "cmtConfig": plan.architecture,
+        "container_name": plan.container_name,
+        "coreCount": plan.core_count,
+        "minRamCount": plan.ram_count,
+        "maxWalltime": plan.walltime,
+        "workingGroup": plan.working_group,
+        "homepackage": plan.trans_home,
+        "AtlasRelease": plan.trans_uses,
+        "destinationDBlock": outputs[0][2] if outputs else None,
+        "prodDBlock": inputs[0]["dataset"] if inputs else None,
+        "Files": files,
+    }
+
+
+def _next_serials(conn: Connection, task: dict[str, Any], count: int) -> list[int]:
+    first = int(task["nextSerialNr"])
+    conn.execute(
+        tasks.update().where(tasks.c.jediTaskID == task["jediTaskID"]).values(nextSerialNr=first + count)
+    )
+    task["nextSerialNr"] = first + count
+    return list(range(first, first + count))
+
+
+def _datasets(conn: Connection, task_id: int) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(select(task_datasets).where(task_datasets.c.jediTaskID == task_id)).mappings():
+        found.setdefault(row["type"], []).append(dict(row))
+    return found
+
+
+def generate(conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, now: dt.datetime) -> int:
+    """Make jobs for the task's ready files (at most ``task_jobs_per_pass``); how many were made."""
+    task_id = int(task["jediTaskID"])
+    sets = _datasets(conn, task_id)
+    template = conn.execute(
+        select(task_params.c.jobParamsTemplate).where(task_params.c.jediTaskID == task_id)
+    ).scalar_one()
+    lib_lfn: str | None = None
+    if plan.build is not None:
+        lib = conn.execute(
+            select(task_files).where(task_files.c.jediTaskID == task_id, task_files.c.type == "lib")
+        )
+        lib_row = dict(lib.mappings().one())
+        if lib_row["status"] != "finished":
+            if lib_row["status"] != "ready":
+                return 0
+            return _make_jobs(conn, rt, task, plan, sets, now, [], lib_row)
+        lib_lfn = str(lib_row["lfn"])
+    limit = rt.settings.task_jobs_per_pass * plan.files_per_job
+    ready = [
+        dict(r)
+        for r in conn.execute(
+            select(task_files)
+            .where(
+                task_files.c.jediTaskID == task_id,
+                task_files.c.type.in_(INPUT_TYPES),
+                task_files.c.status == "ready",
+            )
+            .order_by(task_files.c.fileID)
+            .limit(limit)
+        ).mappings()
+    ]
+    if not ready:
+        return 0
+    groups = [ready[i : i + plan.files_per_job] for i in range(0, len(ready), plan.files_per_job)]
+    return _make_jobs(conn, rt, task, plan, sets, now, groups, None, template, lib_lfn)
+
+
+def _make_jobs(
+    conn: Connection,
+    rt: Runtime,
+    task: dict[str, Any],
+    plan: TaskPlan,
+    sets: dict[str, list[dict[str, Any]]],
+    now: dt.datetime,
+    groups: list[list[dict[str, Any]]],
+    lib_row: dict[str, Any] | None,
+    template: str = "",
+    lib_lfn: str | None = None,
+) -> int:
+    task_id = int(task["jediTaskID"])
+    probe = {
+        "prodSourceLabel": plan.label,
+        "coreCount": plan.core_count,
+        "minRamCount": plan.ram_count or 0,
+        "maxWalltime": plan.walltime or 0,
+    }
+    site, why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
+    if site is None:
+        frozen = task.get("frozenTime") or now
+        values = {"errorDialog": why[:510], "frozenTime": frozen, "modificationTime": now}
+        if (now - frozen).total_seconds() >= EXHAUST_AFTER and task["status"] in (T.READY, T.RUNNING):
+            move_task(conn, task, T.EXHAUSTED.value, now, values, reason=why)
+        else:
+            conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(**values))
+        return 0
+    endpoint = _endpoint(conn, site)
+    log_ds = sets["log"][0] if sets.get("log") else None
+    made: list[tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, str, int]]]] = []
+    if lib_row is not None and plan.build is not None:
+        (serial,) = _next_serials(conn, task, 1)
+        lib_ds = sets["lib"][0]
+        outputs = [(str(lib_row["lfn"]), "output", lib_ds["datasetName"])]
+        if log_ds is not None:
+            outputs.append((output_lfn(log_ds["template"], task_id, serial), "log", log_ds["datasetName"]))
+        params = (
+            plan.build.job_parameters.replace("${IN}", plan.build.archive)
+            .replace("${OUT}", str(lib_row["lfn"]))
+            .replace("${SURL}", plan.source_url or "")
+        )
+        job = _job(
+            task,
+            plan,
+            serial,
+            int(lib_row["attemptNr"]),
+            site,
+            plan.build.trans_path,
+            plan.build.label,
+            params,
+            outputs,
+            endpoint,
+        )
+        made.append((job, [lib_row], [(str(lib_row["lfn"]), "lib", int(lib_ds["datasetID"]))]))
+    else:
+        names = {int(ds["datasetID"]): str(ds["datasetName"]) for ds in sets.get("input", [])}
+        serials = _next_serials(conn, task, len(groups))
+        for serial, group in zip(serials, groups, strict=True):
+            outputs = []
+            records: list[tuple[str, str, int]] = []
+            for ds in sets.get("output", []):
+                lfn = output_lfn(ds["template"], task_id, serial)
+                outputs.append((lfn, "output", ds["datasetName"]))
+                records.append((lfn, "output", int(ds["datasetID"])))
+            if log_ds is not None:
+                lfn = output_lfn(log_ds["template"], task_id, serial)
+                outputs.append((lfn, "log", log_ds["datasetName"]))
+                records.append((lfn, "log", int(log_ds["datasetID"])))
+            attempt = max(int(f["attemptNr"]) for f in group)
+            inputs = [(str(f["lfn"]), f["startEvent"], f["endEvent"]) for f in group]
+            params = job_parameters(template, serial, inputs, attempt, lib_lfn)
+            real_inputs = [
+                {**f, "dataset": names.get(int(f["datasetID"]), "")} for f in group if f["type"] == "input"
+            ]
+            job = _job(
+                task,
+                plan,
+                serial,
+                attempt,
+                site,
+                plan.trans_path,
+                plan.label,
+                params,
+                outputs,
+                endpoint,
+                real_inputs,
+            )
+            made.append((job, group, records))
+    who = owner(task)
+    typed = validate_jobs([m[0] for m in made], who, rt)
+    for job in typed:
+        _apply_defaults(job, who, rt, now)
+    panda_ids = _insert(conn, typed)
+    log_statuses(conn, typed, None, now, reason=f"generated by task {task_id}")
+    out_rows = []
+    for panda_id, (_, group, records) in zip(panda_ids, made, strict=True):
+        for f in group:
+            conn.execute(
+                task_files.update()
+                .where(task_files.c.fileID == f["fileID"], task_files.c.status == "ready")
+                .values(status="running", PandaID=panda_id, modificationTime=now)
+            )
+        for lfn, kind, dataset_id in records:
+            if kind == "lib":
+                continue
+            out_rows.append(
+                {
+                    "jediTaskID": task_id,
+                    "datasetID": dataset_id,
+                    "type": kind,
+                    "lfn": lfn,
+                    "status": "defined",
+                    "attemptNr": 0,
+                    "maxAttempt": 1,
+                    "failedAttempt": 0,
+                    "maxFailure": 1,
+                    "PandaID": panda_id,
+                    "creationDate": now,
+                    "modificationTime": now,
+                }
+            )
+    if out_rows:
+        conn.execute(task_files.insert(), out_rows)
+    values = {"errorDialog": None, "frozenTime": None}
+    if task["status"] == T.READY:
+        move_task(conn, task, T.RUNNING.value, now, values, reason=f"{len(panda_ids)} jobs made")
+        task["status"] = T.RUNNING.value
+    else:
+        conn.execute(
+            tasks.update().where(tasks.c.jediTaskID == task_id).values(modificationTime=now, **values)
+        )
+    return len(panda_ids)
+
+
+def advance_task(rt: Runtime, task_id: int, contact_ddm: bool = True) -> int:
+    """Refine a registered task and make jobs for what is ready, in one transaction; jobs made.
+
+    A task whose stored parameters no longer make a plan (they were checked at submission, so
+    only a code change can cause it) is moved to ``broken`` with the reason. A task over input
+    datasets is refined only with ``contact_ddm`` (the task manager's pass, not the
+    submission's: a request must not wait on the data management system).
+    """
+    try:
+        contents = _contents(rt, task_id) if contact_ddm else None
+        return _advance(rt, task_id, contents)
+    except PandaError as exc:
+        if exc.http_status == 409:
+            raise  # a concurrent change: the next pass tries again
+        # A job the plan makes was refused (a name too long for its column...): the task cannot
+        # go on by itself; it waits, exhausted, with the reason, for the user to retry it.
+        now = utcnow()
+        with write_tx(rt.engine) as conn:
+            task = lock_task(conn, task_id)
+            if task is not None and task["status"] in (T.READY, T.RUNNING):
+                move_task(
+                    conn,
+                    task,
+                    T.EXHAUSTED.value,
+                    now,
+                    {"errorDialog": exc.message[:510]},
+                    reason="job refused",
+                )
+        log.warning("task %s: cannot make jobs: %s", task_id, exc.message)
+        return 0
+
+
+def _contents(rt: Runtime, task_id: int) -> InputFiles | None:
+    """The files of a registered task's input datasets, read outside any transaction.
+
+    None when there is nothing to read (another state, no input dataset, a plan that no longer
+    parses: the locked pass deals with those) or when the read failed for now (the reason is
+    shown on the task and the next pass tries again). A dataset that does not exist, or a
+    server without data management, breaks the task with the reason.
+    """
+    from pandawms.ddm.interface import DDMError, DDMNotConfigured, DIDNotFound
+
+    with read_tx(rt.engine) as conn:
+        row = conn.execute(
+            select(tasks.c.status, task_params.c.taskParams)
+            .join(task_params, task_params.c.jediTaskID == tasks.c.jediTaskID)
+            .where(tasks.c.jediTaskID == task_id)
+        ).first()
+    if row is None or row[0] != T.REGISTERED:
+        return None
+    try:
+        plan = plan_task(json.loads(row[1]), rt.settings.wn_script_base_url.rstrip("/"))
+    except (BadTaskParameter, ValueError):
+        return None
+    if not plan.input_streams:
+        return None
+    try:
+        return resolve_inputs(rt, plan)
+    except (DDMNotConfigured, DIDNotFound, NoInputFiles) as exc:
+        _stop_registered(rt, task_id, T.BROKEN.value, exc.message, "input not available")
+    except DDMError as exc:
+        _stop_registered(rt, task_id, None, exc.message, "")
+        log.warning("task %s: cannot read its input datasets yet: %s", task_id, exc.message)
+    return None
+
+
+def _stop_registered(rt: Runtime, task_id: int, status: str | None, why: str, reason: str) -> None:
+    """Break a registered task (``status``), or only show why it waits (None)."""
+    now = utcnow()
+    with write_tx(rt.engine) as conn:
+        task = lock_task(conn, task_id)
+        if task is None or task["status"] != T.REGISTERED:
+            return
+        values = {"errorDialog": why[:510], "modificationTime": now}
+        if status is None:
+            conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(**values))
+        else:
+            move_task(conn, task, status, now, values, reason=reason)
+
+
+def _advance(rt: Runtime, task_id: int, contents: InputFiles | None = None) -> int:
+    now = utcnow()
+    with write_tx(rt.engine) as conn:
+        task = lock_task(conn, task_id, skip_locked=rt.skip_locked)
+        if task is None:
+            return 0
+        text = conn.execute(
+            select(task_params.c.taskParams).where(task_params.c.jediTaskID == task_id)
+        ).scalar_one()
+        try:
+            plan = plan_task(json.loads(text), rt.settings.wn_script_base_url.rstrip("/"))
+        except (BadTaskParameter, ValueError) as exc:
+            if task["status"] in (T.REGISTERED, T.DEFINED):
+                move_task(
+                    conn, task, T.BROKEN.value, now, {"errorDialog": str(exc)[:510]}, reason="bad parameters"
+                )
+            return 0
+        if task["status"] == T.REGISTERED:
+            if plan.input_streams and contents is None:
+                return 0  # its files are read by the task manager's next pass
+            refine(conn, rt, task, plan, now, contents)
+        if TaskStatus(task["status"]) not in GENERATING:
+            return 0
+        return generate(conn, rt, task, plan, now)
