@@ -13,32 +13,36 @@ from sqlalchemy import select
 
 from pandawms.config import load_settings
 from pandawms.core.runtime import Runtime
-from pandawms.daemon.registry import TASKS, task
+from pandawms.daemon.catalog import TASKS
+from pandawms.daemon.registry import PeriodicSet
 from pandawms.daemon.runner import Runner, describe, enabled_tasks
 from pandawms.db.schema import daemon_runs
 from pandawms.model.errors import PandaError
 
+#: Test-only tasks, added to the daemon's table below (the runner forks, so its children see them).
+periodic = PeriodicSet()
 
-@task("t_tick", period=2)
+
+@periodic.task("t_tick", period=2)
 def _tick(rt: Runtime) -> str:
     """Test task: quick."""
     return "tick"
 
 
-@task("t_hang", period=1)
+@periodic.task("t_hang", period=1)
 def _hang(rt: Runtime) -> str:
     """Test task: overruns its limit."""
     time.sleep(60)
     return "never"
 
 
-@task("t_boom", period=1, fleet_wide=False)
+@periodic.task("t_boom", period=1, fleet_wide=False)
 def _boom(rt: Runtime) -> str:
     """Test task: fails."""
     raise RuntimeError("boom")
 
 
-@task("t_slow", period=1)
+@periodic.task("t_slow", period=1)
 def _slow(rt: Runtime) -> str:
     """Test task: runs longer than its period (but within its limit)."""
     time.sleep(1.8)
@@ -67,6 +71,9 @@ def _runs(rt: Runtime, name: str) -> list[dict]:
                 select(daemon_runs).where(daemon_runs.c.task == name).order_by(daemon_runs.c.started)
             ).mappings()
         ]
+
+
+TASKS.update({t.name: t for t in periodic.tasks})
 
 
 def test_fleet_wide_task_runs_once_per_period_across_two_daemons(db_url: str, make_runtime: Callable) -> None:

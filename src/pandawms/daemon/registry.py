@@ -1,4 +1,8 @@
-"""The daemon tasks: name, what it does, how often, and whether one node runs it for the fleet."""
+"""Periodic tasks of the daemon: name, what it does, how often, and whether one node runs it for the fleet.
+
+(A daemon task is periodic server work; a JEDI task, :mod:`pandawms.core.tasks`, is a user's
+unit of work that becomes jobs.)
+"""
 
 from __future__ import annotations
 
@@ -26,15 +30,22 @@ class Task:
         return min(3 * self.period, self.period + 3600)
 
 
-TASKS: dict[str, Task] = {}
+class PeriodicSet:
+    """The periodic work one module defines, collected by its ``task`` decorator.
 
+    Nothing is registered globally: :mod:`pandawms.daemon.catalog` lists the sets explicitly and
+    builds the daemon's table from them, so what runs is visible in one place.
+    """
 
-def task(name: str, period: int, fleet_wide: bool = True) -> Callable[[TaskFunc], TaskFunc]:
-    """Register ``func`` as a daemon task; its docstring's first line describes it."""
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
 
-    def register(func: TaskFunc) -> TaskFunc:
-        doc = (func.__doc__ or "").strip().splitlines()
-        TASKS[name] = Task(name, func, period, fleet_wide, doc[0] if doc else "")
-        return func
+    def task(self, name: str, period: int, fleet_wide: bool = True) -> Callable[[TaskFunc], TaskFunc]:
+        """Add ``func`` as a periodic task; its docstring's first line describes it."""
 
-    return register
+        def register(func: TaskFunc) -> TaskFunc:
+            doc = (func.__doc__ or "").strip().splitlines()
+            self.tasks.append(Task(name, func, period, fleet_wide, doc[0] if doc else ""))
+            return func
+
+        return register

@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 
 from pandawms.config import Settings, mask_secrets
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.daemon import tasks as _tasks  # noqa: F401 - registers the tasks
+from pandawms.daemon.catalog import TASKS
 from pandawms.daemon.leases import holders, release, try_acquire
-from pandawms.daemon.registry import TASKS, Task
+from pandawms.daemon.registry import Task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import daemon_runs
 from pandawms.infra.sdnotify import sd_notify

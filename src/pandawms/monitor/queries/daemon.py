@@ -31,7 +31,7 @@ def daemon_overview(rt: Runtime, failures: int = 20) -> dict[str, Any]:
     try:
         enabled = enabled_tasks(rt.settings)
     except Exception:  # noqa: BLE001 - a bad daemon_tasks setting must not hide the page
-        from pandawms.daemon.registry import TASKS
+        from pandawms.daemon.catalog import TASKS
 
         enabled = list(TASKS.values())
     leases = holders(rt)
@@ -133,7 +133,7 @@ def daemon_run_totals(rt: Runtime) -> dict[tuple[str, str], int]:
 def daemon_last_runs(rt: Runtime) -> dict[str, tuple[dt.datetime | None, str | None]]:
     """(start, outcome) of each registered task's newest run (one index probe per task)."""
     # The runner module registers the tasks; the bare registry is empty in an httpd worker.
-    from pandawms.daemon.runner import TASKS
+    from pandawms.daemon.catalog import TASKS
 
     runs = daemon_runs
     out: dict[str, tuple[dt.datetime | None, str | None]] = {}

@@ -1,14 +1,17 @@
-"""Daemon tasks of the task layer: the task manager and the sandbox cache cleaner."""
+"""Periodic work of the task layer: the task manager and the sandbox and worker-log cleaner."""
 
 from __future__ import annotations
 
+from pandawms.core.harvester.logs import expire as expire_logs
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.core.tasks.sandbox import expire
-from pandawms.daemon.registry import task
+from pandawms.daemon.registry import PeriodicSet
+
+periodic = PeriodicSet()
 
 
-@task("task_manager", period=20)
+@periodic.task("task_manager", period=20)
 def task_manager(rt: Runtime) -> str:
     """Follow task jobs, retry failed files, make new jobs and end tasks whose work is over."""
     counts = manage_tasks(rt)
@@ -19,10 +22,8 @@ def task_manager(rt: Runtime) -> str:
     return f"{made} jobs made; tasks: {states}"
 
 
-@task("cache_cleaner", period=3600)
+@periodic.task("cache_cleaner", period=3600)
 def cache_cleaner(rt: Runtime) -> str:
     """Delete sandbox files unused for cache_lifetime that no active task refers to, and worker
     logs Harvester has not added to for as long."""
-    from pandawms.core.harvester.logs import expire as expire_logs
-
     return f"removed {expire(rt)} cached files and {expire_logs(rt)} worker logs"
