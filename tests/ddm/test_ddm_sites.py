@@ -7,10 +7,10 @@ import json
 import pytest
 
 from pandawms.core.queues.catalogue import load_queues
+from pandawms.core.queues.storages import QueueStorage, queue_storage, queues_reading, storage_of
 from pandawms.core.runtime import Runtime
 from pandawms.ddm import DDMNotConfigured, make_ddm, parse_did
 from pandawms.ddm.interface import DDMError
-from pandawms.ddm.sites import QueueStorage, queue_storage, queues_reading, storage_of
 
 QUEUES = {
     "SITE_A_PROD": {

@@ -23,6 +23,7 @@ from pandawms.core.jobs.submit import _apply_defaults, _insert, validate_jobs
 from pandawms.core.jobs.transitions import log_statuses
 from pandawms.core.queues.brokerage import broker
 from pandawms.core.queues.catalogue import Queue, list_queues
+from pandawms.core.queues.storages import storage_of
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks.inputs import InputFiles, NoInputFiles, resolve_inputs
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, job_parameters, output_lfn, plan_task
@@ -30,7 +31,6 @@ from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import queues
 from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
-from pandawms.ddm.sites import storage_of
 from pandawms.model.errors import PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
