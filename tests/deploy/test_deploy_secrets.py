@@ -144,7 +144,7 @@ def _tls11_client() -> ssl.SSLContext:
 
 
 def _handshake(port: int, client: ssl.SSLContext) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, client.wrap_socket(raw) as tls:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, client.wrap_socket(raw) as tls:
         return str(tls.version())
 
 

@@ -75,6 +75,7 @@ def test_token_identity_names_the_owner(sqlite_server: ServerProcess, tmp_path: 
     status, attrs = result["attrs"]
     assert status == 0
     assert attrs == {
-        "GRST_CRED_0": "X509USER 0 0 0 /CN=Jane Doe/CN=nickname:jdoe",
+        # the subject (and the issuer, when the token names one) makes the owner; the name is for display
+        "GRST_CRED_0": "X509USER 0 0 0 /OU=u-1/CN=Jane Doe/CN=nickname:jdoe",
         "GRST_CRED_1": "VOMS 0 0 0 /atlas",
     }
