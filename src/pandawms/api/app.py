@@ -427,7 +427,7 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
-        rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
+        rule = authz.V1_RULES.get((module, name), authz.NO_RULE)
         ctx: RequestContext | None = None
         given: dict[str, Any] = {}
         handled = False
@@ -559,7 +559,7 @@ class PandaApp:
             crosssite.check_legacy(name, scope.get("method", "GET"), headers)
             ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
-                authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)
+                authz.check(authz.LEGACY_RULES.get(name, authz.NO_RULE), ctx.who, name)
             params = await self._legacy_params(scope, receive, headers)
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))
