@@ -3,7 +3,7 @@
 Two URL families share one core: ``/api/v1/<module>/<method>`` (JSON envelope) and
 ``/server/panda/<method>`` (PanDA's legacy dispatcher replies). Handlers run in a thread pool
 because the database layer is synchronous, except the hot pilot calls, which are ``async``
-(``legacy_async``, an ``async def`` v1 handler) and wait on the worker's group commit.
+(``LegacyCalls.async_method``, an ``async def`` v1 handler) and wait on the worker's group commit.
 """
 
 from __future__ import annotations
