@@ -3,7 +3,7 @@
 Two URL families share one core: ``/api/v1/<module>/<method>`` (JSON envelope) and
 ``/server/panda/<method>`` (PanDA's legacy dispatcher replies). Handlers run in a thread pool
 because the database layer is synchronous, except the hot pilot calls, which are ``async``
-(``legacy_async``, an ``async def`` v1 handler) and wait on the worker's group commit.
+(``LegacyCalls.async_method``, an ``async def`` v1 handler) and wait on the worker's group commit.
 """
 
 from __future__ import annotations
@@ -427,7 +427,7 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
-        rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
+        rule = authz.V1_RULES.get((module, name), authz.NO_RULE)
         ctx: RequestContext | None = None
         given: dict[str, Any] = {}
         handled = False
@@ -559,7 +559,7 @@ class PandaApp:
             crosssite.check_legacy(name, scope.get("method", "GET"), headers)
             ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
-                authz.check(authz.LEGACY_RULES.get(name, authz.USER_WRITE), ctx.who, name)
+                authz.check(authz.LEGACY_RULES.get(name, authz.NO_RULE), ctx.who, name)
             params = await self._legacy_params(scope, receive, headers)
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))

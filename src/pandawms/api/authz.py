@@ -35,6 +35,10 @@ SECRETS_OWNER = Rule(secure=True, roles=frozenset({"user", "pilot"}))
 #: node) must not report workers or take commands for an instance: it could fail any job.
 HARVESTER = Rule(secure=True, roles=frozenset({"production"}))
 
+#: What a method missing from the tables below gets: :func:`check` refuses it whoever calls.
+#: Audited, so that a call in open mode (where nothing is checked) leaves a trace.
+NO_RULE = Rule(secure=True, audit=True)
+
 #: v1 methods by (module, method).
 V1_RULES: dict[tuple[str, str], Rule] = {
     ("system", "is_alive"): ANYONE,
@@ -178,7 +182,13 @@ class Unauthenticated(PandaError):
 
 
 def check(rule: Rule, who: Identity, what: str) -> None:
-    """Raise unless ``who`` may call a method with ``rule``."""
+    """Raise unless ``who`` may call a method with ``rule``.
+
+    :data:`NO_RULE` (a method missing from the tables above) is always refused: a missing rule is
+    a programming error that the architecture test catches, never a reason to guess one.
+    """
+    if rule is NO_RULE:
+        raise Forbidden(f"{what}: no access rule")
     if rule.secure and who.method not in _SECURE_METHODS:
         raise Unauthenticated(
             f"{what} needs a secure identity: HTTPS with a grid certificate or proxy, or an OIDC token"

@@ -68,13 +68,16 @@ def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     paths: dict[str, Any] = {}
     for (module, name), method in sorted(v1.METHODS.items()):
-        rule = authz.V1_RULES.get((module, name), authz.USER_WRITE)
+        rule = authz.V1_RULES.get((module, name), authz.NO_RULE)
+        access: dict[str, Any] = {"secure": rule.secure, "roles": sorted(rule.roles)}
+        if rule is authz.NO_RULE:
+            access = {"refused": "no access rule"}
         operation: dict[str, Any] = {
             "operationId": f"{module}_{name}",
             "tags": [module],
             "summary": ((method.handler.__doc__ or "").strip().splitlines() or [""])[0],
             "responses": _responses(),
-            "x-pandawms-access": {"secure": rule.secure, "roles": sorted(rule.roles)},
+            "x-pandawms-access": access,
         }
         declared = {p: spec for p, spec in method.params.items() if spec.kind != "extra"}
         required = [p for p, spec in declared.items() if spec.default is REQUIRED]

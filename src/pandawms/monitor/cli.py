@@ -441,6 +441,16 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _cmd_jobs_reassign(args: argparse.Namespace) -> int:
+    """``pandawms jobs reassign PANDAID... [--site QUEUE]``."""
+    return _run(args, lambda rt, _paint: cli_ops.jobs_reassign(rt, args))
+
+
+def _cmd_tasks_priority(args: argparse.Namespace) -> int:
+    """``pandawms tasks priority TASKID N``."""
+    return _run(args, lambda rt, _paint: cli_ops.tasks_priority(rt, args))
+
+
 def configure(sub: Any) -> None:
     """Add ``jobs`` (with ``show`` and ``why``) and ``tasks`` to the pandawms CLI."""
     jobs = sub.add_parser(
@@ -482,7 +492,7 @@ def configure(sub: Any) -> None:
     reassign.add_argument("panda_ids", type=int, nargs="+", metavar="PANDAID")
     reassign.add_argument("--site", help="the queue (computingSite) to send them to")
     _db_options(reassign, suppress=True)
-    reassign.set_defaults(func=cli_ops.cmd_jobs_reassign)
+    reassign.set_defaults(func=_cmd_jobs_reassign)
 
     tasks = sub.add_parser("tasks", help="jobs grouped by jediTaskID, most recent tasks first")
     _db_options(tasks)
@@ -499,4 +509,4 @@ def configure(sub: Any) -> None:
     priority.add_argument("task_id", type=int, metavar="TASKID")
     priority.add_argument("priority", type=int, metavar="N")
     _db_options(priority, suppress=True)
-    priority.set_defaults(func=cli_ops.cmd_tasks_priority)
+    priority.set_defaults(func=_cmd_tasks_priority)

@@ -15,12 +15,14 @@ from typing import Any
 import orjson
 
 from pandawms.api.context import RequestContext
-from pandawms.api.legacy import Reply, legacy
-from pandawms.api.v1_pbook import no_idds_message
+from pandawms.api.legacy.registry import LegacyCalls, Reply
+from pandawms.api.v1.common import no_idds_message
 from pandawms.core.creds import access_token
 from pandawms.core.creds import secrets as user_secrets
 from pandawms.core.jobs import debug_mode
 from pandawms.model.errors import PandaError, StatusCode
+
+calls = LegacyCalls()
 
 
 def _int(params: dict[str, Any], name: str) -> int:
@@ -38,7 +40,7 @@ def _true(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-@legacy("setDebugMode")
+@calls.method("setDebugMode")
 def set_debug_mode(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Turn a job's debug mode on or off; pilots and production identities act on any job."""
     panda_id = _int(params, "pandaID")
@@ -47,7 +49,7 @@ def set_debug_mode(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(message, "text")
 
 
-@legacy("get_user_secrets")
+@calls.method("get_user_secrets")
 def get_user_secrets(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The caller's own secrets (``keys``: comma-separated names); ``get_json`` as the pilot asks."""
     keys_text = params.get("keys")
@@ -63,7 +65,7 @@ def get_user_secrets(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply([True, orjson.dumps(found).decode()], "json")
 
 
-@legacy("get_access_token")
+@calls.method("get_access_token")
 def get_access_token(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A fresh access token for the pilot (``client_name``, ``token_key`` as pilot 3.11 sends them)."""
     client_name = params.get("client_name")
@@ -74,13 +76,13 @@ def get_access_token(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": int(StatusCode.SUCCESS), "userProxy": token}, "json")
 
 
-@legacy("relay_idds_command")
+@calls.method("relay_idds_command")
 def relay_idds_command(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Refused: there is no iDDS behind this server."""
     return Reply([False, no_idds_message(ctx)], "json")
 
 
-@legacy("execute_idds_workflow_command")
+@calls.method("execute_idds_workflow_command")
 def execute_idds_workflow_command(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Refused: there is no iDDS behind this server (pbook show_workflow, kill_workflow, ...)."""
     return Reply([False, no_idds_message(ctx)], "json")

@@ -1,11 +1,10 @@
-"""v1 methods of the task layer and the sandbox cache, as panda-client 2.2.0 calls them.
+"""``/api/v1/task/*``: the task layer as panda-client 2.2.0 (prun, pathena, pbook) and operators call it.
 
-``task/*`` (prun, pathena, pbook) and ``file_server/*`` (sandbox upload and reuse). Refusals of
-a task call (bad task parameters, unknown task, not the owner, wrong task status) are answered
-like the real server's: HTTP 200 with ``success: false``, the reason in ``message`` and JEDI's
-code in ``data``. panda-client throws away the body of any other HTTP status, so this is the
-only way prun and pbook can show the user why. A missing or mistyped argument is refused before
-the handler, in the same envelope, as for every v1 method.
+Refusals of a task call (bad task parameters, unknown task, not the owner, wrong task status)
+are answered like the real server's: HTTP 200 with ``success: false``, the reason in ``message``
+and JEDI's code in ``data``. panda-client throws away the body of any other HTTP status, so this
+is the only way prun and pbook can show the user why. A missing or mistyped argument is refused
+before the handler, in the same envelope, as for every v1 method.
 """
 
 from __future__ import annotations
@@ -13,16 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from pandawms.api.context import RequestContext
-from pandawms.api.multipart import UploadedFile
 from pandawms.api.params import Param
-from pandawms.api.v1 import Result, ok, v1
+from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.jobs import kill
 from pandawms.core.jobs.read import MAX_IDS_PER_READ, get_descriptions
 from pandawms.core.tasks import changes as task_changes
 from pandawms.core.tasks import commands as tasks
 from pandawms.core.tasks import read as tasks_read
-from pandawms.core.tasks import sandbox as cache_files
+from pandawms.core.tasks import requests as task_requests
 from pandawms.core.tasks.commands import Reply
+
+methods = V1Module("task")
+
 
 TASK_ID = Param("int")
 
@@ -31,66 +32,41 @@ def _reply(reply: Reply) -> Result:
     return reply.success, reply.message, reply.data
 
 
-def _no_task(task_id: int) -> Result:
-    return False, f"jediTaskID={task_id} not found", None
+# --- task: submission and commands ----------------------------------------------------------------
 
 
-# --- file_server ------------------------------------------------------------------------------
-
-
-@v1("file_server", "upload_cache_file", "POST", file=Param("file"))
-def upload_cache_file(ctx: RequestContext, file: UploadedFile) -> Result:
-    """Store a sandbox in the cache (multipart field ``file``)."""
-    stored = cache_files.store(ctx.rt, ctx.who, file.filename, file.data)
-    return ok({"name": stored.name, "size": stored.size, "checksum": stored.checksum}, "True")
-
-
-@v1("file_server", "validate_cache_file", "POST", file_size=Param("int"), checksum=Param("str"))
-def validate_cache_file(ctx: RequestContext, file_size: int, checksum: str) -> Result:
-    """``FOUND:<host>:<name>`` when the caller already uploaded this sandbox (size and CRC)."""
-    found = cache_files.find_reusable(ctx.rt, ctx.who, file_size, checksum)
-    if found is None:
-        return False, "no matching file in the cache", None
-    return True, found, None
-
-
-# --- task: submission and commands ------------------------------------------------------------
-
-
-@v1("task", "submit", "POST", task_parameters=Param("dict"), parent_tid=Param("int", None))
+@methods.post("submit", task_parameters=Param("dict"), parent_tid=Param("int", None))
 def task_submit(ctx: RequestContext, task_parameters: dict[str, Any], parent_tid: int | None) -> Result:
     """Register a task from prun/pathena's parameter dict; ``data`` is the jediTaskID."""
     return _reply(tasks.submit_task(ctx.rt, task_parameters, ctx.who, parent_tid))
 
 
-@v1("task", "kill", "POST", task_id=TASK_ID, broadcast=Param("bool", False))
+@methods.post("kill", task_id=TASK_ID, broadcast=Param("bool", False))
 def task_kill(ctx: RequestContext, task_id: int, broadcast: bool) -> Result:
     """Abort a task and kill its jobs."""
     return _reply(tasks.kill_task(ctx.rt, task_id, ctx.who))
 
 
-@v1("task", "finish", "POST", task_id=TASK_ID, soft=Param("bool", False), broadcast=Param("bool", False))
+@methods.post("finish", task_id=TASK_ID, soft=Param("bool", False), broadcast=Param("bool", False))
 def task_finish(ctx: RequestContext, task_id: int, soft: bool, broadcast: bool) -> Result:
     """Stop a task making jobs; kill its running ones unless ``soft``."""
     return _reply(tasks.finish_task(ctx.rt, task_id, ctx.who, soft))
 
 
-@v1("task", "pause", "POST", task_id=TASK_ID)
+@methods.post("pause", task_id=TASK_ID)
 def task_pause(ctx: RequestContext, task_id: int) -> Result:
     """Stop job generation of a task."""
     return _reply(tasks.pause_task(ctx.rt, task_id, ctx.who))
 
 
-@v1("task", "resume", "POST", task_id=TASK_ID)
+@methods.post("resume", task_id=TASK_ID)
 def task_resume(ctx: RequestContext, task_id: int) -> Result:
     """Resume a paused or exhausted task."""
     return _reply(tasks.resume_task(ctx.rt, task_id, ctx.who))
 
 
-@v1(
-    "task",
+@methods.post(
     "retry",
-    "POST",
     task_id=TASK_ID,
     new_parameters=Param("any", None),
     no_child_retry=Param("bool", False),
@@ -106,10 +82,8 @@ def task_retry(ctx: RequestContext, task_id: int, new_parameters: Any, **_flags:
     return _reply(tasks.retry_task(ctx.rt, task_id, ctx.who, new_parameters or None))
 
 
-@v1(
-    "task",
+@methods.post(
     "reactivate",
-    "POST",
     task_id=TASK_ID,
     keep_attempt_nr=Param("bool", False),
     trigger_job_generation=Param("bool", False),
@@ -119,45 +93,43 @@ def task_reactivate(ctx: RequestContext, task_id: int, **_flags: bool) -> Result
     return _reply(tasks.reactivate_task(ctx.rt, task_id, ctx.who))
 
 
-@v1("task", "increase_attempts", "POST", task_id=TASK_ID, increase=Param("int"))
+@methods.post("increase_attempts", task_id=TASK_ID, increase=Param("int"))
 def task_increase_attempts(ctx: RequestContext, task_id: int, increase: int) -> Result:
     """More attempts for the unfinished files of a task."""
     return _reply(tasks.increase_attempts(ctx.rt, task_id, ctx.who, increase))
 
 
-@v1("task", "reload_input", "POST", task_id=TASK_ID, ignore_hard_exhausted=Param("bool", False))
+@methods.post("reload_input", task_id=TASK_ID, ignore_hard_exhausted=Param("bool", False))
 def task_reload_input(ctx: RequestContext, task_id: int, ignore_hard_exhausted: bool) -> Result:
     """Re-read a task's input (fixed at submission here, so nothing changes)."""
     return _reply(tasks.reload_input(ctx.rt, task_id, ctx.who))
 
 
-# --- task: reading ----------------------------------------------------------------------------
+# --- task: reading --------------------------------------------------------------------------------
 
 
-@v1("task", "get_status", "GET", task_id=TASK_ID)
+@methods.get("get_status", task_id=TASK_ID)
 def task_get_status(ctx: RequestContext, task_id: int) -> Result:
     """The task's status string."""
     status = tasks_read.get_status(ctx.rt, task_id)
     return ok(status) if status is not None else (False, "Task not found", None)
 
 
-@v1("task", "get_task_parameters", "GET", task_id=TASK_ID)
+@methods.get("get_task_parameters", task_id=TASK_ID)
 def task_get_task_parameters(ctx: RequestContext, task_id: int) -> Result:
     """The parameters the task was submitted with."""
     params = tasks_read.get_parameters(ctx.rt, task_id)
     return ok(params) if params is not None else (False, "Task not found", None)
 
 
-@v1("task", "get_job_ids", "GET", task_id=TASK_ID)
+@methods.get("get_job_ids", task_id=TASK_ID)
 def task_get_job_ids(ctx: RequestContext, task_id: int) -> Result:
     """PandaIDs of the task's jobs, in any status."""
     return ok(tasks_read.get_job_ids(ctx.rt, task_id))
 
 
-@v1(
-    "task",
+@methods.get(
     "get_details",
-    "GET",
     task_id=TASK_ID,
     include_parameters=Param("bool", False),
     include_status=Param("bool", False),
@@ -170,17 +142,21 @@ def task_get_details(
     return ok(found) if found is not None else (False, "Task not found or error retrieving the details", None)
 
 
-@v1("task", "get_detailed_info", "GET", task_id=TASK_ID)
+@methods.get("get_detailed_info", task_id=TASK_ID)
 def task_get_detailed_info(ctx: RequestContext, task_id: int) -> Result:
     """Every attribute of one task with its progress and parameters."""
     found = tasks_read.detailed_info(ctx.rt, task_id)
     return ok(found) if found is not None else (False, "Task not found or error retrieving task info", None)
 
 
-@v1(
-    "task",
+@methods.get("get_parent_detailed_info", task_id=Param("int"))
+def task_get_parent_detailed_info(ctx: RequestContext, task_id: int) -> Result:
+    """The parent of a task, with every attribute as task/get_detailed_info gives them."""
+    return task_requests.parent_detailed_info(ctx.rt, task_id)
+
+
+@methods.get(
     "get_tasks_modified_since",
-    "GET",
     since=Param("str"),
     dn=Param("str", None),
     full=Param("bool", False),
@@ -199,10 +175,8 @@ def task_get_tasks_modified_since(
     return ok(tasks_read.modified_since(ctx.rt, ctx.who, since, dn, full, min_task_id, prod_source_label))
 
 
-@v1(
-    "task",
+@methods.get(
     "get_tasks_detailed_info_since",
-    "GET",
     since=Param("str", None),
     filters=Param("str", None),
     n_tasks=Param("int", 500),
@@ -214,7 +188,7 @@ def task_get_tasks_detailed_info_since(
     return ok(tasks_read.detailed_since(ctx.rt, ctx.who, since, filters, n_tasks))
 
 
-@v1("task", "get_job_descriptions", "GET", task_id=TASK_ID, unsuccessful_only=Param("bool", False))
+@methods.get("get_job_descriptions", task_id=TASK_ID, unsuccessful_only=Param("bool", False))
 def task_get_job_descriptions(ctx: RequestContext, task_id: int, unsuccessful_only: bool) -> Result:
     """Full descriptions of the task's jobs (only failed, cancelled and closed ones if asked)."""
     from pandawms.api.jobspec_codec import encode_job
@@ -224,10 +198,8 @@ def task_get_job_descriptions(ctx: RequestContext, task_id: int, unsuccessful_on
     return ok([encode_job(j) for j in found if j])
 
 
-@v1(
-    "task",
+@methods.get(
     "get_datasets_and_files",
-    "GET",
     task_id=TASK_ID,
     dataset_types=Param("str_list", ["input", "pseudo_input"]),
     dataset_only=Param("bool", False),
@@ -240,37 +212,35 @@ def task_get_datasets_and_files(
     return ok(data) if data else (False, "No data found for the task", None)
 
 
-# --- task: operator changes (core/tasks/changes.py) --------------------------------------------
+# --- task: operator changes (core/tasks/changes.py) -----------------------------------------------
 
 
-@v1("task", "change_priority", "POST", task_id=TASK_ID, priority=Param("int"))
+@methods.post("change_priority", task_id=TASK_ID, priority=Param("int"))
 def task_change_priority(ctx: RequestContext, task_id: int, priority: int) -> Result:
     """New priority for a task and its jobs not yet started."""
     return _reply(task_changes.change_priority(ctx.rt, task_id, priority, ctx.who))
 
 
-@v1("task", "change_attribute", "POST", task_id=TASK_ID, attribute_name=Param("str"), value=Param("int"))
+@methods.post("change_attribute", task_id=TASK_ID, attribute_name=Param("str"), value=Param("int"))
 def task_change_attribute(ctx: RequestContext, task_id: int, attribute_name: str, value: int) -> Result:
     """Set ramCount, wallTime, cpuTime or coreCount of a task."""
     return _reply(task_changes.change_attribute(ctx.rt, task_id, attribute_name, value, ctx.who))
 
 
-@v1("task", "change_split_rule", "POST", task_id=TASK_ID, attribute_name=Param("str"), value=Param("str"))
+@methods.post("change_split_rule", task_id=TASK_ID, attribute_name=Param("str"), value=Param("str"))
 def task_change_split_rule(ctx: RequestContext, task_id: int, attribute_name: str, value: str) -> Result:
     """Add or change one item of a task's split rule."""
     return _reply(task_changes.change_split_rule(ctx.rt, task_id, attribute_name, value, ctx.who))
 
 
-@v1("task", "change_modification_time", "POST", task_id=TASK_ID, hour_offset=Param("int"))
+@methods.post("change_modification_time", task_id=TASK_ID, hour_offset=Param("int"))
 def task_change_modification_time(ctx: RequestContext, task_id: int, hour_offset: int) -> Result:
     """Set a task's modificationTime to now plus ``hour_offset`` hours."""
     return _reply(task_changes.change_modification_time(ctx.rt, task_id, hour_offset, ctx.who))
 
 
-@v1(
-    "task",
+@methods.post(
     "reassign",
-    "POST",
     task_id=TASK_ID,
     site=Param("str", None),
     cloud=Param("str", None),
@@ -289,10 +259,8 @@ def task_reassign(
     return _reply(task_changes.reassign(ctx.rt, task_id, ctx.who, site, cloud, nucleus, mode))
 
 
-@v1(
-    "task",
+@methods.post(
     "reassign_global_share",
-    "POST",
     task_id_list=Param("int_list", max_items=1000),
     share=Param("str"),
     reassign_running_jobs=Param("bool"),
@@ -306,22 +274,20 @@ def task_reassign_global_share(
     )
 
 
-@v1("task", "release", "POST", task_id=TASK_ID)
+@methods.post("release", task_id=TASK_ID)
 def task_release(ctx: RequestContext, task_id: int) -> Result:
     """Release a task held for staging (nothing is staged here)."""
     return _reply(task_changes.release(ctx.rt, task_id, ctx.who))
 
 
-@v1("task", "avalanche", "POST", task_id=TASK_ID)
+@methods.post("avalanche", task_id=TASK_ID)
 def task_avalanche(ctx: RequestContext, task_id: int) -> Result:
     """End a task's scouting (there is none here)."""
     return _reply(task_changes.avalanche(ctx.rt, task_id, ctx.who))
 
 
-@v1(
-    "task",
+@methods.post(
     "kill_unfinished_jobs",
-    "POST",
     task_id=TASK_ID,
     code=Param("int", None),
     use_email_as_id=Param("bool", False),
@@ -334,10 +300,8 @@ def task_kill_unfinished_jobs(
     return ok(kill.kill_jobs(ctx.rt, ids, ctx.who, code))
 
 
-@v1(
-    "task",
+@methods.post(
     "enable_job_cloning",
-    "POST",
     jedi_task_id=TASK_ID,
     mode=Param("str", None),
     multiplicity=Param("int", None),
@@ -352,16 +316,14 @@ def task_enable_job_cloning(
     )
 
 
-@v1("task", "disable_job_cloning", "POST", jedi_task_id=TASK_ID)
+@methods.post("disable_job_cloning", jedi_task_id=TASK_ID)
 def task_disable_job_cloning(ctx: RequestContext, jedi_task_id: int) -> Result:
     """Disable job cloning for a task."""
     return _reply(task_changes.disable_job_cloning(ctx.rt, jedi_task_id, ctx.who))
 
 
-@v1(
-    "task",
+@methods.post(
     "enable_jumbo_jobs",
-    "POST",
     task_id=TASK_ID,
     jumbo_jobs_total=Param("int"),
     jumbo_jobs_per_site=Param("int", None),
@@ -375,7 +337,7 @@ def task_enable_jumbo_jobs(
     )
 
 
-@v1("task", "get_jumbo_job_datasets", "GET", from_offset=Param("int"), to_offset=Param("int", 0))
+@methods.get("get_jumbo_job_datasets", from_offset=Param("int"), to_offset=Param("int", 0))
 def task_get_jumbo_job_datasets(ctx: RequestContext, from_offset: int, to_offset: int) -> Result:
     """Tasks with jumbo jobs enabled, modified between now-from_offset and now-to_offset days, to their input datasets."""
     if not 0 <= to_offset <= from_offset <= 3650:

@@ -1,22 +1,19 @@
-"""The legacy pilot API: ``/server/panda/<method>``.
+"""Legacy ``/server/panda`` calls of the job cycle: what pilots and Harvester call to take work.
 
-Every released pilot (3.7 up to 3.11) still speaks this, with form-encoded or gzip-compressed
-JSON bodies. Replies are PanDA's flat dictionaries with a ``StatusCode``, JSON when the client
-accepts it and url-encoded otherwise (:mod:`pandawms.api.app` does the encoding).
+getJob, updateJob and updateJobsInBulk (on the event loop, through the worker's group commit),
+the status reads, the event-range calls (no event service here), the Harvester worker's pilot
+status, credentials for Harvester and the resource types for the pilot's memory monitor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from pandawms.api.context import RequestContext
+from pandawms.api.legacy.registry import LegacyCalls, Reply
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
 from pandawms.core.dbthreads import run_db
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
@@ -27,79 +24,7 @@ from pandawms.db.engine import refused_status
 from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.values import BadValue, whole_number
 
-log = logging.getLogger("pandawms.api.legacy")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A legacy reply: a dict rendered per Accept, or fixed text/JSON for the methods that demand it."""
-
-    body: dict[str, Any] | list[Any] | str
-    #: "negotiate" (JSON if accepted, else url-encoded), "json" or "text" or "urlencoded".
-    form: str = "negotiate"
-
-
-LegacyHandler = Callable[[RequestContext, dict[str, Any]], Reply]
-AsyncLegacyHandler = Callable[[RequestContext, dict[str, Any]], Awaitable[Reply]]
-#: Handlers run in a worker thread.
-METHODS: dict[str, LegacyHandler] = {}
-#: Handlers run on the event loop (the hot pilot calls); they take these names first.
-ASYNC_METHODS: dict[str, AsyncLegacyHandler] = {}
-
-
-#: Methods whose free text (pilot logs, reports, diagnostics) may hold NUL characters: the
-#: update parser keeps such text with the NULs replaced, as a final report must not be lost.
-_FREE_TEXT_METHODS = frozenset({"updateJob", "updateJobsInBulk"})
-
-
-def _refuse_nul(params: dict[str, Any]) -> None:
-    """A NUL in a name or label is a refusal, not a database error.
-
-    PostgreSQL cannot hold NUL in text, even as a query parameter: a ``siteName`` with one made
-    getJob fail with a 503 "database error" there while other backends answered normally.
-    """
-    for key, value in params.items():
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(item, str) and "\x00" in item for item in items):
-            raise PandaError(f"{str(key)[:40]} contains a NUL character")
-
-
-def legacy(name: str) -> Callable[[LegacyHandler], LegacyHandler]:
-    """Register a handler as ``/server/panda/<name>`` (its access rule is in :mod:`pandawms.api.authz`)."""
-
-    def register(func: LegacyHandler) -> LegacyHandler:
-        if name in _FREE_TEXT_METHODS:
-            METHODS[name] = func
-            return func
-
-        @functools.wraps(func)
-        def checked(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-            _refuse_nul(params)
-            return func(ctx, params)
-
-        METHODS[name] = checked
-        return checked
-
-    return register
-
-
-def legacy_async(name: str) -> Callable[[AsyncLegacyHandler], AsyncLegacyHandler]:
-    """Register an event-loop handler as ``/server/panda/<name>`` (same checks as :func:`legacy`)."""
-
-    def register(func: AsyncLegacyHandler) -> AsyncLegacyHandler:
-        if name in _FREE_TEXT_METHODS:
-            ASYNC_METHODS[name] = func
-            return func
-
-        @functools.wraps(func)
-        async def checked(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-            _refuse_nul(params)
-            return await func(ctx, params)
-
-        ASYNC_METHODS[name] = checked
-        return checked
-
-    return register
+calls = LegacyCalls()
 
 
 def _int_param(params: dict[str, Any], name: str, default: int = 0) -> int:
@@ -130,7 +55,7 @@ def _flag(params: dict[str, Any], name: str) -> bool:
     return str(params.get(name, "")).strip().lower() in ("true", "1", "yes")
 
 
-@legacy_async("isAlive")
+@calls.async_method("isAlive")
 async def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``alive=yes``, as load balancers and old clients expect; on the event loop, so it answers
     even while every request thread waits on a slow database."""
@@ -193,7 +118,7 @@ def _get_job_reply(
     return Reply(described[0])
 
 
-@legacy_async("getJob")
+@calls.async_method("getJob")
 async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot.
 
@@ -223,7 +148,7 @@ def _update_reply(result: heartbeat.UpdateResult) -> Reply:
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 
-@legacy_async("updateJob")
+@calls.async_method("updateJob")
 async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
     changes and final reports in another. A pilot is answered only after its batch committed.
@@ -234,7 +159,7 @@ async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Repl
     return _update_reply(await heartbeat.update_job_grouped(ctx.rt, upd))
 
 
-@legacy_async("updateJobsInBulk")
+@calls.async_method("updateJobsInBulk")
 async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``.
 
@@ -275,7 +200,7 @@ async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Re
     return Reply([True, results], "json")
 
 
-@legacy("getStatus")
+@calls.method("getStatus")
 def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Statuses and attempts, space separated, always url-encoded."""
     ids = _ids(params, "ids")
@@ -287,7 +212,7 @@ def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@legacy("checkJobStatus")
+@calls.method("checkJobStatus")
 def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Status and command per job, always JSON."""
     ids = _ids(params, "ids")
@@ -301,7 +226,7 @@ def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(out, "json")
 
 
-@legacy("getEventRanges")
+@calls.method("getEventRanges")
 def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """No job has event ranges until the event service exists: an empty list, said plainly."""
     panda_id = _int_param(params, "pandaID", -1)
@@ -313,7 +238,7 @@ def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@legacy("updateEventRanges")
+@calls.method("updateEventRanges")
 def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Every range is refused (False): this server has no event ranges to update."""
     raw = params.get("eventRanges")
@@ -333,7 +258,7 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@legacy("updateWorkerPilotStatus")
+@calls.method("updateWorkerPilotStatus")
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The pilot inside a Harvester worker says it started or finished: kept on the worker."""
     from pandawms.core.harvester.workers import set_pilot_status
@@ -354,7 +279,7 @@ def _cred_refusal(exc: PandaError) -> Reply:
     return Reply({"StatusCode": exc.code, "errorDialog": exc.message})
 
 
-@legacy("getKeyPair")
+@calls.method("getKeyPair")
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A key pair by its two names, from the credential directory (``publicKey``, ``privateKey``)."""
     from pandawms.core.creds import proxies as creds
@@ -368,7 +293,7 @@ def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": 0, "publicKey": public, "privateKey": private})
 
 
-@legacy("getProxy")
+@calls.method("getProxy")
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The proxy of ``dn`` (default: the caller) with ``role``, always JSON (``userProxy``)."""
     from pandawms.core.creds import proxies as creds
@@ -381,14 +306,10 @@ def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": 0, "errorDialog": "", "userProxy": pem}, "json")
 
 
-@legacy("getResourceTypes")
+@calls.method("getResourceTypes")
 def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Resource types for the pilot's memory monitor: ``ResourceTypes`` is the list of definitions
     (url-encoded replies carry it as JSON text, which pilot 3.11 parses)."""
     from pandawms.core.queues import resource_types
 
     return Reply({"StatusCode": 0, "Returns": 0, "ResourceTypes": resource_types.as_dicts(ctx.rt)})
-
-
-# Calls kept in their own module register themselves on import (they use the names above).
-from pandawms.api import legacy_user as _legacy_user  # noqa: E402, F401

@@ -1,21 +1,37 @@
-"""The v1 ``metaconfig/*`` methods beyond queue definitions: resource types and banned users."""
+"""``/api/v1/metaconfig/*``: queue definitions, resource types and banned users."""
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import select
 
 from pandawms.api.context import RequestContext
-from pandawms.api.v1 import Result, ok, v1
+from pandawms.api.params import Param
+from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.queues import resource_types
 
+methods = V1Module("metaconfig")
 
-@v1("metaconfig", "get_resource_types", "GET")
+
+@methods.get("get_site_specs", type=Param("str", None))
+def get_site_specs(ctx: RequestContext, type: str | None) -> Result:
+    """Queue definitions by name, optionally of one type (production, analysis, unified)."""
+    from pandawms.core.queues.catalogue import all_documents
+
+    body, _ = all_documents(ctx.rt)
+    specs = orjson.loads(body)
+    if type:
+        specs = {name: spec for name, spec in specs.items() if spec.get("type") == type}
+    return ok(specs)
+
+
+@methods.get("get_resource_types")
 def get_resource_types(ctx: RequestContext) -> Result:
     """``[{resource_name, mincore, maxcore, minrampercore, maxrampercore}, ...]`` (Harvester's mapper)."""
     return ok(resource_types.as_dicts(ctx.rt))
 
 
-@v1("metaconfig", "get_banned_users", "GET")
+@methods.get("get_banned_users")
 def get_banned_users(ctx: RequestContext) -> Result:
     """``{name: false}`` for every banned user, the real server's shape."""
     from pandawms.db.engine import read_tx

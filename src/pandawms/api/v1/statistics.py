@@ -1,4 +1,4 @@
-"""The v1 ``statistics/*`` methods: job counts by site, cloud, share and resource type.
+"""``/api/v1/statistics/*``: job counts by site, cloud, share and resource type.
 
 Names, parameters and answer shapes are the real server's (Harvester's ``get_job_stats`` and
 ``get_job_stats_new`` read the first two); counts come from :mod:`pandawms.core.jobs.stats`,
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
-from pandawms.api.v1 import Result, ok, v1
+from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.jobs import stats as job_stats
+
+methods = V1Module("statistics")
+
 
 WINDOW = Param("int", None)
 
@@ -24,19 +27,19 @@ def _window_error(time_window: int | None) -> str | None:
     return None
 
 
-@v1("statistics", "active_job_stats_by_site", "GET")
+@methods.get("active_job_stats_by_site")
 def active_job_stats_by_site(ctx: RequestContext) -> Result:
     """``{site: {jobStatus: n}}`` of jobs not in a final state."""
     return ok(job_stats.active_by_site(ctx.rt))
 
 
-@v1("statistics", "active_job_detailed_stats_by_site", "GET")
+@methods.get("active_job_detailed_stats_by_site")
 def active_job_detailed_stats_by_site(ctx: RequestContext) -> Result:
     """``{site: {resource_type: {prodSourceLabel: {jobStatus: n}}}}`` of jobs not final."""
     return ok(job_stats.active_detailed_by_site(ctx.rt))
 
 
-@v1("statistics", "job_stats_by_cloud", "GET", type=Param("str", "production"))
+@methods.get("job_stats_by_cloud", type=Param("str", "production"))
 def job_stats_by_cloud(ctx: RequestContext, type: str) -> Result:
     """``{cloud: {jobStatus: n}}`` of production or analysis jobs."""
     if type not in ("production", "analysis"):
@@ -44,13 +47,13 @@ def job_stats_by_cloud(ctx: RequestContext, type: str) -> Result:
     return ok(job_stats.by_cloud(ctx.rt, type))
 
 
-@v1("statistics", "production_job_stats_by_cloud_and_processing_type", "GET")
+@methods.get("production_job_stats_by_cloud_and_processing_type")
 def production_job_stats_by_cloud_and_processing_type(ctx: RequestContext) -> Result:
     """``{cloud: {processingType: {jobStatus: n}}}`` of production jobs."""
     return ok(job_stats.production_by_cloud_and_processing_type(ctx.rt))
 
 
-@v1("statistics", "job_stats_by_site_and_resource_type", "GET", time_window=WINDOW)
+@methods.get("job_stats_by_site_and_resource_type", time_window=WINDOW)
 def job_stats_by_site_and_resource_type(ctx: RequestContext, time_window: int | None) -> Result:
     """``{site: {resource_type: {jobStatus: n}}}``; final jobs of the last ``time_window`` minutes."""
     error = _window_error(time_window)
@@ -59,7 +62,7 @@ def job_stats_by_site_and_resource_type(ctx: RequestContext, time_window: int | 
     return ok(job_stats.by_site_and_resource_type(ctx.rt, time_window))
 
 
-@v1("statistics", "job_stats_by_site_share_and_resource_type", "GET", time_window=WINDOW)
+@methods.get("job_stats_by_site_share_and_resource_type", time_window=WINDOW)
 def job_stats_by_site_share_and_resource_type(ctx: RequestContext, time_window: int | None) -> Result:
     """``{site: {prodSourceLabel: {resource_type: {jobStatus: n}}}}``; final jobs of the window."""
     error = _window_error(time_window)

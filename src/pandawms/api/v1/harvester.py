@@ -1,9 +1,9 @@
-"""The v1 ``harvester/*`` methods (and ``pilot/update_worker_status``), as Harvester calls them.
+"""``/api/v1/harvester/*``, as Harvester calls them.
 
 Harvester's PanDA communicator posts JSON bodies with these parameter names and reads the
 ``{"success", "message", "data"}`` envelope; the handlers only convert and delegate to
 :mod:`pandawms.core.harvester.workers`, :mod:`pandawms.core.harvester.instances` and
-:mod:`pandawms.core.harvester.commands`. Imported by :mod:`pandawms.api.v1`, which registers them.
+:mod:`pandawms.core.harvester.commands`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from typing import Any
 
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
-from pandawms.api.v1 import Result, ok, v1
+from pandawms.api.v1.common import HARVESTER_ID
+from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.harvester import commands as harvester_commands
 from pandawms.core.harvester import instances as harvester
 from pandawms.core.harvester import workers
 from pandawms.model.errors import PandaError
 
-HARVESTER_ID = Param("str")
+methods = V1Module("harvester")
 
 
-@v1("harvester", "update_workers", "POST", harvester_id=HARVESTER_ID, workers=Param("json", max_items=2000))
+@methods.post("update_workers", harvester_id=HARVESTER_ID, workers=Param("json", max_items=2000))
 def update_workers(ctx: RequestContext, harvester_id: str, workers: Any) -> Result:
     """Upsert the reported workers and their job lists; one ``true`` per worker."""
     from pandawms.core.harvester.workers import update_workers as apply
@@ -29,29 +30,27 @@ def update_workers(ctx: RequestContext, harvester_id: str, workers: Any) -> Resu
     return ok(apply(ctx.rt, harvester_id, workers))
 
 
-@v1("harvester", "heartbeat", "POST", harvester_id=HARVESTER_ID, data=Param("dict", None))
+@methods.post("heartbeat", harvester_id=HARVESTER_ID, data=Param("dict", None))
 def heartbeat(ctx: RequestContext, harvester_id: str, data: dict[str, Any] | None) -> Result:
     """The instance is alive; its metadata (start time, version) is recorded."""
     harvester.heartbeat(ctx.rt, harvester_id, ctx.who, data)
     return ok()
 
 
-@v1("harvester", "get_current_worker_id", "GET", harvester_id=HARVESTER_ID)
+@methods.get("get_current_worker_id", harvester_id=HARVESTER_ID)
 def get_current_worker_id(ctx: RequestContext, harvester_id: str) -> Result:
     """The highest workerID known for the instance (null when none), so a rebuilt Harvester goes on from it."""
     return ok(workers.current_worker_id(ctx.rt, harvester_id))
 
 
-@v1("harvester", "get_worker_statistics", "GET")
+@methods.get("get_worker_statistics")
 def get_worker_statistics(ctx: RequestContext) -> Result:
     """Recent worker counts: ``{queue: {harvesterID: {jobType: {resourceType: {status: n}}}}}``."""
     return ok(harvester.worker_stats(ctx.rt))
 
 
-@v1(
-    "harvester",
+@methods.post(
     "report_worker_statistics",
-    "POST",
     harvester_id=HARVESTER_ID,
     panda_queue=Param("str"),
     statistics=Param("json"),
@@ -64,10 +63,8 @@ def report_worker_statistics(
     return ok(None, "OK")
 
 
-@v1(
-    "harvester",
+@methods.post(
     "acquire_commands",
-    "POST",
     harvester_id=HARVESTER_ID,
     n_commands=Param("int"),
     timeout=Param("int", 30),
@@ -77,10 +74,8 @@ def acquire_commands(ctx: RequestContext, harvester_id: str, n_commands: int, ti
     return ok(harvester_commands.acquire(ctx.rt, harvester_id, n_commands))
 
 
-@v1(
-    "harvester",
+@methods.post(
     "acknowledge_commands",
-    "POST",
     command_ids=Param("int_list", max_items=harvester_commands.MAX_COMMANDS_PER_POLL),
     timeout=Param("int", 30),
 )
@@ -99,10 +94,8 @@ def _filter(name: str, value: Any) -> list[str] | str:
     return list(value)
 
 
-@v1(
-    "harvester",
+@methods.post(
     "add_sweep_command",
-    "POST",
     panda_queue=Param("str"),
     status_list=Param("any"),
     ce_list=Param("any"),
@@ -127,26 +120,7 @@ def add_sweep_command(
     return ok(None, f"KILL_WORKERS queued for {', '.join(found)}")
 
 
-@v1(
-    "pilot",
-    "update_worker_status",
-    "POST",
-    worker_id=Param("int"),
-    harvester_id=HARVESTER_ID,
-    status=Param("str"),
-    timeout=Param("int", 60),
-    node_id=Param("str", None),
-)
-def update_worker_status(
-    ctx: RequestContext, worker_id: int, harvester_id: str, status: str, timeout: int, node_id: str | None
-) -> Result:
-    """The pilot inside a worker says it started or finished."""
-    if not workers.set_pilot_status(ctx.rt, harvester_id, worker_id, status, node_id):
-        return False, f"worker {worker_id} of {harvester_id[:50]} is not known", None
-    return ok()
-
-
-@v1("harvester", "update_service_metrics", "POST", harvester_id=HARVESTER_ID, metrics=Param("json"))
+@methods.post("update_service_metrics", harvester_id=HARVESTER_ID, metrics=Param("json"))
 def update_service_metrics(ctx: RequestContext, harvester_id: str, metrics: Any) -> Result:
     """Keep the instance's service metrics (``[[creationTime, hostName, metrics JSON], ...]``).
 
@@ -159,7 +133,7 @@ def update_service_metrics(ctx: RequestContext, harvester_id: str, metrics: Any)
     return ok([True] * stored or [True])
 
 
-@v1("harvester", "add_dialogs", "POST", harvester_id=HARVESTER_ID, dialogs=Param("json"))
+@methods.post("add_dialogs", harvester_id=HARVESTER_ID, dialogs=Param("json"))
 def add_dialogs(ctx: RequestContext, harvester_id: str, dialogs: Any) -> Result:
     """Keep the instance's messages for operators."""
     from pandawms.core.harvester.reports import add_dialogs as store

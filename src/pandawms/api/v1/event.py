@@ -1,4 +1,4 @@
-"""The v1 ``event/*`` methods: the event service is not enabled on this server.
+"""``/api/v1/event/*``: the event service is not enabled on this server.
 
 Harvester and panda-client call these for event-service jobs only. Each answers with a clear
 refusal in the envelope (``success`` false, HTTP 200), so a client reports the reason instead of
@@ -11,9 +11,14 @@ from typing import Any
 
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
-from pandawms.api.v1 import Result, v1
+from pandawms.api.v1.registry import Result, V1Module
+
+methods = V1Module("event")
+
 
 NOT_ENABLED = "the event service is not enabled on this server"
+
+
 _ANY = Param("any", None)
 
 
@@ -21,10 +26,8 @@ def _refuse(ctx: RequestContext, **_: Any) -> Result:
     return False, NOT_ENABLED, None
 
 
-v1(
-    "event",
+methods.post(
     "acquire_event_ranges",
-    "POST",
     job_id=Param("int"),
     jobset_id=_ANY,
     task_id=_ANY,
@@ -33,18 +36,18 @@ v1(
     scattered=_ANY,
     segment_id=_ANY,
 )(_refuse)
-v1(
-    "event",
+
+
+methods.post(
     "update_event_ranges",
-    "POST",
     event_ranges=Param("any"),
     timeout=_ANY,
     version=_ANY,
 )(_refuse)
-v1(
-    "event",
+
+
+methods.post(
     "update_single_event_range",
-    "POST",
     event_range_id=Param("str"),
     event_range_status=Param("str"),
     core_count=_ANY,
@@ -52,13 +55,15 @@ v1(
     object_store_id=_ANY,
     timeout=_ANY,
 )(_refuse)
-v1(
-    "event",
+
+
+methods.get(
     "get_available_event_range_count",
-    "GET",
     job_id=Param("int"),
     jobset_id=_ANY,
     task_id=_ANY,
     timeout=_ANY,
 )(_refuse)
-v1("event", "get_event_range_statuses", "GET", job_task_ids=Param("any"))(_refuse)
+
+
+methods.get("get_event_range_statuses", job_task_ids=Param("any"))(_refuse)

@@ -1,0 +1,40 @@
+"""``/api/v1/idds/*``: pbook's workflow commands, refused: there is no iDDS behind this server.
+
+They answer in the envelope with the reason (``success: false``), never a 404, so pbook prints
+it instead of a connection error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pandawms.api.context import RequestContext
+from pandawms.api.params import Param
+from pandawms.api.v1.common import no_idds_message
+from pandawms.api.v1.registry import Result, V1Module
+
+methods = V1Module("idds")
+
+
+@methods.post(
+    "relay_idds_command",
+    command_name=Param("str"),
+    args=Param("any", None),
+    kwargs=Param("any", None),
+    manager=Param("bool", False),
+    json_outputs=Param("bool", False),
+)
+def relay_idds_command(ctx: RequestContext, **_args: Any) -> Result:
+    """Refused: there is no iDDS behind this server."""
+    return False, no_idds_message(ctx), None
+
+
+@methods.post(
+    "execute_idds_workflow_command",
+    command_name=Param("str"),
+    kwargs=Param("any", None),
+    json_outputs=Param("bool", False),
+)
+def execute_idds_workflow_command(ctx: RequestContext, **_args: Any) -> Result:
+    """Refused: there is no iDDS behind this server (pbook *_workflow)."""
+    return False, no_idds_message(ctx), None

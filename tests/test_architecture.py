@@ -1,0 +1,123 @@
+"""Checks of the code's shape that need no server: no import cycles, an access rule per method.
+
+The import graph is grimp's (the library import-linter uses), with imports inside functions
+counted like the others: a cycle hidden in a function still makes two modules one unit that
+cannot be understood, tested or replaced alone. The layer contracts in pyproject.toml keep the
+packages in order; this keeps the modules within a package from depending on each other in a
+circle (a registry that its handler modules import while it imports them, a CLI module and its
+helpers calling each other).
+"""
+
+from __future__ import annotations
+
+import grimp
+import pytest
+
+from pandawms.api import authz, legacy, v1
+from pandawms.api.legacy.registry import LegacyCalls
+from pandawms.api.v1.registry import V1Module, build_table
+from pandawms.model.errors import Forbidden
+from pandawms.model.identity import Identity
+
+
+def strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
+    """The import cycles of ``graph``: its strongly connected components of two modules or more.
+
+    Tarjan's algorithm, iterative so that a deep import chain cannot hit the recursion limit.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return sorted(found)
+
+
+def test_no_import_cycles() -> None:
+    graph = grimp.build_graph("pandawms", cache_dir=None)
+    cycles = strongly_connected(graph)
+    assert not cycles, "modules that import each other (directly or in a circle):\n" + "\n".join(
+        "  " + " <-> ".join(cycle) for cycle in cycles
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = grimp.ImportGraph()
+    for module in ("a", "a.x", "a.y", "a.z", "a.w"):
+        graph.add_module(module)
+    graph.add_import(importer="a.x", imported="a.y")
+    graph.add_import(importer="a.y", imported="a.z")
+    graph.add_import(importer="a.z", imported="a.x")
+    graph.add_import(importer="a.w", imported="a.x")
+    assert strongly_connected(graph) == [["a.x", "a.y", "a.z"]]
+
+
+def test_every_method_has_an_access_rule() -> None:
+    missing = [f"{m}/{n}" for (m, n) in v1.METHODS if (m, n) not in authz.V1_RULES]
+    missing += [name for name in (*legacy.METHODS, *legacy.ASYNC_METHODS) if name not in authz.LEGACY_RULES]
+    assert not missing, f"methods without an entry in api/authz.py: {missing}"
+    # and no rule is left for a method that is gone
+    assert set(authz.V1_RULES) <= set(v1.METHODS)
+    assert set(authz.LEGACY_RULES) <= {*legacy.METHODS, *legacy.ASYNC_METHODS}
+
+
+def test_a_method_without_a_rule_is_refused_whoever_calls() -> None:
+    manager = Identity(
+        dn="/CN=Op", roles=frozenset({"manager", "production", "pilot", "user"}), method="x509"
+    )
+    with pytest.raises(Forbidden, match="no access rule"):
+        authz.check(authz.NO_RULE, manager, "job/unruled")
+    authz.check(authz.V1_RULES[("job", "set_command")], manager, "job/set_command")
+
+
+def test_the_tables_hold_the_listed_modules_and_refuse_a_name_twice() -> None:
+    assert {module.name for module in v1.MODULES} == {m for (m, _) in v1.METHODS}
+    assert len(v1.METHODS) == sum(len(module.methods) for module in v1.MODULES)
+    assert v1.METHODS[("pilot", "update_job")].on_loop and not v1.METHODS[("job", "kill")].on_loop
+    assert set(legacy.ASYNC_METHODS) >= {"getJob", "updateJob", "updateJobsInBulk", "isAlive"}
+
+    job = V1Module("job")
+    job.get("one")(lambda ctx: (True, "", None))
+    with pytest.raises(ValueError, match="twice"):
+        job.post("one")(lambda ctx: (True, "", None))
+    again = V1Module("job")
+    again.get("one")(lambda ctx: (True, "", None))
+    with pytest.raises(ValueError, match="twice"):
+        build_table([job, again])
+    calls = LegacyCalls()
+    calls.method("getThing")(lambda ctx, params: legacy.Reply({}))
+    with pytest.raises(ValueError, match="twice"):
+        calls.method("getThing")(lambda ctx, params: legacy.Reply({}))
