@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import logging
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -49,8 +48,6 @@ from pandawms.monitor.queries import summary as summary_q
 from pandawms.monitor.queries import tasks as tasks_q
 from pandawms.monitor.queries import timeline as timeline_q
 from pandawms.monitor.queries import why as why_q
-
-log = logging.getLogger("pandawms.monitor")
 
 Reply = tuple[int, bytes, str, list[tuple[bytes, bytes]]]
 HTML = "text/html; charset=utf-8"
