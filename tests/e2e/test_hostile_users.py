@@ -94,8 +94,8 @@ def server(
         auth_mode="strict",
         db_url=url,
         data_dir=str(tmp_path / "data"),
-        production_dns=f"CN={PROD_CN}",
-        pilot_dns=f"CN={PILOT_CN}",
+        production_dns=f"/DC=org/DC=pandawms/OU=Users/CN={PROD_CN}",
+        pilot_dns=f"/DC=org/DC=pandawms/OU=Users/CN={PILOT_CN}",
     )
     made = Server(httpd, pki, url)
     yield made

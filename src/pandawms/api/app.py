@@ -16,16 +16,16 @@ import urllib.parse
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any, Protocol, cast
 
 import anyio
 import orjson
 from anyio import CapacityLimiter, to_thread
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from pandawms.api import authz, crosssite, legacy, v1
+from pandawms.api import authz, crosssite, errors, legacy, v1
 from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
@@ -35,9 +35,8 @@ from pandawms.api.params import bind
 from pandawms.core.dbthreads import run_db
 from pandawms.core.ops import audit
 from pandawms.core.runtime import Runtime
-from pandawms.db.engine import BUSY_ERRORS, refused_status
-from pandawms.model.errors import PandaError, StatusCode
-from pandawms.model.states import IllegalMove
+from pandawms.db.engine import BUSY_ERRORS
+from pandawms.model.errors import Busy, PandaError, StatusCode, TooLarge, Unsupported
 from pandawms.monitor.metrics import record_request
 
 log = logging.getLogger("pandawms.api")
@@ -49,11 +48,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class BodyTooLarge(PandaError):
+class BodyTooLarge(TooLarge):
     """The request body exceeds ``max_body_bytes``."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"request body larger than {limit} bytes", http_status=413)
+        super().__init__(f"request body larger than {limit} bytes")
 
 
 async def _read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
@@ -68,7 +67,7 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise PandaError("client disconnected", http_status=400)
+            raise PandaError("client disconnected")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -173,13 +172,6 @@ def _form(body: bytes) -> dict[str, Any]:
     return _collect(pairs)
 
 
-def _refusal_message(exc: BaseException) -> str:
-    """A database refusal in one line, without the SQL statement or parameters SQLAlchemy adds."""
-    orig = getattr(exc, "orig", None) or exc
-    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return f"the database refused a value of this request: {first[:200]}"
-
-
 def _method_label(path: str) -> str:
     """A bounded metrics label for a path: the API method, or the kind of static path."""
     parts = path.strip("/").split("/")
@@ -192,10 +184,6 @@ def _method_label(path: str) -> str:
     if parts[0] in ("cache", "monitor", "metrics", "health"):
         return parts[0]
     return "other"
-
-
-#: HTTP statuses of handler refusals that the v1 API answers with 200 and ``success: false``.
-_IN_ENVELOPE = frozenset({400, 404, 409})
 
 
 def _verb_accepted(declared: str, verb: str) -> bool:
@@ -227,14 +215,23 @@ class PandaApp:
         self._lane: CapacityLimiter | None = None
         self._lane_threads: CapacityLimiter | None = None
 
-    def _busy_message(self, exc: BaseException) -> str:
-        """What a client hears when the database cannot serve it now (the answer is a 503)."""
-        if isinstance(exc, PoolTimeout):
-            return (
-                f"server busy: no database connection free within {self.rt.settings.db_pool_timeout} s; "
-                f"retry after {self.rt.settings.busy_retry_after} s"
-            )
-        return f"database timeout or error in the PanDA server; retry after {self.rt.settings.busy_retry_after} s"
+    def _answer(self, exc: BaseException, request_id: str, what: str) -> errors.Answer:
+        """What to tell the client about ``exc`` (see :mod:`pandawms.api.errors`), logged."""
+        answer = errors.answer(exc, self.rt.settings, request_id)
+        if answer.outcome == errors.Outcome.REFUSED:
+            log.info("%s %s refused: %s", request_id, what, answer.message)
+        elif answer.outcome == errors.Outcome.BUSY:
+            log.error("%s %s database busy or failing: %s", request_id, what, exc)
+        elif answer.outcome == errors.Outcome.DB_REFUSED:
+            log.warning("%s %s refused by the database: %s", request_id, what, exc)
+        else:
+            log.error("%s %s failed", request_id, what, exc_info=exc)
+        return answer
+
+    def _explain_plain(self, exc: BaseException, request_id: str) -> tuple[int, str, bool]:
+        """(status, message, retry) for ``exc`` on a page that is not an API reply (the monitor)."""
+        answer = self._answer(exc, request_id, "monitor")
+        return answer.status, answer.message, answer.retry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -319,8 +316,10 @@ class PandaApp:
                         "the monitor",
                     )
                 except PandaError as exc:
-                    return exc.http_status, f"ERROR : {exc.message}\n".encode(), "text/plain", []
-            return await monitor(self, scope, headers, request_id)
+                    return errors.status_of(exc), f"ERROR : {exc.message}\n".encode(), "text/plain", []
+            return await monitor(
+                self, scope, headers, request_id, partial(self._explain_plain, request_id=request_id)
+            )
         if path == "/health":
             return await run_in_threadpool(self._health)
         if path == "/":
@@ -372,7 +371,7 @@ class PandaApp:
             path = path_for_serving(self.rt, urllib.parse.unquote(name))
             body = path.read_bytes()
         except PandaError as exc:
-            return exc.http_status, f"ERROR : {exc.message}\n".encode(), "text/plain", []
+            return errors.status_of(exc), f"ERROR : {exc.message}\n".encode(), "text/plain", []
         except OSError:
             return 404, b"ERROR : cached file is gone\n", "text/plain", []
         if name.startswith("jedilog/"):
@@ -454,7 +453,7 @@ class PandaApp:
                 else:
                     kwargs = bind(method.params, given, from_text)
             except PandaError as exc:
-                if exc.http_status != 400:
+                if errors.status_of(exc) != 400:
                     raise
                 log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
                 return reply(200, False, exc.message, None)
@@ -479,30 +478,15 @@ class PandaApp:
                 outcome, note = audit.outcome_of(success, data)
                 await self._audit(ctx, f"{module}/{name}", targets, outcome, note or message)
             return reply(200, success, message, data)
-        except PandaError as exc:
-            if rule.audit and ctx is not None:
-                await self._audit(ctx, f"{module}/{name}", given, "refused", exc.message)
-            log.info("%s %s/%s refused: %s", request_id, module, name, exc.message)
+        except Exception as exc:
+            answer = self._answer(exc, request_id, f"{module}/{name}")
+            if answer.outcome == errors.Outcome.REFUSED and rule.audit and ctx is not None:
+                await self._audit(ctx, f"{module}/{name}", given, "refused", answer.message)
             # Refusals of a well-formed request (bad values, unknown or busy targets) are
             # answered in the envelope; identity, size and parsing problems keep their status.
-            status = 200 if exc.http_status in _IN_ENVELOPE and handled else exc.http_status
-            status, body, ctype, _ = reply(status, False, exc.message, None)
-            return status, body, ctype, self._retry_after if status == 503 else []
-        except IllegalMove as exc:
-            if rule.audit and ctx is not None:
-                await self._audit(ctx, f"{module}/{name}", given, "refused", str(exc))
-            return reply(200, False, str(exc), None)
-        except BUSY_ERRORS as exc:
-            log.error("%s %s/%s database busy or failing: %s", request_id, module, name, exc)
-            status, body, ctype, _ = reply(503, False, self._busy_message(exc), None)
-            return status, body, ctype, self._retry_after
-        except Exception as exc:
-            refused = refused_status(exc)
-            if refused is not None:
-                log.warning("%s %s/%s refused by the database: %s", request_id, module, name, exc)
-                return reply(refused, False, _refusal_message(exc), None)
-            log.exception("%s %s/%s failed", request_id, module, name)
-            return reply(500, False, f"internal server error (request {request_id})", None)
+            status = 200 if answer.envelope and handled else answer.status
+            status, body, ctype, _ = reply(status, False, answer.message, None)
+            return status, body, ctype, self._retry_after if answer.retry else []
 
     async def _v1_params(
         self, scope: Scope, receive: Receive, headers: Headers, verb: str
@@ -565,39 +549,12 @@ class PandaApp:
                 return render(200, await on_loop(ctx, params))
             assert handler is not None
             return render(200, await run_db(self.rt, handler, ctx, params))
-        except PandaError as exc:
-            log.info("%s %s refused: %s", request_id, name, exc.message)
-            status, body, ctype, _ = render(
-                exc.http_status, legacy.Reply({"StatusCode": exc.code, "errorDialog": exc.message})
-            )
-            return status, body, ctype, self._retry_after if status == 503 else []
-        except BUSY_ERRORS as exc:
-            log.error("%s %s database busy or failing: %s", request_id, name, exc)
-            status, body, ctype, _ = render(
-                503,
-                legacy.Reply({"StatusCode": int(StatusCode.TIMEOUT), "errorDialog": self._busy_message(exc)}),
-            )
-            return status, body, ctype, self._retry_after
         except Exception as exc:
-            refused = refused_status(exc)
-            if refused is not None:
-                log.warning("%s %s refused by the database: %s", request_id, name, exc)
-                return render(
-                    refused,
-                    legacy.Reply(
-                        {"StatusCode": int(StatusCode.INVALID), "errorDialog": _refusal_message(exc)}
-                    ),
-                )
-            log.exception("%s %s failed", request_id, name)
-            return render(
-                500,
-                legacy.Reply(
-                    {
-                        "StatusCode": int(StatusCode.FAILED),
-                        "errorDialog": f"internal server error (request {request_id})",
-                    }
-                ),
+            answer = self._answer(exc, request_id, name)
+            status, body, ctype, _ = render(
+                answer.status, legacy.Reply({"StatusCode": answer.code, "errorDialog": answer.message})
             )
+            return status, body, ctype, self._retry_after if answer.retry else []
 
     async def _legacy_params(self, scope: Scope, receive: Receive, headers: Headers) -> dict[str, Any]:
         query = _query(scope)
@@ -617,7 +574,7 @@ class PandaApp:
             # Legacy handlers compare flags with "True"/"False", as the real server does.
             return {**query, **{k: (str(v) if isinstance(v, bool) else v) for k, v in data.items()}}
         if media == "multipart/form-data":
-            raise PandaError("multipart bodies are only accepted for file uploads", http_status=415)
+            raise Unsupported("multipart bodies are only accepted for file uploads")
         return {**query, **await self._parse(_form, body)}
 
     async def _submission(
@@ -631,10 +588,8 @@ class PandaApp:
             with anyio.fail_after(_SUBMIT_WAIT_S):
                 await self._lane.acquire()
         except TimeoutError:
-            raise PandaError(
-                f"server busy with other submissions; retry after {self.rt.settings.busy_retry_after} s",
-                http_status=503,
-                code=StatusCode.TIMEOUT,
+            raise Busy(
+                f"server busy with other submissions; retry after {self.rt.settings.busy_retry_after} s"
             ) from None
         try:
             return await to_thread.run_sync(lambda: handler(ctx, **kwargs), limiter=self._lane_threads)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pandawms.model.errors import Forbidden, PandaError, StatusCode
+from pandawms.model.errors import Forbidden, StatusCode, Unauthenticated
 from pandawms.model.identity import Identity
 
 
@@ -172,13 +172,6 @@ LEGACY_RULES: dict[str, Rule] = {
 PATH_RULES: dict[str, Rule] = {"monitor": USER, "metrics": ANYONE, "cache": ANYONE, "health": ANYONE}
 
 _SECURE_METHODS = ("x509", "header", "token")
-
-
-class Unauthenticated(PandaError):
-    """A secure identity is needed and the request has none."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, http_status=401, code=StatusCode.PERMS)
 
 
 def check(rule: Rule, who: Identity, what: str) -> None:

@@ -25,7 +25,7 @@ import urllib.parse
 
 from starlette.datastructures import Headers
 
-from pandawms.model.errors import PandaError, StatusCode
+from pandawms.model.errors import Forbidden, StatusCode, WrongVerb
 
 #: ``Sec-Fetch-Site`` values that mean the request did not come from this server's own pages.
 _FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
@@ -33,11 +33,15 @@ _FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 LEGACY_READS = frozenset({"isAlive", "getStatus", "checkJobStatus", "getKeyPair", "getProxy"})
 
 
-class CrossSite(PandaError):
+class CrossSite(Forbidden):
     """A request a browser was made to send from another site (or in a form a site can forge)."""
 
-    def __init__(self, message: str, http_status: int = 403) -> None:
-        super().__init__(message, http_status=http_status, code=StatusCode.PERMS)
+
+class CrossSiteVerb(WrongVerb):
+    """A verb a browser can be made to send where the method takes another (405)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=StatusCode.PERMS)
 
 
 def _has_bearer(headers: Headers) -> bool:
@@ -74,7 +78,7 @@ def check_v1(verb: str, declared_verb: str, media_type: str, headers: Headers) -
     """Raise unless a v1 request with this verb and body type may run."""
     reads = ("GET", "ANY")  # methods that only read (ANY: a read that also takes POST)
     if verb == "HEAD" and declared_verb not in reads:
-        raise CrossSite(f"HEAD is only answered for GET methods; this one expects {declared_verb}", 405)
+        raise CrossSiteVerb(f"HEAD is only answered for GET methods; this one expects {declared_verb}")
     if verb in ("GET", "HEAD") or declared_verb in reads:
         return  # a read: another site cannot see the answer
     bearer = _has_bearer(headers)
@@ -96,7 +100,7 @@ def check_v1(verb: str, declared_verb: str, media_type: str, headers: Headers) -
 def check_legacy(name: str, verb: str, headers: Headers) -> None:
     """Raise unless a legacy request may run: no foreign browser marks, and POST to change state."""
     if verb in ("GET", "HEAD") and name not in LEGACY_READS:
-        raise CrossSite(f"{name} changes state and needs POST, not {verb}", 405)
+        raise CrossSiteVerb(f"{name} changes state and needs POST, not {verb}")
     if _has_bearer(headers):
         return
     foreign = foreign_browser_request(headers)

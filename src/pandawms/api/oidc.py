@@ -28,7 +28,7 @@ from typing import Any
 
 import jwt
 
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import PandaError, StatusCode, Unauthenticated
 
 KEY_TTL = 600.0
 REFETCH_INTERVAL = 30.0
@@ -40,11 +40,11 @@ UNKNOWN_KID_WAIT = 3.0
 log = logging.getLogger("pandawms.auth")
 
 
-class TokenRejected(PandaError):
+class TokenRejected(Unauthenticated):
     """The bearer token is not acceptable; a 401 with the reason."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"token rejected: {reason}", http_status=401)
+        super().__init__(f"token rejected: {reason}", code=StatusCode.INVALID)
 
 
 class KeysPending(TokenRejected):

@@ -14,7 +14,7 @@ from typing import Any
 
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.pilot_binding import Caller
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import PandaError, TooLarge
 from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
 from pandawms.model.values import FLOAT_MAX, NULL, BadValue, coerce, parse_datetime
 
@@ -321,7 +321,7 @@ def _side_text(name: str, value: Any) -> str | None:
         return None
     text = _without_nul(value if isinstance(value, str) else str(value))
     if len(text) > MAX_SIDE_TEXT:
-        raise PandaError(f"{name} is larger than {MAX_SIDE_TEXT} bytes", http_status=413)
+        raise TooLarge(f"{name} is larger than {MAX_SIDE_TEXT} bytes")
     return text
 
 

@@ -6,7 +6,7 @@ PostgreSQL and MariaDB: READ COMMITTED, pre-ping, a fixed pool per process.
 
 Every pool is bounded (``pool_size + max_overflow``) and a checkout waits at most
 ``pool_timeout`` seconds, then raises :class:`sqlalchemy.exc.TimeoutError`; the HTTP layer turns
-that into 503 + Retry-After (:data:`BUSY_ERRORS`), so a slow database makes clients back off
+that into "retry later" (:data:`BUSY_ERRORS`), so a slow database makes clients back off
 instead of piling requests up in the server.
 """
 
@@ -18,6 +18,7 @@ import sqlite3
 import time
 import weakref
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -248,18 +249,33 @@ def supports_skip_locked(engine: Engine) -> bool:
 
 
 #: Exceptions meaning "the database cannot serve this now" (pool exhausted, statement cancelled,
-#: lock wait timeout, lost connection): worth retrying later, so the HTTP layer answers 503.
+#: lock wait timeout, lost connection): worth retrying later, so the client is told to come back.
 #: Not every database error: a value the database refuses (DataError) or a broken constraint
-#: (IntegrityError) would fail again on every retry, so they get a 4xx (see REFUSED_ERRORS).
+#: (IntegrityError) would fail again on every retry (see REFUSED_ERRORS).
 BUSY_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
 )
-#: Database refusals caused by the request's content, with the HTTP status they get.
-REFUSED_ERRORS: tuple[tuple[type[sa_exc.DBAPIError], int], ...] = (
-    (sa_exc.DataError, 400),
-    (sa_exc.IntegrityError, 409),
+
+
+class DbTrouble(StrEnum):
+    """What kind of database error an exception is; the API decides what each is answered with."""
+
+    #: the database cannot serve now (see BUSY_ERRORS): retry later
+    BUSY = "busy"
+    #: two transactions held what the other wanted; run alone, each succeeds
+    DEADLOCK = "deadlock"
+    #: a value of the request the database refuses (too long, out of range)
+    INVALID = "refused-invalid"
+    #: a row the request would write breaks a constraint (a duplicate key)
+    CONFLICT = "refused-conflict"
+
+
+#: Database refusals caused by the request's content, with their kind.
+REFUSED_ERRORS: tuple[tuple[type[sa_exc.DBAPIError], DbTrouble], ...] = (
+    (sa_exc.DataError, DbTrouble.INVALID),
+    (sa_exc.IntegrityError, DbTrouble.CONFLICT),
 )
 
 
@@ -276,6 +292,19 @@ def is_deadlock(exc: BaseException) -> bool:
     return bool(args) and args[0] == 1213
 
 
-def refused_status(exc: BaseException) -> int | None:
-    """The 4xx status of a database refusal caused by the request, or None for other errors."""
-    return next((status for kind, status in REFUSED_ERRORS if isinstance(exc, kind)), None)
+def refusal(exc: BaseException) -> DbTrouble | None:
+    """The kind of a database refusal caused by the request, or None for other errors."""
+    return next((kind for cls, kind in REFUSED_ERRORS if isinstance(exc, cls)), None)
+
+
+#: The former name of :func:`refusal`; its callers only test it against None.
+refused_status = refusal
+
+
+def classify(exc: BaseException) -> DbTrouble | None:
+    """The kind of database error ``exc`` is, or None when it is not one."""
+    if is_deadlock(exc):
+        return DbTrouble.DEADLOCK
+    if isinstance(exc, BUSY_ERRORS):
+        return DbTrouble.BUSY
+    return refusal(exc)

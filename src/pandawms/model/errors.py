@@ -59,28 +59,68 @@ PILOT_PANDAKILL = 1144
 
 
 class PandaError(Exception):
-    """A refusal with an HTTP status, a PanDA status code and a message for the caller.
+    """A refusal with a PanDA status code and a message for the caller; no HTTP here.
 
-    Raised anywhere below the API; the wire adapters render it in their own format. Raising it
-    inside a transaction rolls the transaction back, so a refused request changes nothing.
+    Raised anywhere below the API; what kind of refusal it is (its class) decides the reply,
+    through the one table in :mod:`pandawms.api.errors`, so the layers below the API never
+    speak HTTP. A bare ``PandaError`` is answered like :class:`Invalid`. Raising it inside a
+    transaction rolls the transaction back, so a refused request changes nothing.
+
+    ``code`` is the PanDA ``StatusCode`` the reply carries; each kind has its own default
+    (:attr:`default_code`), and a raise site may give another.
     """
 
-    def __init__(self, message: str, http_status: int = 400, code: int = StatusCode.INVALID) -> None:
+    default_code: int = StatusCode.INVALID
+
+    def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.http_status = http_status
-        self.code = int(code)
+        self.code = int(self.default_code if code is None else code)
+
+
+class Invalid(PandaError):
+    """A bad argument or value in a well-formed request."""
 
 
 class NotFound(PandaError):
-    """The named job, file or method does not exist."""
+    """The named job, task, file or method does not exist."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, http_status=404, code=StatusCode.INVALID)
+
+class Conflict(PandaError):
+    """The request does not fit the current state: an illegal status move, a concurrent change,
+    a file that exists already."""
 
 
 class Forbidden(PandaError):
-    """The caller may not do this."""
+    """The caller is known but may not do this."""
 
-    def __init__(self, message: str, code: int = StatusCode.PERMS) -> None:
-        super().__init__(message, http_status=403, code=code)
+    default_code = StatusCode.PERMS
+
+
+class Unauthenticated(PandaError):
+    """The caller could not be identified (no credential, or one that does not verify)."""
+
+    default_code = StatusCode.PERMS
+
+
+class WrongVerb(PandaError):
+    """The method is not called with the HTTP verb it takes."""
+
+
+class TooLarge(PandaError):
+    """The request, or a part of it, exceeds a size limit."""
+
+
+class Unsupported(PandaError):
+    """The request body comes in a form this call does not take."""
+
+
+class Busy(PandaError):
+    """The server cannot serve this now (a full cache, no free submission lane): retry later."""
+
+    default_code = StatusCode.TIMEOUT
+
+
+class Declined(PandaError):
+    """The server cannot give what was asked and says so in a normal reply (a credential it does
+    not hold): the clients read the status code, not a transport error."""

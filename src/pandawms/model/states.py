@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pandawms.model.errors import Conflict
+
 
 class JobStatus(StrEnum):
     """The statuses a PanDA job can have, with their wire spelling."""
@@ -66,8 +68,11 @@ ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-class IllegalMove(ValueError):
-    """A status change the table does not allow; the caller must leave the job untouched."""
+class IllegalMove(Conflict, ValueError):
+    """A status change the table does not allow; the caller must leave the job untouched.
+
+    Also a ValueError, as callers that probe a move with ``except ValueError`` expect.
+    """
 
     def __init__(self, panda_id: int | None, old: str, new: str) -> None:
         self.panda_id, self.old, self.new = panda_id, old, new

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import Conflict
 
 
 class TaskStatus(StrEnum):
@@ -86,13 +86,13 @@ SUPER_STATUS: dict[TaskStatus, str] = {
 }
 
 
-class IllegalTaskMove(PandaError):
+class IllegalTaskMove(Conflict):
     """A task status change the table does not allow; the transaction is rolled back."""
 
     def __init__(self, task_id: int | None, old: str, new: str) -> None:
         self.task_id, self.old, self.new = task_id, old, new
         who = f"task {task_id}" if task_id is not None else "task"
-        super().__init__(f"{who} cannot move from {old} to {new}", http_status=409)
+        super().__init__(f"{who} cannot move from {old} to {new}")
 
 
 def is_allowed(old: str, new: str) -> bool:

@@ -10,13 +10,17 @@ import datetime as dt
 import math
 from typing import Any
 
+from pandawms.model.errors import Invalid
 from pandawms.model.jobspec import Attribute
 
 NULL = "NULL"
 
 
-class BadValue(ValueError):
-    """A value that does not fit its attribute; the message names both."""
+class BadValue(Invalid, ValueError):
+    """A value that does not fit its attribute; the message names both.
+
+    Also a ValueError, so that parsers catching ValueError treat it as any unparsable value.
+    """
 
 
 def parse_datetime(value: Any) -> dt.datetime:

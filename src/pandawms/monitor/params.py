@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 
+from pandawms.model.errors import Invalid
 from pandawms.model.states import JobStatus
 from pandawms.monitor.queries.jobs import JobFilter
 
@@ -33,7 +34,7 @@ JOB_PARAMS = (
 MAX_LIMIT = 500
 
 
-class BadParam(ValueError):
+class BadParam(Invalid, ValueError):
     """A query parameter the monitor cannot use; the message says which and why."""
 
 

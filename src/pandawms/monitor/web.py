@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import logging
 import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from pandawms.core.queues import worker_nodes
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.model.errors import NotFound
 from pandawms.monitor import pages, params
 from pandawms.monitor.metrics import bind
 from pandawms.monitor.params import BadParam, Query
@@ -49,8 +48,6 @@ from pandawms.monitor.queries import summary as summary_q
 from pandawms.monitor.queries import tasks as tasks_q
 from pandawms.monitor.queries import timeline as timeline_q
 from pandawms.monitor.queries import why as why_q
-
-log = logging.getLogger("pandawms.monitor")
 
 Reply = tuple[int, bytes, str, list[tuple[bytes, bytes]]]
 HTML = "text/html; charset=utf-8"
@@ -76,7 +73,7 @@ _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(css|js|svg)$")
 _warmed: set[int] = set()
 
 
-class NotFoundPage(Exception):
+class NotFoundPage(NotFound):
     """The job, task or queue asked for does not exist."""
 
 
@@ -309,7 +306,12 @@ def _error(status: int, message: str, as_json: bool) -> Reply:
     return status, pages.error_page(status, message, utcnow()), HTML, _SECURITY
 
 
-def render(rt: Runtime, path: str, scope: Any) -> Reply:
+#: Turns an exception into (HTTP status, message, retry later?): the API's error table
+#: (:func:`pandawms.api.errors.answer`), handed in by the application.
+Explain = Callable[[BaseException], tuple[int, str, bool]]
+
+
+def render(rt: Runtime, path: str, scope: Any, explain: Explain) -> Reply:
     """Answer one monitor request (runs in a worker thread: it reads the database)."""
     rest = path[len("/monitor") :].strip("/")
     api = rest == "api" or rest.startswith("api/")
@@ -330,14 +332,12 @@ def render(rt: Runtime, path: str, scope: Any) -> Reply:
         if as_json:
             return 200, to_json(data), JSON, _SECURITY + _NO_CACHE
         return 200, renderer(data), HTML, _SECURITY + _NO_CACHE
-    except BadParam as exc:
-        return _error(400, str(exc), as_json)
-    except NotFoundPage as exc:
-        return _error(404, str(exc), as_json)
-    except (OperationalError, DBAPIError) as exc:
-        log.error("monitor %s: database error: %s", path, exc)
-        status, body, ctype, headers = _error(503, "database error; retry later", as_json)
-        return status, body, ctype, headers + [(b"retry-after", b"5")]
+    except Exception as exc:
+        status, message, retry = explain(exc)
+        status, body, ctype, headers = _error(status, message, as_json)
+        if retry:
+            headers = headers + [(b"retry-after", str(rt.settings.busy_retry_after).encode())]
+        return status, body, ctype, headers
 
 
 def metrics_text(rt: Runtime) -> Reply:
@@ -352,7 +352,7 @@ def metrics_text(rt: Runtime) -> Reply:
     )
 
 
-async def handle(app: Any, scope: Any, headers: Any, request_id: str) -> Reply:
+async def handle(app: Any, scope: Any, headers: Any, request_id: str, explain: Explain) -> Reply:
     """Serve /monitor... and /metrics for ``app`` (a PandaApp: ``app.rt`` is its Runtime)."""
     rt: Runtime = app.rt
     bind(rt)
@@ -366,7 +366,7 @@ async def handle(app: Any, scope: Any, headers: Any, request_id: str) -> Reply:
     if path == "/metrics":
         reply = await run_in_threadpool(metrics_text, rt)
     else:
-        reply = await run_in_threadpool(render, rt, path, scope)
+        reply = await run_in_threadpool(render, rt, path, scope, explain)
     if method == "HEAD":
         return reply[0], b"", reply[2], reply[3]
     return reply

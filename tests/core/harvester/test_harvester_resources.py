@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from pandawms.api.errors import status_of
 from pandawms.core.creds import proxies as creds
 from pandawms.core.harvester import logs as jedi_logs
 from pandawms.core.harvester import workers
@@ -160,7 +161,7 @@ def test_worker_logs_are_bounded_and_safely_named(tmp_path: Path, make_runtime: 
     # a small zlib body that inflates past the limit is refused without inflating it whole
     with pytest.raises(PandaError, match="size limit") as bomb:
         jedi_logs.append(rt, WHO, "bomb.log", zlib.compress(b"\0" * 10_000_000))
-    assert bomb.value.http_status == 413
+    assert status_of(bomb.value) == 413
     jedi_logs.append(rt, WHO, "grow.log", b"x" * 1000)
     with pytest.raises(PandaError, match="would hold 1100"):
         jedi_logs.append(rt, WHO, "grow.log", b"y" * 100)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from pandawms.api.errors import status_of
 from pandawms.core.jobs import dispatch, pilot_binding, submit
 from pandawms.core.jobs.heartbeat import PilotUpdate, update_job, update_job_grouped
 from pandawms.core.runtime import Runtime
@@ -47,7 +48,7 @@ def test_refused_updates_fail_alone_in_a_batch(make_runtime: Any, db_url: str) -
         for i, outcome in enumerate(outcomes):
             if i % 2:
                 assert isinstance(outcome, pilot_binding.NotDispatchedToYou), outcome
-                assert outcome.code == 70 and outcome.http_status == 403
+                assert outcome.code == 70 and status_of(outcome) == 403
             else:
                 assert outcome.status_code == 0, outcome
     with rt.engine.connect() as conn:

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from pandawms.api.app import create_app
+from pandawms.api.errors import status_of
 from pandawms.api.jobspec_codec import decode_state_list
 from pandawms.config import load_settings
 from pandawms.core.jobs.submit import validate_jobs
@@ -337,7 +338,7 @@ def test_decoder_and_validator_raise_only_panda_errors(
     try:
         validate_jobs(decode_state_list(raw), Identity(), rt)
     except PandaError as exc:
-        assert exc.message and 400 <= exc.http_status < 500
+        assert exc.message and 400 <= status_of(exc) < 500
 
 
 _RT: list[Runtime] = []

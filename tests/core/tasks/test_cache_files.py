@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from pandawms.api.errors import status_of
 from pandawms.core import files
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks import sandbox as cache_files
@@ -55,7 +56,7 @@ def test_size_limit_and_expiry(make_runtime: Callable[..., Runtime], db_url: str
     rt = make_runtime(db_url, cache_max_bytes=2048, cache_lifetime=60)
     with pytest.raises(PandaError, match="Exceeded size limit") as refused:
         cache_files.store(rt, JANE, "big.tgz", b"x" * 4096)
-    assert refused.value.http_status == 413
+    assert status_of(refused.value) == 413
     old = cache_files.store(rt, JANE, "old.tgz", _sandbox("a"))
     kept = cache_files.store(rt, JANE, "kept.tgz", _sandbox("b"))
     fresh = cache_files.store(rt, JANE, "fresh.tgz", _sandbox("c"))

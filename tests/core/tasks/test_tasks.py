@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from pandawms.api.errors import status_of
 from pandawms.core.jobs.dispatch import DispatchRequest, acquire_jobs
 from pandawms.core.jobs.heartbeat import PilotUpdate, update_job
 from pandawms.core.queues.catalogue import load_queues
@@ -360,7 +361,7 @@ def test_concurrent_task_managers_never_double_work(make_runtime: Any, db_url: s
         thread.start()
     for thread in threads:
         thread.join()
-    assert not [e for e in errors if getattr(e, "http_status", None) != 409], errors
+    assert not [e for e in errors if status_of(e) != 409], errors
     while advance_task(rt, task_id):
         pass
     with rt.engine.connect() as conn:

@@ -21,7 +21,7 @@ from pandawms.core.jobs import read as jobs_read
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.read import MAX_IDS_PER_READ
 from pandawms.db.engine import refused_status
-from pandawms.model.errors import PandaError, StatusCode
+from pandawms.model.errors import PandaError, StatusCode, TooLarge
 from pandawms.model.values import BadValue, whole_number
 
 calls = LegacyCalls()
@@ -44,7 +44,7 @@ def _ids(params: dict[str, Any], name: str) -> list[int]:
         raise PandaError(f"{name} is required")
     items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
     if len(items) > MAX_IDS_PER_READ:
-        raise PandaError(f"{name} has more than {MAX_IDS_PER_READ} IDs", http_status=413)
+        raise TooLarge(f"{name} has more than {MAX_IDS_PER_READ} IDs")
     try:
         return [whole_number(str(item).strip()) for item in items if str(item).strip()]
     except BadValue as exc:
@@ -174,7 +174,7 @@ async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Re
     if not isinstance(items, list):
         raise PandaError("jobList must be a JSON list")
     if len(items) > 1000:
-        raise PandaError("jobList has more than 1000 entries", http_status=413)
+        raise TooLarge("jobList has more than 1000 entries")
 
     async def one(item: Any) -> Any:
         if not isinstance(item, dict):

@@ -24,7 +24,7 @@ from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
 from pandawms.core.queues import worker_nodes
 from pandawms.db.engine import refused_status
-from pandawms.model.errors import PandaError, StatusCode
+from pandawms.model.errors import PandaError, StatusCode, TooLarge
 
 methods = V1Module("pilot")
 
@@ -170,7 +170,7 @@ async def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_i
     if not isinstance(job_list, list):
         raise PandaError("Argument error: job_list must be a list of objects")
     if len(job_list) > 1000:
-        raise PandaError("Argument error: job_list has more than 1000 entries", http_status=413)
+        raise TooLarge("Argument error: job_list has more than 1000 entries")
 
     async def one(index: int, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):

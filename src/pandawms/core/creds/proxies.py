@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from pandawms.config import Settings
-from pandawms.model.errors import PandaError, StatusCode
+from pandawms.model.errors import Declined, PandaError, StatusCode
 from pandawms.model.identity import clean_user_id
 
 #: Largest credential file served (a proxy chain is a few kB).
@@ -29,11 +29,11 @@ MAX_CRED_BYTES = 64 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class CredentialMissing(PandaError):
+class CredentialMissing(Declined):
     """The asked-for credential is not in the directory (legacy StatusCode 80, "missing key")."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, http_status=200, code=StatusCode.MISSING_KEY)
+        super().__init__(message, code=StatusCode.MISSING_KEY)
 
 
 def file_part(text: str) -> str:
@@ -50,7 +50,6 @@ def _root(settings: Settings) -> Path:
     if not settings.creds_dir:
         raise PandaError(
             "no credential cache is configured on this server: set creds_dir (PANDA_CREDS_DIR)",
-            http_status=200,
             code=StatusCode.PERMS,
         )
     return Path(settings.creds_dir)
@@ -63,9 +62,9 @@ def _read(path: Path, what: str) -> str:
     except FileNotFoundError:
         raise CredentialMissing(f"{what} is missing on this server") from None
     except OSError as exc:
-        raise PandaError(f"{what} cannot be read on this server: {exc.strerror}", http_status=200) from None
+        raise Declined(f"{what} cannot be read on this server: {exc.strerror}") from None
     if len(data) > MAX_CRED_BYTES:
-        raise PandaError(f"{what} is larger than {MAX_CRED_BYTES} bytes", http_status=200)
+        raise Declined(f"{what} is larger than {MAX_CRED_BYTES} bytes")
     return data.decode("utf-8", "replace")
 
 

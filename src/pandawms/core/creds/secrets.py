@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_user import user_secrets
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import Forbidden, PandaError, TooLarge
 
 log = logging.getLogger("pandawms.secrets")
 
@@ -112,14 +112,12 @@ def _check(key: str | None, value: str | None) -> None:
         if "\x00" in key:
             raise PandaError("secret key contains a NUL character")
     if value is not None and len(value.encode()) > MAX_VALUE_BYTES:
-        raise PandaError(
-            f"The value length exceeds the limit ({MAX_VALUE_BYTES // 1024} kB)", http_status=413
-        )
+        raise TooLarge(f"The value length exceeds the limit ({MAX_VALUE_BYTES // 1024} kB)")
 
 
 def _owner(owner: str) -> str:
     if not owner or owner == "anonymous":
-        raise PandaError("secrets need an identified user (a certificate or a token)", http_status=403)
+        raise Forbidden("secrets need an identified user (a certificate or a token)")
     return owner
 
 
@@ -148,9 +146,8 @@ def set_secret(rt: Runtime, owner: str, key: str | None, value: str | None) -> s
                 if len(data) > MAX_SECRETS_PER_USER:
                     raise PandaError(f"at most {MAX_SECRETS_PER_USER} secrets per user")
                 if len(orjson.dumps(data)) > MAX_TOTAL_BYTES:
-                    raise PandaError(
+                    raise TooLarge(
                         f"all secrets of a user together may be at most {MAX_TOTAL_BYTES // 1024} kB",
-                        http_status=413,
                     )
                 values: dict[str, Any] = {"data": _encrypt(rt, data), "modificationTime": utcnow()}
                 if row is None:

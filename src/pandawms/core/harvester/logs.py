@@ -24,7 +24,7 @@ from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_meta import jedi_logs
 from pandawms.db.schema_workers import harvester_workers
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import NotFound, PandaError, TooLarge
 from pandawms.model.identity import Identity
 
 SUBDIR = "jedilog"
@@ -47,7 +47,7 @@ def _expand(data: bytes, limit: int) -> bytes:
     except zlib.error:
         return data
     if len(out) > limit or inflater.unconsumed_tail:
-        raise PandaError(f"ERROR: upload failure. Exceeded size limit of {limit} bytes", http_status=413)
+        raise TooLarge(f"ERROR: upload failure. Exceeded size limit of {limit} bytes")
     return out
 
 
@@ -82,9 +82,8 @@ def append(rt: Runtime, who: Identity, filename: str, data: bytes) -> tuple[str,
     try:
         size = os.fstat(fd).st_size
         if size + len(text) > limit:
-            raise PandaError(
+            raise TooLarge(
                 f"ERROR: upload failure. Exceeded size limit: {name} would hold {size + len(text)} > {limit} bytes",
-                http_status=413,
             )
         os.write(fd, text)
         size += len(text)
@@ -116,7 +115,7 @@ def read(rt: Runtime, name: str, offset: int) -> str:
             handle.seek(offset)
             return handle.read(rt.settings.jedi_log_max_bytes).decode("utf-8", "replace")
     except FileNotFoundError:
-        raise PandaError(f"no log named {name[:100]}", http_status=404) from None
+        raise NotFound(f"no log named {name[:100]}") from None
 
 
 def expire(rt: Runtime, now: dt.datetime | None = None, batch: int = 500) -> int:

@@ -19,7 +19,7 @@ from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import files, job_metadata, job_params, jobs
-from pandawms.model.errors import Forbidden, PandaError
+from pandawms.model.errors import Forbidden, PandaError, TooLarge
 from pandawms.model.identity import Identity, clean_user_id
 from pandawms.model.jobspec import (
     FILE_ATTRIBUTES,
@@ -200,7 +200,7 @@ def validate_jobs(raw_jobs: Sequence[Mapping[str, Any]], who: Identity, rt: Runt
         raise PandaError("No jobs were submitted")
     limit = rt.settings.max_jobs_per_submit
     if len(raw_jobs) > limit:
-        raise PandaError(f"too many jobs in one submission: {len(raw_jobs)} > {limit}", http_status=413)
+        raise TooLarge(f"too many jobs in one submission: {len(raw_jobs)} > {limit}")
     typed = [_typed_job(i, raw) for i, raw in enumerate(raw_jobs)]
     for i, job in enumerate(typed):
         if (

@@ -18,19 +18,19 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam
 
 from pandawms.db.schema import job_status_log, jobs
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import Conflict
 from pandawms.model.states import check_move
 
 #: Columns every caller of move_jobs must have read for each job.
 MOVE_COLUMNS = ("PandaID", "jobStatus", "prodSourceLabel", "computingSite", "attemptNr", "modificationHost")
 
 
-class ConcurrentChange(PandaError):
+class ConcurrentChange(Conflict):
     """Another request changed the job between our read and our write."""
 
     def __init__(self, panda_ids: Iterable[int]) -> None:
         ids = ", ".join(str(i) for i in sorted(panda_ids))
-        super().__init__(f"job(s) {ids} changed concurrently; try again", http_status=409)
+        super().__init__(f"job(s) {ids} changed concurrently; try again")
 
 
 class DeferredWrites:

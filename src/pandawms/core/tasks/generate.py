@@ -31,7 +31,7 @@ from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import queues
 from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import Conflict, PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
 
@@ -521,7 +521,7 @@ def advance_task(rt: Runtime, task_id: int, contact_ddm: bool = True) -> int:
         contents = _contents(rt, task_id) if contact_ddm else None
         return _advance(rt, task_id, contents)
     except PandaError as exc:
-        if exc.http_status == 409:
+        if isinstance(exc, Conflict):
             raise  # a concurrent change: the next pass tries again
         # A job the plan makes was refused (a name too long for its column...): the task cannot
         # go on by itself; it waits, exhausted, with the reason, for the user to retry it.

@@ -28,7 +28,7 @@ from pandawms.core.files import SAFE_NAME, cache_dir, check_name
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_tasks import cache_files, task_params, tasks
-from pandawms.model.errors import NotFound, PandaError, StatusCode
+from pandawms.model.errors import Busy, Conflict, NotFound, PandaError, TooLarge
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import ACTIVE
 
@@ -58,7 +58,7 @@ def public_host(settings: Settings, node: str) -> str:
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class CacheFull(PandaError):
+class CacheFull(Busy):
     """The cache directory has no room (ENOSPC/EDQUOT); answered 503 with Retry-After.
 
     Like a database that cannot take a write, a full disk is the server's trouble and passes:
@@ -68,8 +68,6 @@ class CacheFull(PandaError):
     def __init__(self) -> None:
         super().__init__(
             "ERROR: upload failure. The sandbox cache of the PanDA server is full; retry later",
-            http_status=503,
-            code=StatusCode.TIMEOUT,
         )
 
 
@@ -86,10 +84,9 @@ def store(rt: Runtime, who: Identity, filename: str, data: bytes) -> StoredFile:
     """Write an uploaded file into the cache and record it; refuse too large or existing names."""
     limit = rt.settings.cache_max_bytes
     if len(data) > limit:
-        raise PandaError(
+        raise TooLarge(
             f"ERROR: upload failure. Exceeded size limit {len(data)} > {limit} bytes. "
             "Please remove redundant files from your work area",
-            http_status=413,
         )
     # panda-client sends the base name; anything else must not reach the file system.
     name = check_name(filename.replace("\\", "/").split("/")[-1])
@@ -104,7 +101,7 @@ def store(rt: Runtime, who: Identity, filename: str, data: bytes) -> StoredFile:
         try:
             os.link(temp, final)
         except FileExistsError:
-            raise PandaError("ERROR: cannot overwrite file", http_status=409) from None
+            raise Conflict("ERROR: cannot overwrite file") from None
     except OSError as exc:
         if exc.errno in _FULL_ERRNOS:
             log.error("sandbox cache %s is full: %s", directory, exc.strerror)

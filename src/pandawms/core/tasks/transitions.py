@@ -15,15 +15,15 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from pandawms.db.schema_tasks import task_status_log, tasks
-from pandawms.model.errors import PandaError
+from pandawms.model.errors import Conflict
 from pandawms.model.task_states import FINAL, TaskStatus, check_move, super_status
 
 
-class TaskChangedConcurrently(PandaError):
+class TaskChangedConcurrently(Conflict):
     """Another request moved the task between our read and our write."""
 
     def __init__(self, task_id: int) -> None:
-        super().__init__(f"task {task_id} changed concurrently; try again", http_status=409)
+        super().__init__(f"task {task_id} changed concurrently; try again")
 
 
 def lock_task(conn: Connection, task_id: int, skip_locked: bool = False) -> dict[str, Any] | None:
