@@ -25,7 +25,7 @@ import urllib.parse
 
 from starlette.datastructures import Headers
 
-from pandawms.model.errors import Forbidden, StatusCode, WrongVerb
+from pandawms.model.errors import Forbidden, StatusCode, Unsupported, WrongVerb
 
 #: ``Sec-Fetch-Site`` values that mean the request did not come from this server's own pages.
 _FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
@@ -35,6 +35,13 @@ LEGACY_READS = frozenset({"isAlive", "getStatus", "checkJobStatus", "getKeyPair"
 
 class CrossSite(Forbidden):
     """A request a browser was made to send from another site (or in a form a site can forge)."""
+
+
+class CrossSiteBody(Unsupported):
+    """A write whose body type any web page can send (a form), without a bearer token (415)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=StatusCode.PERMS)
 
 
 class CrossSiteVerb(WrongVerb):
@@ -90,10 +97,9 @@ def check_v1(verb: str, declared_verb: str, media_type: str, headers: Headers) -
         return
     if media_type == "multipart/form-data":
         return  # an upload: browsers mark a cross-site one, refused above
-    raise CrossSite(
+    raise CrossSiteBody(
         "a v1 POST needs Content-Type: application/json (or a bearer token); "
-        f"got {media_type or 'none'}, which any web page can send",
-        415,
+        f"got {media_type or 'none'}, which any web page can send"
     )
 
 
