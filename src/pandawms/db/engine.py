@@ -297,10 +297,6 @@ def refusal(exc: BaseException) -> DbTrouble | None:
     return next((kind for cls, kind in REFUSED_ERRORS if isinstance(exc, cls)), None)
 
 
-#: The former name of :func:`refusal`; its callers only test it against None.
-refused_status = refusal
-
-
 def classify(exc: BaseException) -> DbTrouble | None:
     """The kind of database error ``exc`` is, or None when it is not one."""
     if is_deadlock(exc):

@@ -20,7 +20,7 @@ from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.read import MAX_IDS_PER_READ
-from pandawms.db.engine import refused_status
+from pandawms.db.engine import refusal
 from pandawms.model.errors import PandaError, StatusCode, TooLarge
 from pandawms.model.values import BadValue, whole_number
 
@@ -186,7 +186,7 @@ async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Re
         except PandaError as exc:
             return {"StatusCode": exc.code, "errorDialog": exc.message}
         except Exception as exc:
-            if refused_status(exc) is None:
+            if refusal(exc) is None:
                 raise
             return {
                 "StatusCode": int(StatusCode.INVALID),

@@ -23,7 +23,7 @@ from pandawms.core.harvester import workers
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
 from pandawms.core.queues import worker_nodes
-from pandawms.db.engine import refused_status
+from pandawms.db.engine import refusal
 from pandawms.model.errors import PandaError, StatusCode, TooLarge
 
 methods = V1Module("pilot")
@@ -180,7 +180,7 @@ async def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_i
         except PandaError as exc:
             success, message, data = False, exc.message, {"StatusCode": exc.code}
         except Exception as exc:
-            if refused_status(exc) is None:
+            if refusal(exc) is None:
                 raise
             success, message, data = False, _refused_item(exc), {"StatusCode": int(StatusCode.INVALID)}
         return {"success": success, "message": message, "data": data}
