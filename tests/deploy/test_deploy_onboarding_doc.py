@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.certs import make_pki
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "node-onboarding.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "node-onboarding.md"
 VENV = sys.prefix
 
 

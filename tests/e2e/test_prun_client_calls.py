@@ -111,7 +111,9 @@ def test_every_task_call_of_the_client(start_server: Callable[..., ServerProcess
     assert r["finish"] == [0, [True, 0]]
     assert r["kill"][1][0] is True
     assert r["kill_unknown"] == [0, [False, "jediTaskID=987654 not found"]]
-    assert r["retry_running"][0] == 0 and r["retry_running"][1][0] == 4  # aborting: nothing to retry
+    # Killed: while it is still aborting there is nothing to retry (code 4); once the task manager
+    # made it aborted, JEDI retries it (code 0), as it does finished, failed and exhausted tasks.
+    assert r["retry_running"][0] == 0 and r["retry_running"][1][0] in (0, 4), r["retry_running"]
     assert r["reactivate_unknown"][1][0] is False
     # The finishing task ends done once its two jobs finished; the killed one is aborted.
     drive_like_pilot(server.base, QUEUE, 2)

@@ -30,7 +30,18 @@ from pandawms.model.errors import Forbidden, StatusCode, Unsupported, WrongVerb
 #: ``Sec-Fetch-Site`` values that mean the request did not come from this server's own pages.
 _FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 #: Legacy methods that only read; every other one changes state and needs POST.
-LEGACY_READS = frozenset({"isAlive", "getStatus", "checkJobStatus", "getKeyPair", "getProxy"})
+#: (pilot 3.11 asks for a fresh token with a GET of get_access_token)
+LEGACY_READS = frozenset(
+    {
+        "isAlive",
+        "getStatus",
+        "checkJobStatus",
+        "getKeyPair",
+        "getProxy",
+        "get_access_token",
+        "getResourceTypes",
+    }
+)
 
 
 class CrossSite(Forbidden):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -26,6 +29,25 @@ class Runtime:
     settings: Settings
     node: str = field(default_factory=socket.gethostname)
     _skip_locked: bool | None = None
+    #: Answers this process may reuse for a few seconds (the queue list, busy jobs by share,
+    #: recently sent counts), keyed by what they answer. They hang on the runtime, so two
+    #: runtimes in one process (tests, tools) never see each other's.
+    _memo: dict[Hashable, tuple[float, Any]] = field(default_factory=dict, repr=False)
+
+    def remembered(self, key: Hashable, ttl: float) -> Any | None:
+        """The value remembered under ``key`` if it is younger than ``ttl`` seconds, else None."""
+        hit = self._memo.get(key)
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+        return None
+
+    def remember(self, key: Hashable, value: Any, at: float | None = None) -> None:
+        """Keep ``value`` under ``key`` (``at``: the monotonic time it was computed, default now)."""
+        self._memo[key] = (time.monotonic() if at is None else at, value)
+
+    def forget(self, key: Hashable) -> None:
+        """Drop what is remembered under ``key`` (after a change that makes it wrong)."""
+        self._memo.pop(key, None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

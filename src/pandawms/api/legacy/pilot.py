@@ -87,12 +87,14 @@ def _dispatch_request(params: dict[str, Any]) -> tuple[dispatch.DispatchRequest,
     return req, bulk, params.get("harvester_id"), _int_param(params, "worker_id", -1)
 
 
-def _needs_thread(req: dispatch.DispatchRequest, harvester_id: Any, worker_id: int) -> bool:
+def _needs_thread(
+    ctx: RequestContext, req: dispatch.DispatchRequest, harvester_id: Any, worker_id: int
+) -> bool:
     """Whether answering a getJob reads or writes the database after the dispatch itself."""
     if harvester_id and worker_id >= 0:
         return True
     counts_sent = req.prod_source_label in (None, "managed")
-    return counts_sent and dispatch.recently_sent_cached(req.site) is None
+    return counts_sent and dispatch.recently_sent_cached(ctx.rt, req.site) is None
 
 
 def _get_job_reply(
@@ -128,7 +130,7 @@ async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """
     req, bulk, harvester_id, worker_id = _dispatch_request(params)
     found = await dispatch.acquire_jobs_async(ctx.rt, req, ctx.who)
-    if found and _needs_thread(req, harvester_id, worker_id):
+    if found and _needs_thread(ctx, req, harvester_id, worker_id):
         return await run_db(ctx.rt, _get_job_reply, ctx, req, bulk, harvester_id, worker_id, found)
     return _get_job_reply(ctx, req, bulk, harvester_id, worker_id, found)
 

@@ -83,7 +83,7 @@ async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
         return False, "No jobs in PanDA", None
     link = bool(kw["harvester_id"]) and kw["worker_id"] is not None
     counts_sent = req.prod_source_label in (None, "managed")
-    if link or (counts_sent and dispatch.recently_sent_cached(req.site) is None):
+    if link or (counts_sent and dispatch.recently_sent_cached(ctx.rt, req.site) is None):
         return await run_db(
             ctx.rt, _acquire_reply, ctx, req, kw["harvester_id"] if link else None, kw["worker_id"], found
         )

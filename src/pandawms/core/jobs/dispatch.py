@@ -247,16 +247,13 @@ async def acquire_jobs_async(rt: Runtime, req: DispatchRequest, who: Identity) -
     return await _RUNNER.submit((id(rt), *_batch_key(req, who)), (rt, req, who), parallel)
 
 
-_SENT_CACHE: dict[str, tuple[float, int]] = {}
 _SENT_TTL = 5.0
 
 
-def recently_sent_cached(site: str) -> int | None:
-    """``nSent`` for ``site`` if the per-process cache has a fresh value, else None."""
-    hit = _SENT_CACHE.get(site)
-    if hit is not None and time.monotonic() - hit[0] < _SENT_TTL:
-        return hit[1]
-    return None
+def recently_sent_cached(rt: Runtime, site: str) -> int | None:
+    """``nSent`` for ``site`` if the runtime remembers a fresh value, else None."""
+    hit = rt.remembered(("sent", site), _SENT_TTL)
+    return None if hit is None else int(hit)
 
 
 def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timedelta(seconds=60)) -> int:
@@ -265,7 +262,7 @@ def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timede
     Informational for the pilot, so a value a few seconds old is as good: it is cached per
     process, which keeps a count query off every getJob.
     """
-    cached = recently_sent_cached(site)
+    cached = recently_sent_cached(rt, site)
     if cached is not None:
         return cached
     now_mono = time.monotonic()
@@ -281,5 +278,5 @@ def count_recently_sent(rt: Runtime, site: str, window: dt.timedelta = dt.timede
                 jobs.c.modificationTime > since,
             )
         ).scalar_one()
-    _SENT_CACHE[site] = (now_mono, int(value))
+    rt.remember(("sent", site), int(value), at=now_mono)
     return int(value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +153,7 @@ def load_queues(rt: Runtime, text: str | bytes, replace: bool = True) -> str:
             conn.execute(queues.update().where(queues.c.name == row["name"]).values(**row))
         if gone:
             conn.execute(queues.delete().where(queues.c.name.in_(sorted(gone))))
-    _CACHE.clear()
+    rt.forget("queues")
     return f"{len(parsed)} queues: {len(new)} new, {len(changed)} changed, {len(gone)} removed"
 
 
@@ -174,16 +173,14 @@ def all_documents(rt: Runtime) -> tuple[str, str]:
     return body, etag
 
 
-_CACHE: dict[str, tuple[float, list[Queue]]] = {}
 _TTL = 30.0
 
 
 def list_queues(rt: Runtime, fresh: bool = False) -> list[Queue]:
-    """Every queue, cached for a few seconds per process (brokerage reads them per submission)."""
-    key = str(rt.engine.url)
-    hit = _CACHE.get(key)
-    if hit and not fresh and time.monotonic() - hit[0] < _TTL:
-        return hit[1]
+    """Every queue, remembered for a few seconds by the runtime (brokerage reads them per submission)."""
+    hit = None if fresh else rt.remembered("queues", _TTL)
+    if hit is not None:
+        return list(hit)
     with read_tx(rt.engine) as conn:
         rows = conn.execute(select(queues).order_by(queues.c.name)).mappings()
         found = [
@@ -200,5 +197,5 @@ def list_queues(rt: Runtime, fresh: bool = False) -> list[Queue]:
             )
             for r in rows
         ]
-    _CACHE[key] = (time.monotonic(), found)
+    rt.remember("queues", found)
     return found

@@ -9,7 +9,6 @@ Without ``global_shares`` nothing here runs and dispatch orders by priority alon
 from __future__ import annotations
 
 import functools
-import threading
 import time
 
 from sqlalchemy import func, select
@@ -24,18 +23,14 @@ USAGE_TTL = 30.0
 #: Statuses that hold a slot: what a share's fraction is measured on.
 BUSY = ("sent", "starting", "running")
 
-_lock = threading.Lock()
-_cache: dict[tuple[str, str], tuple[float, dict[str, int]]] = {}
-
 
 def running_by_share(rt: Runtime, fresh: bool = False) -> dict[str, int]:
     """Jobs holding a slot, by gshare ("" for none); cached per process unless ``fresh``."""
-    key = (rt.engine.url.render_as_string(hide_password=True), rt.settings.global_shares)
+    key = ("running_by_share", rt.settings.global_shares)
     now = time.monotonic()
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None and not fresh and now - hit[0] < USAGE_TTL:
-            return hit[1]
+    hit = None if fresh else rt.remembered(key, USAGE_TTL)
+    if hit is not None:
+        return dict(hit)
     with read_tx(rt.engine) as conn:
         counts = {
             (share or ""): int(n)
@@ -43,8 +38,7 @@ def running_by_share(rt: Runtime, fresh: bool = False) -> dict[str, int]:
                 select(jobs.c.gshare, func.count()).where(jobs.c.jobStatus.in_(BUSY)).group_by(jobs.c.gshare)
             )
         }
-    with _lock:
-        _cache[key] = (now, counts)
+    rt.remember(key, counts, at=now)
     return counts
 
 
