@@ -77,11 +77,6 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
             return b"".join(chunks)
 
 
-#: v1 methods that need neither the database nor the disk: answered on the event loop, so they
-#: work while every request thread waits on a database that hangs.
-_ON_LOOP = frozenset({("system", "is_alive"), ("system", "get_attributes")})
-
-
 #: Submissions run in a lane of their own (``submit_lanes`` at once per worker), outside the
 #: request threads, so that users' big batches cannot take every thread and pooled connection
 #: while pilots wait: a 5,000-job batch takes seconds of CPU and one connection for all that
@@ -461,8 +456,6 @@ class PandaApp:
             handled = True
             if method.on_loop:
                 success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
-            elif (module, name) in _ON_LOOP:
-                success, message, data = cast(v1.Handler, method.handler)(ctx, **kwargs)
             elif (module, name) in _SUBMISSIONS:
                 success, message, data = await self._submission(method.handler, ctx, kwargs)
             else:

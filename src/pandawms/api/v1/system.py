@@ -12,13 +12,13 @@ methods = V1Module("system")
 
 
 @methods.get("is_alive")
-def is_alive(ctx: RequestContext) -> Result:
-    """Liveness for panda-client's hello and Harvester's check."""
+async def is_alive(ctx: RequestContext) -> Result:
+    """Liveness for panda-client's hello and Harvester's check (on the event loop: no database)."""
     return ok()
 
 
 @methods.get("get_attributes", parameters=Param("extra", max_items=100))
-def get_attributes(ctx: RequestContext, parameters: dict[str, Any]) -> Result:
+async def get_attributes(ctx: RequestContext, parameters: dict[str, Any]) -> Result:
     """The caller as the server sees it, in the gridsite variables panda-client's get_cert_attributes reads.
 
     Any arguments are echoed back under ``parameters`` (as text), as the real server does.
