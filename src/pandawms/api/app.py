@@ -77,11 +77,6 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
             return b"".join(chunks)
 
 
-#: Submissions run in a lane of their own (``submit_lanes`` at once per worker), outside the
-#: request threads, so that users' big batches cannot take every thread and pooled connection
-#: while pilots wait: a 5,000-job batch takes seconds of CPU and one connection for all that
-#: time. A batch is one transaction (all its jobs or none), so it is not cut into pieces.
-_SUBMISSIONS = frozenset({("job", "submit"), ("task", "submit")})
 #: Seconds a submission may wait for a free lane before the answer is 503 + Retry-After.
 _SUBMIT_WAIT_S = 60.0
 
@@ -421,7 +416,7 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
-        rule = authz.V1_RULES.get((module, name), authz.NO_RULE)
+        rule = method.rule
         ctx: RequestContext | None = None
         given: dict[str, Any] = {}
         handled = False
@@ -456,18 +451,14 @@ class PandaApp:
             handled = True
             if method.on_loop:
                 success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
-            elif (module, name) in _SUBMISSIONS:
+            elif method.submission:
                 success, message, data = await self._submission(method.handler, ctx, kwargs)
             else:
                 success, message, data = await run_db(
                     self.rt, cast(v1.Handler, method.handler), ctx, **kwargs
                 )
             if rule.audit:
-                targets = kwargs
-                if (module, name) == ("job", "submit") and success and isinstance(data, list):
-                    targets = {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
-                elif (module, name) == ("task", "submit") and success:
-                    targets = {"task_id": data}
+                targets = method.targets(kwargs, data) if method.targets and success else kwargs
                 outcome, note = audit.outcome_of(success, data)
                 await self._audit(ctx, f"{module}/{name}", targets, outcome, note or message)
             return reply(200, success, message, data)
@@ -536,7 +527,7 @@ class PandaApp:
             crosssite.check_legacy(name, scope.get("method", "GET"), headers)
             ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
-                authz.check(authz.LEGACY_RULES.get(name, authz.NO_RULE), ctx.who, name)
+                authz.check(legacy.RULES.get(name, authz.NO_RULE), ctx.who, name)
             params = await self._legacy_params(scope, receive, headers)
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))
@@ -573,7 +564,7 @@ class PandaApp:
     async def _submission(
         self, handler: Callable[..., Any], ctx: RequestContext, kwargs: dict[str, Any]
     ) -> Any:
-        """Run a submission in the submission lane (see :data:`_SUBMISSIONS`)."""
+        """Run a submission (a v1 method declared ``submission=True``) in the submission lane."""
         if self._lane is None:
             self._lane = CapacityLimiter(self.rt.settings.submit_lanes)
             self._lane_threads = CapacityLimiter(self.rt.settings.submit_lanes)

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pandawms.api.authz import ANYONE, HARVESTER, PILOT
 from pandawms.api.context import RequestContext
 from pandawms.api.legacy.registry import LegacyCalls, Reply
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
@@ -55,7 +56,7 @@ def _flag(params: dict[str, Any], name: str) -> bool:
     return str(params.get(name, "")).strip().lower() in ("true", "1", "yes")
 
 
-@calls.async_method("isAlive")
+@calls.async_method("isAlive", ANYONE)
 async def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``alive=yes``, as load balancers and old clients expect; on the event loop, so it answers
     even while every request thread waits on a slow database."""
@@ -120,7 +121,7 @@ def _get_job_reply(
     return Reply(described[0])
 
 
-@calls.async_method("getJob")
+@calls.async_method("getJob", PILOT)
 async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot.
 
@@ -150,7 +151,7 @@ def _update_reply(result: heartbeat.UpdateResult) -> Reply:
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 
-@calls.async_method("updateJob")
+@calls.async_method("updateJob", PILOT)
 async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
     changes and final reports in another. A pilot is answered only after its batch committed.
@@ -161,7 +162,7 @@ async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Repl
     return _update_reply(await heartbeat.update_job_grouped(ctx.rt, upd))
 
 
-@calls.async_method("updateJobsInBulk")
+@calls.async_method("updateJobsInBulk", PILOT)
 async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``.
 
@@ -202,7 +203,7 @@ async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Re
     return Reply([True, results], "json")
 
 
-@calls.method("getStatus")
+@calls.method("getStatus", ANYONE)
 def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Statuses and attempts, space separated, always url-encoded."""
     ids = _ids(params, "ids")
@@ -214,7 +215,7 @@ def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@calls.method("checkJobStatus")
+@calls.method("checkJobStatus", ANYONE)
 def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Status and command per job, always JSON."""
     ids = _ids(params, "ids")
@@ -228,7 +229,7 @@ def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(out, "json")
 
 
-@calls.method("getEventRanges")
+@calls.method("getEventRanges", PILOT)
 def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """No job has event ranges until the event service exists: an empty list, said plainly."""
     panda_id = _int_param(params, "pandaID", -1)
@@ -240,7 +241,7 @@ def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@calls.method("updateEventRanges")
+@calls.method("updateEventRanges", PILOT)
 def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Every range is refused (False): this server has no event ranges to update."""
     raw = params.get("eventRanges")
@@ -260,7 +261,7 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@calls.method("updateWorkerPilotStatus")
+@calls.method("updateWorkerPilotStatus", PILOT)
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The pilot inside a Harvester worker says it started or finished: kept on the worker."""
     from pandawms.core.harvester.workers import set_pilot_status
@@ -281,7 +282,7 @@ def _cred_refusal(exc: PandaError) -> Reply:
     return Reply({"StatusCode": exc.code, "errorDialog": exc.message})
 
 
-@calls.method("getKeyPair")
+@calls.method("getKeyPair", HARVESTER)
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A key pair by its two names, from the credential directory (``publicKey``, ``privateKey``)."""
     from pandawms.core.creds import proxies as creds
@@ -295,7 +296,7 @@ def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": 0, "publicKey": public, "privateKey": private})
 
 
-@calls.method("getProxy")
+@calls.method("getProxy", HARVESTER)
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The proxy of ``dn`` (default: the caller) with ``role``, always JSON (``userProxy``)."""
     from pandawms.core.creds import proxies as creds
@@ -308,7 +309,7 @@ def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": 0, "errorDialog": "", "userProxy": pem}, "json")
 
 
-@calls.method("getResourceTypes")
+@calls.method("getResourceTypes", PILOT)
 def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Resource types for the pilot's memory monitor: ``ResourceTypes`` is the list of definitions
     (url-encoded replies carry it as JSON text, which pilot 3.11 parses)."""
