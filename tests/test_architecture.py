@@ -10,9 +10,13 @@ helpers calling each other).
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
 import pytest
 
+import pandawms
 from pandawms.api import authz, legacy, v1
 from pandawms.api.legacy.registry import LegacyCalls
 from pandawms.api.v1.registry import V1Module, build_table
@@ -123,3 +127,41 @@ def test_the_tables_hold_the_listed_modules_and_refuse_a_name_twice() -> None:
     calls.method("getThing", authz.PILOT)(lambda ctx, params: legacy.Reply({}))
     with pytest.raises(ValueError, match="twice"):
         calls.method("getThing", authz.PILOT)(lambda ctx, params: legacy.Reply({}))
+
+
+#: Modules that may import pandawms modules inside functions, and why: the command line loads
+#: only what the chosen subcommand needs (``pandawms jobs`` must not import the HTTP server);
+#: the httpd master imports a worker's or the daemon's code only in the child that runs it; the
+#: DDM factory imports the Rucio implementation only when Rucio is configured (rucio-clients is
+#: an optional extra).
+LAZY_IMPORTS_ALLOWED = {
+    "cli.py",
+    "monitor/cli.py",
+    "monitor/cli_ops.py",
+    "deploy/render.py",
+    "deploy/configcmd.py",
+    "httpd/master.py",
+    "ddm/__init__.py",
+}
+
+
+def test_no_import_hides_in_a_function() -> None:
+    """An import inside a function is either for start-up cost (the list above) or a cycle being
+    dodged; the second kind is not allowed back."""
+    root = Path(pandawms.__file__).parent
+    hidden: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in LAZY_IMPORTS_ALLOWED:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("pandawms"):
+                        hidden.append(f"{rel}:{inner.lineno} {inner.module}")
+                    elif isinstance(inner, ast.Import) and any(
+                        a.name.startswith("pandawms") for a in inner.names
+                    ):
+                        hidden.append(f"{rel}:{inner.lineno}")
+    assert not hidden, f"imports inside functions: {hidden}"

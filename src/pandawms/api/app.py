@@ -31,13 +31,17 @@ from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.multipart import parse_multipart
 from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
+from pandawms.api.openapi import document
 from pandawms.api.params import bind
 from pandawms.core.dbthreads import run_db
 from pandawms.core.ops import audit
+from pandawms.core.queues.catalogue import all_documents, queue_document
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks.sandbox import path_for_serving
 from pandawms.db.engine import BUSY_ERRORS
 from pandawms.model.errors import Busy, PandaError, StatusCode, TooLarge, Unsupported
 from pandawms.monitor.metrics import record_request
+from pandawms.monitor.web import handle as monitor
 
 log = logging.getLogger("pandawms.api")
 access_log = logging.getLogger("pandawms.access")
@@ -283,8 +287,6 @@ class PandaApp:
         parts = path.strip("/").split("/")
         if path == "/api/v1/openapi.json":
             if self._openapi is None:
-                from pandawms.api.openapi import document
-
                 self._openapi = dumps_v1(document())
             return 200, self._openapi, "application/json", [(b"cache-control", b"public, max-age=3600")]
         if len(parts) == 4 and parts[0] == "api" and parts[1] == "v1":
@@ -296,8 +298,6 @@ class PandaApp:
         if path.startswith("/cache/") and scope.get("method", "GET") in ("GET", "HEAD"):
             return await run_in_threadpool(self._cached_file, path[len("/cache/") :])
         if path == "/metrics" or path == "/monitor" or path.startswith("/monitor/"):
-            from pandawms.monitor.web import handle as monitor
-
             if self.strict and path != "/metrics":
                 try:
                     authz.check(
@@ -335,7 +335,6 @@ class PandaApp:
 
     def _schedconfig(self, name: str, headers: Headers) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """Queue definitions as pilots fetch them: cacheable, with an ETag for revalidation."""
-        from pandawms.core.queues.catalogue import all_documents, queue_document
 
         if name == "schedconfig.all.json":
             found: tuple[str, str] | None = all_documents(self.rt)
@@ -355,7 +354,6 @@ class PandaApp:
 
     def _cached_file(self, name: str) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """A sandbox from the cache; names are unique per upload, so caches may keep them a while."""
-        from pandawms.core.tasks.sandbox import path_for_serving
 
         try:
             path = path_for_serving(self.rt, urllib.parse.unquote(name))

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pandawms.db.engine import connections_opened
+
 log = logging.getLogger("pandawms.monitor")
 
 #: Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
@@ -244,7 +246,6 @@ class Registry:
             store.set("pool_size", float(pool.size()))
         except (AttributeError, TypeError):
             pass
-        from pandawms.db.engine import connections_opened
 
         try:
             store.set("db_connections_opened", float(connections_opened(self.engine)))

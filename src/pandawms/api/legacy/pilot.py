@@ -16,11 +16,14 @@ from pandawms.api.authz import ANYONE, HARVESTER, PILOT
 from pandawms.api.context import RequestContext
 from pandawms.api.legacy.registry import LegacyCalls, Reply
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
+from pandawms.core.creds import proxies as creds
 from pandawms.core.dbthreads import run_db
+from pandawms.core.harvester.workers import link_dispatched, set_pilot_status
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.read import MAX_IDS_PER_READ
+from pandawms.core.queues import resource_types
 from pandawms.db.engine import refusal
 from pandawms.model.errors import PandaError, StatusCode, TooLarge
 from pandawms.model.values import BadValue, whole_number
@@ -109,8 +112,6 @@ def _get_job_reply(
     if not found:
         return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
     if harvester_id and worker_id >= 0:  # a pilot of a Harvester worker (pull mode)
-        from pandawms.core.harvester.workers import link_dispatched
-
         link_dispatched(ctx.rt, str(harvester_id), worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
@@ -264,7 +265,6 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @calls.method("updateWorkerPilotStatus", PILOT)
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The pilot inside a Harvester worker says it started or finished: kept on the worker."""
-    from pandawms.core.harvester.workers import set_pilot_status
 
     worker_id = _int_param(params, "workerID", -1)
     harvester_id = str(params.get("harvesterID") or "")
@@ -285,7 +285,6 @@ def _cred_refusal(exc: PandaError) -> Reply:
 @calls.method("getKeyPair", HARVESTER)
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A key pair by its two names, from the credential directory (``publicKey``, ``privateKey``)."""
-    from pandawms.core.creds import proxies as creds
 
     try:
         public, private = creds.get_key_pair(
@@ -299,7 +298,6 @@ def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 @calls.method("getProxy", HARVESTER)
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The proxy of ``dn`` (default: the caller) with ``role``, always JSON (``userProxy``)."""
-    from pandawms.core.creds import proxies as creds
 
     role = str(params.get("role") or "") or None
     try:
@@ -313,6 +311,5 @@ def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Resource types for the pilot's memory monitor: ``ResourceTypes`` is the list of definitions
     (url-encoded replies carry it as JSON text, which pilot 3.11 parses)."""
-    from pandawms.core.queues import resource_types
 
     return Reply({"StatusCode": 0, "Returns": 0, "ResourceTypes": resource_types.as_dicts(ctx.rt)})

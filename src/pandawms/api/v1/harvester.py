@@ -18,6 +18,9 @@ from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.harvester import commands as harvester_commands
 from pandawms.core.harvester import instances as harvester
 from pandawms.core.harvester import workers
+from pandawms.core.harvester.reports import add_dialogs as store
+from pandawms.core.harvester.reports import add_metrics
+from pandawms.core.harvester.workers import update_workers as apply
 from pandawms.model.errors import PandaError
 
 methods = V1Module("harvester")
@@ -31,7 +34,6 @@ def update_workers(
     workers: Annotated[Any, Param("json", max_items=2000)],
 ) -> Result:
     """Upsert the reported workers and their job lists; one ``true`` per worker."""
-    from pandawms.core.harvester.workers import update_workers as apply
 
     return ok(apply(ctx.rt, harvester_id, workers))
 
@@ -128,7 +130,6 @@ def update_service_metrics(
     ``data`` is one ``true`` per stored metric (Harvester sends one, and the real server
     answers ``[true]``).
     """
-    from pandawms.core.harvester.reports import add_metrics
 
     stored = add_metrics(ctx.rt, harvester_id, metrics)
     return ok([True] * stored or [True])
@@ -139,7 +140,6 @@ def add_dialogs(
     ctx: RequestContext, *, harvester_id: Annotated[str, HARVESTER_ID], dialogs: Annotated[Any, Param("json")]
 ) -> Result:
     """Keep the instance's messages for operators."""
-    from pandawms.core.harvester.reports import add_dialogs as store
 
     store(ctx.rt, harvester_id, dialogs)
     return ok()

@@ -16,6 +16,8 @@ from pandawms.api.v1.common import IDS, STATUS_TIMEOUT
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.jobs import debug_mode, kill, submit
 from pandawms.core.jobs import read as jobs_read
+from pandawms.core.jobs.commands import reassign_jobs, set_command
+from pandawms.core.jobs.offline_script import offline_script
 from pandawms.core.tasks import requests as task_requests
 
 methods = V1Module("job")
@@ -83,7 +85,6 @@ def job_reassign(
     ctx: RequestContext, *, job_ids: Annotated[list[int], IDS], site: str | None = None
 ) -> Result:
     """Jobs no pilot holds yet go back to brokerage (or to the queue ``site``)."""
-    from pandawms.core.jobs.commands import reassign_jobs
 
     if site is not None and not 0 < len(site) <= 128:
         return False, "site must be 1 to 128 characters", None
@@ -94,7 +95,6 @@ def job_reassign(
 @methods.post("set_command", PRODUCTION_WRITE)
 def job_set_command(ctx: RequestContext, *, job_id: int, command: str) -> Result:
     """A command for the job's pilot, given in the answer to its next heartbeat."""
-    from pandawms.core.jobs.commands import set_command
 
     success, message = set_command(ctx.rt, job_id, command)
     return success, message, None
@@ -105,7 +105,6 @@ def job_generate_offline_execution_script(
     ctx: RequestContext, *, job_id: int, days: int | None = None
 ) -> Result:
     """A shell script that runs the job again outside PanDA; ``data`` is ``{"script": ...}``."""
-    from pandawms.core.jobs.offline_script import offline_script
 
     (job,) = jobs_read.get_descriptions(ctx.rt, [job_id], include_archive=True)
     if job is None:

@@ -9,6 +9,9 @@ from pandawms.api.authz import ANYONE, USER
 from pandawms.api.context import RequestContext
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.queues import resource_types
+from pandawms.core.queues.catalogue import all_documents
+from pandawms.db.engine import read_tx
+from pandawms.db.schema import banned_users
 
 methods = V1Module("metaconfig")
 
@@ -16,7 +19,6 @@ methods = V1Module("metaconfig")
 @methods.get("get_site_specs", ANYONE)
 def get_site_specs(ctx: RequestContext, *, type: str | None = None) -> Result:
     """Queue definitions by name, optionally of one type (production, analysis, unified)."""
-    from pandawms.core.queues.catalogue import all_documents
 
     body, _ = all_documents(ctx.rt)
     specs = orjson.loads(body)
@@ -34,8 +36,6 @@ def get_resource_types(ctx: RequestContext) -> Result:
 @methods.get("get_banned_users", USER)
 def get_banned_users(ctx: RequestContext) -> Result:
     """``{name: false}`` for every banned user, the real server's shape."""
-    from pandawms.db.engine import read_tx
-    from pandawms.db.schema import banned_users
 
     with read_tx(ctx.rt.engine) as conn:
         names = [row[0] for row in conn.execute(select(banned_users.c.name).order_by(banned_users.c.name))]

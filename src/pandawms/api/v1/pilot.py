@@ -21,8 +21,10 @@ from pandawms.api.v1.common import HARVESTER_ID, IDS, STATUS_TIMEOUT
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.dbthreads import run_db
 from pandawms.core.harvester import workers
+from pandawms.core.harvester.workers import link_dispatched
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
+from pandawms.core.links import check_harvester_id
 from pandawms.core.queues import worker_nodes
 from pandawms.db.engine import refusal
 from pandawms.model.errors import PandaError, StatusCode, TooLarge
@@ -63,8 +65,6 @@ async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     included; a thread is used afterwards only when the answer needs the database again.
     """
     if kw["harvester_id"] is not None:
-        from pandawms.core.links import check_harvester_id
-
         check_harvester_id(kw["harvester_id"])
     req = dispatch.DispatchRequest(
         site=kw["site_name"],
@@ -103,8 +103,6 @@ def _acquire_reply(
 ) -> Result:
     """acquire_jobs' answer; links the jobs to the Harvester worker when one is named."""
     if harvester_id and worker_id is not None:
-        from pandawms.core.harvester.workers import link_dispatched
-
         link_dispatched(ctx.rt, harvester_id, worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pandawms.api.authz import PRODUCTION_WRITE, USER, USER_WRITE
 from pandawms.api.context import RequestContext
+from pandawms.api.jobspec_codec import encode_job
 from pandawms.api.params import Param
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.jobs import kill
@@ -198,7 +199,6 @@ def task_get_job_descriptions(
     ctx: RequestContext, *, task_id: Annotated[int, TASK_ID], unsuccessful_only: bool = False
 ) -> Result:
     """Full descriptions of the task's jobs (only failed, cancelled and closed ones if asked)."""
-    from pandawms.api.jobspec_codec import encode_job
 
     ids = tasks_read.get_job_ids(ctx.rt, task_id, unsuccessful_only)[:5500]
     found = get_descriptions(ctx.rt, ids, include_archive=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks.params import MAX_INPUT_FILES, InputStream, TaskPlan
+from pandawms.ddm import make_ddm
 from pandawms.ddm.interface import DDM, DDMError, FileInfo
 
 
@@ -43,7 +44,6 @@ def ddm_for(rt: Runtime) -> DDM:
         hit = _DDMS.get(key)
         if hit is not None and hit[0] is rt.settings:
             return hit[1]
-    from pandawms.ddm import make_ddm
 
     ddm = make_ddm(rt.settings)
     with _LOCK:
