@@ -317,7 +317,7 @@ def _apply_update(
     status = target
     if upd.state in FINAL_REPORTS:
         job.update(values, jobStatus=JobStatus.HOLDING.value)
-        status = finalize(conn, job, upd.state, upd.report, now)
+        status = finalize(conn, job, upd.state, upd.report, now, rt.retry_rules)
     consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
 
