@@ -131,9 +131,6 @@ def test_the_tables_hold_the_listed_modules_and_refuse_a_name_twice() -> None:
 
 #: Module globals that hold mutable state on purpose, and why that is not per-runtime state.
 STATE_ALLOWED: dict[str, str] = {
-    "pandawms.core.jobs.dispatch._RUNNER": "group commit: requests in flight only, lanes keyed by id(rt)",
-    "pandawms.core.jobs.heartbeat._PLAIN_RUNNER": "group commit: requests in flight only, lanes keyed by id(rt)",
-    "pandawms.core.jobs.heartbeat._FULL_RUNNER": "group commit: requests in flight only, lanes keyed by id(rt)",
     "pandawms.core.jobs.heartbeat._HEARTBEAT_STATEMENTS": "SQL built from column names: no data, one per shape",
     "pandawms.db.engine._OPENED": "weakly keyed by the engine itself: lives and dies with its runtime's engine",
     "pandawms.logsetup._handlers": "the process's log files: logging is process-wide",

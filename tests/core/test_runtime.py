@@ -196,3 +196,27 @@ def test_each_runtime_asks_for_its_own_access_token(tmp_path: Path) -> None:
         httpd.server_close()
         a.engine.dispose()
         b.engine.dispose()
+
+
+def test_each_runtime_has_its_own_group_commit(tmp_path: Path) -> None:
+    a, b = _runtime(tmp_path, "a", "a"), _runtime(tmp_path, "b", "b")
+    try:
+        for rt, name in ((a, "job-of-a"), (b, "job-of-b")):
+            submit.submit_jobs(rt, [make_job(site="SITE_A", jobName=name, prodSourceLabel="managed")], WHO)
+
+        async def both() -> list[list[dict[str, object]]]:
+            request = dispatch.DispatchRequest("SITE_A", n_jobs=5, prod_source_label="managed")
+            return list(
+                await asyncio.gather(
+                    dispatch.acquire_jobs_async(a, request, WHO), dispatch.acquire_jobs_async(b, request, WHO)
+                )
+            )
+
+        got_a, got_b = asyncio.run(both())
+        # Same queue, same filters, same moment: still two batches, each on its own database.
+        assert [j["jobName"] for j in got_a] == ["job-of-a"]
+        assert [j["jobName"] for j in got_b] == ["job-of-b"]
+        assert a.kept("dispatch.group_commit", object) is not b.kept("dispatch.group_commit", object)
+    finally:
+        a.engine.dispose()
+        b.engine.dispose()
