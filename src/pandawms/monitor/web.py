@@ -39,6 +39,7 @@ from pandawms.core.queues import worker_nodes
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.model.errors import NotFound
 from pandawms.monitor import pages, params
+from pandawms.monitor.exposition import exposition
 from pandawms.monitor.metrics import Registry
 from pandawms.monitor.params import BadParam, Query
 from pandawms.monitor.queries import daemon as daemon_q
@@ -341,8 +342,6 @@ def render(rt: Runtime, path: str, scope: Any, explain: Explain) -> Reply:
 
 def metrics_text(rt: Runtime, registry: Registry) -> Reply:
     """The Prometheus exposition (runs in a worker thread)."""
-    from pandawms.monitor.exposition import exposition
-
     return (
         200,
         exposition(rt, registry).encode(),

@@ -6,8 +6,9 @@ appends worker logs and reads them back, and pbook asks for a task's lost files 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
+from pandawms.api.authz import PRODUCTION_WRITE, USER, USER_WRITE
 from pandawms.api.context import RequestContext
 from pandawms.api.multipart import UploadedFile
 from pandawms.api.params import Param
@@ -20,15 +21,15 @@ from pandawms.core.tasks.sandbox import public_host
 methods = V1Module("file_server")
 
 
-@methods.post("upload_cache_file", file=Param("file"))
-def upload_cache_file(ctx: RequestContext, file: UploadedFile) -> Result:
+@methods.post("upload_cache_file", USER_WRITE)
+def upload_cache_file(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
     """Store a sandbox in the cache (multipart field ``file``)."""
     stored = cache_files.store(ctx.rt, ctx.who, file.filename, file.data)
     return ok({"name": stored.name, "size": stored.size, "checksum": stored.checksum}, "True")
 
 
-@methods.post("validate_cache_file", file_size=Param("int"), checksum=Param("str"))
-def validate_cache_file(ctx: RequestContext, file_size: int, checksum: str) -> Result:
+@methods.post("validate_cache_file", USER)
+def validate_cache_file(ctx: RequestContext, *, file_size: int, checksum: str) -> Result:
     """``FOUND:<host>:<name>`` when the caller already uploaded this sandbox (size and CRC)."""
     found = cache_files.find_reusable(ctx.rt, ctx.who, file_size, checksum)
     if found is None:
@@ -44,40 +45,39 @@ def _url(ctx: RequestContext, name: str) -> str:
     return f"http://{host}:{settings.port}/cache/{jedi_logs.SUBDIR}/{name}"
 
 
-@methods.post("upload_jedi_log", file=Param("file"))
-def upload_jedi_log(ctx: RequestContext, file: UploadedFile) -> Result:
+@methods.post("upload_jedi_log", PRODUCTION_WRITE)
+def upload_jedi_log(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
     """Append a piece of a worker log (zlib-compressed, as Harvester sends it); ``data`` is its URL."""
     name, _ = jedi_logs.append(ctx.rt, ctx.who, file.filename, file.data)
     return ok(_url(ctx, name))
 
 
-@methods.post("update_jedi_log", file=Param("file"))
-def update_jedi_log(ctx: RequestContext, file: UploadedFile) -> Result:
+@methods.post("update_jedi_log", PRODUCTION_WRITE)
+def update_jedi_log(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
     """Append more of a log (the real server's name for the same append)."""
     jedi_logs.append(ctx.rt, ctx.who, file.filename, file.data)
     return ok()
 
 
-@methods.get("download_jedi_log", log_name=Param("str"), offset=Param("int", 0))
-def download_jedi_log(ctx: RequestContext, log_name: str, offset: int) -> Result:
+@methods.get("download_jedi_log", USER)
+def download_jedi_log(ctx: RequestContext, *, log_name: str, offset: int = 0) -> Result:
     """A log's text from ``offset`` on."""
     return ok(jedi_logs.read(ctx.rt, log_name, offset))
 
 
-@methods.post(
-    "upload_file_recovery_request",
-    task_id=Param("int", None),
-    dry_run=Param("bool", False),
-    dataset=Param("str", None),
-    files=Param("str_list", None, max_items=10000),
-    no_child_retry=Param("bool", True),
-    resurrect_datasets=Param("bool", False),
-    force=Param("bool", False),
-    reproduce_parent=Param("bool", False),
-    reproduce_upto_nth_gen=Param("int", 0),
-)
+@methods.post("upload_file_recovery_request", USER_WRITE)
 def upload_file_recovery_request(
-    ctx: RequestContext, task_id: int | None, dry_run: bool, dataset: str | None, **_options: Any
+    ctx: RequestContext,
+    *,
+    task_id: int | None = None,
+    dry_run: bool = False,
+    dataset: str | None = None,
+    files: Annotated[list[str] | None, Param("str_list", None, max_items=10000)],
+    no_child_retry: bool = True,
+    resurrect_datasets: bool = False,
+    force: bool = False,
+    reproduce_parent: bool = False,
+    reproduce_upto_nth_gen: int = 0,
 ) -> Result:
     """Queue a request to recover a task's lost files (pbook recover_lost_files)."""
     if task_id is None:

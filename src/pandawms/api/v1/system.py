@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from pandawms.api.authz import ANYONE
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1.registry import Result, V1Module, ok
@@ -11,14 +12,16 @@ from pandawms.api.v1.registry import Result, V1Module, ok
 methods = V1Module("system")
 
 
-@methods.get("is_alive")
+@methods.get("is_alive", ANYONE)
 async def is_alive(ctx: RequestContext) -> Result:
     """Liveness for panda-client's hello and Harvester's check (on the event loop: no database)."""
     return ok()
 
 
-@methods.get("get_attributes", parameters=Param("extra", max_items=100))
-async def get_attributes(ctx: RequestContext, parameters: dict[str, Any]) -> Result:
+@methods.get("get_attributes", ANYONE)
+async def get_attributes(
+    ctx: RequestContext, *, parameters: Annotated[dict[str, Any], Param("extra", max_items=100)]
+) -> Result:
     """The caller as the server sees it, in the gridsite variables panda-client's get_cert_attributes reads.
 
     Any arguments are echoed back under ``parameters`` (as text), as the real server does.

@@ -25,15 +25,18 @@ from pandawms.core.jobs.submit import USER_JOB_PRIORITY, ordinary_caller
 from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks import sandbox as cache_files
+from pandawms.core.tasks.generate import advance_task
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.core.tasks.transitions import lock_task, log_task_status, move_task
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import jobs
 from pandawms.db.schema_tasks import task_files, task_params, tasks
+from pandawms.ddm import DDMNotConfigured
+from pandawms.ddm.rucio import RucioConfig
 from pandawms.model.errors import PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.ownership import may_act
-from pandawms.model.task_states import ACTIVE, FINAL, TaskStatus, super_status
+from pandawms.model.task_states import ACTIVE, ALLOWED_MOVES, FINAL, TaskStatus, super_status
 
 log = logging.getLogger("pandawms.tasks")
 
@@ -103,8 +106,6 @@ def _check_ddm(rt: Runtime, plan: TaskPlan) -> None:
     """A task over input datasets needs the data management system configured (no call is made)."""
     if not plan.input_streams:
         return
-    from pandawms.ddm import DDMNotConfigured
-    from pandawms.ddm.rucio import RucioConfig
 
     try:
         RucioConfig.from_settings(rt.settings)
@@ -198,7 +199,6 @@ def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None 
         conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(reqID=task_id))
         conn.execute(task_params.insert().values(jediTaskID=task_id, taskParams=json.dumps(stored)))
         log_task_status(conn, task_id, T.REGISTERED.value, None, now, f"submitted by {user}")
-    from pandawms.core.tasks.generate import advance_task
 
     try:
         advance_task(rt, task_id, contact_ddm=False)
@@ -293,7 +293,6 @@ def pause_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
 
 
 def _allowed(status: str) -> frozenset[TaskStatus]:
-    from pandawms.model.task_states import ALLOWED_MOVES
 
     return ALLOWED_MOVES.get(TaskStatus(status), frozenset())
 

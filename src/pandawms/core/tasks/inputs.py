@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks.params import MAX_INPUT_FILES, InputStream, TaskPlan
+from pandawms.ddm import make_ddm
 from pandawms.ddm.interface import DDM, DDMError, FileInfo
 
 
@@ -34,12 +35,7 @@ InputFiles = list[StreamFiles]
 def ddm_for(rt: Runtime) -> DDM:
     """The DDM of this Runtime's settings, made once per runtime (its clients and token cache are reused)."""
 
-    def make() -> DDM:
-        from pandawms.ddm import make_ddm
-
-        return make_ddm(rt.settings)
-
-    return rt.kept("ddm", make)
+    return rt.kept("ddm", lambda: make_ddm(rt.settings))
 
 
 def _patterns(text: str | None) -> list[re.Pattern[str]]:

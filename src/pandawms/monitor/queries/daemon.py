@@ -14,6 +14,9 @@ from sqlalchemy import (
 )
 
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.daemon.catalog import TASKS
+from pandawms.daemon.leases import holders
+from pandawms.daemon.runner import enabled_tasks
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import daemon_runs
 
@@ -21,8 +24,6 @@ from pandawms.db.schema import daemon_runs
 def daemon_overview(rt: Runtime, failures: int = 20) -> dict[str, Any]:
     """Each daemon task: schedule, last run and outcome, lease holder, runs and failures in the
     last 24 h; plus the most recent failed runs."""
-    from pandawms.daemon.leases import holders
-    from pandawms.daemon.runner import enabled_tasks
 
     now = utcnow()
     day = now - dt.timedelta(hours=24)
@@ -30,8 +31,6 @@ def daemon_overview(rt: Runtime, failures: int = 20) -> dict[str, Any]:
     try:
         enabled = enabled_tasks(rt.settings)
     except Exception:  # noqa: BLE001 - a bad daemon_tasks setting must not hide the page
-        from pandawms.daemon.catalog import TASKS
-
         enabled = list(TASKS.values())
     leases = holders(rt)
     runs = daemon_runs
@@ -130,7 +129,6 @@ def daemon_run_totals(rt: Runtime) -> dict[tuple[str, str], int]:
 def daemon_last_runs(rt: Runtime) -> dict[str, tuple[dt.datetime | None, str | None]]:
     """(start, outcome) of each registered task's newest run (one index probe per task)."""
     # The runner module registers the tasks; the bare registry is empty in an httpd worker.
-    from pandawms.daemon.catalog import TASKS
 
     runs = daemon_runs
     out: dict[str, tuple[dt.datetime | None, str | None]] = {}
