@@ -1,4 +1,5 @@
-"""Checks of the code's shape that need no server: no import cycles, an access rule per method.
+"""Checks of the code's shape that need no server: no import cycles, an access rule per method,
+no per-process state in module globals.
 
 The import graph is grimp's (the library import-linter uses), with imports inside functions
 counted like the others: a cycle hidden in a function still makes two modules one unit that
@@ -11,6 +12,7 @@ helpers calling each other).
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import grimp
@@ -165,3 +167,110 @@ def test_no_import_hides_in_a_function() -> None:
                     ):
                         hidden.append(f"{rel}:{inner.lineno}")
     assert not hidden, f"imports inside functions: {hidden}"
+
+
+#: Module globals that hold mutable state on purpose, and why that is not per-runtime state.
+STATE_ALLOWED: dict[str, str] = {
+    "pandawms.core.jobs.heartbeat._HEARTBEAT_STATEMENTS": "SQL built from column names: no data, one per shape",
+    "pandawms.db.engine._OPENED": "weakly keyed by the engine itself: lives and dies with its runtime's engine",
+    "pandawms.logsetup._handlers": "the process's log files: logging is process-wide",
+    "pandawms.monitor.web._STATIC": "files shipped in the package: the same for every runtime",
+}
+_MUTABLE_CALLS = {
+    "dict",
+    "list",
+    "set",
+    "defaultdict",
+    "OrderedDict",
+    "deque",
+    "Counter",
+    "WeakKeyDictionary",
+    "WeakValueDictionary",
+    "WeakSet",
+    "local",
+}
+_CACHE_DECORATORS = {"cache", "lru_cache"}
+
+
+def _name(node: ast.expr) -> str:
+    """The last name of ``f``, ``mod.f``, or of a call ``f(...)``."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _holds_state(value: ast.expr) -> bool:
+    """An empty container, or a cache, registry or group runner being made."""
+    if isinstance(value, ast.Dict):
+        return not value.keys
+    if isinstance(value, ast.List | ast.Set):
+        return not value.elts
+    if isinstance(value, ast.Call):
+        name = _name(value)
+        return name in _MUTABLE_CALLS or name.endswith(("Cache", "Registry", "Runner"))
+    return False
+
+
+def module_state(root: Path, package: str) -> Iterator[tuple[str, str]]:
+    """(module.name, what) for each module global that can hold state between requests.
+
+    Module-level assignments of empty containers or of caches, functions memoised with
+    ``functools.cache``/``lru_cache``, and ``global`` rebinding. Filled constants (a table of
+    rules, a tuple of names) are not state and are not reported.
+    """
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join((package, *path.relative_to(root).with_suffix("").parts))
+        module = module.removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            if targets and _holds_state(value):
+                for target in targets:
+                    yield f"{module}.{ast.unparse(target)}", "a mutable global"
+        for inner in ast.walk(tree):
+            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                if any(_name(d) in _CACHE_DECORATORS for d in inner.decorator_list):
+                    yield f"{module}.{inner.name}", "a memoised function"
+            elif isinstance(inner, ast.Global):
+                for name in inner.names:
+                    yield f"{module}.{name}", "a global rebound by a function"
+
+
+def test_no_per_process_state_in_module_globals() -> None:
+    found = dict(module_state(Path(pandawms.__file__).parent, "pandawms"))
+    unexpected = {name: what for name, what in found.items() if name not in STATE_ALLOWED}
+    assert not unexpected, (
+        "per-process state belongs on the Runtime (rt.cached / rt.kept / rt.remember), not in:\n"
+        + "\n".join(f"  {name}: {what}" for name, what in sorted(unexpected.items()))
+    )
+    assert set(STATE_ALLOWED) <= set(found), f"allowed but gone: {set(STATE_ALLOWED) - set(found)}"
+
+
+def test_the_state_finder_finds_state(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(
+        "import functools\n"
+        "RULES = {'a': 1}\n"
+        "NAMES = ('a',)\n"
+        "_cache: dict[str, int] = {}\n"
+        "_seen = set()\n"
+        "CACHE = TTLCache()\n"
+        "_active = None\n"
+        "@functools.lru_cache(maxsize=8)\n"
+        "def parse(text): return text\n"
+        "def configure():\n"
+        "    global _active\n"
+        "    _active = 1\n"
+    )
+    assert sorted(name for name, _ in module_state(tmp_path, "p")) == [
+        "p.m.CACHE",
+        "p.m._active",
+        "p.m._cache",
+        "p.m._seen",
+        "p.m.parse",
+    ]

@@ -40,7 +40,7 @@ from pandawms.core.runtime import Runtime
 from pandawms.core.tasks.sandbox import path_for_serving
 from pandawms.db.engine import BUSY_ERRORS
 from pandawms.model.errors import Busy, PandaError, StatusCode, TooLarge, Unsupported
-from pandawms.monitor.metrics import record_request
+from pandawms.monitor.metrics import registry_of
 from pandawms.monitor.web import handle as monitor
 
 log = logging.getLogger("pandawms.api")
@@ -199,6 +199,8 @@ class PandaApp:
 
     def __init__(self, rt: Runtime, stats: RequestStats | None = None) -> None:
         self.rt = rt
+        #: The runtime's request metrics, bound here and passed to whoever needs them.
+        self.metrics = registry_of(rt)
         self.max_body = rt.settings.max_body_bytes
         self.stats = stats
         self.auth = Authenticator(rt.settings, rt.engine)
@@ -257,7 +259,7 @@ class PandaApp:
             if self.stats is not None:
                 self.stats.end(len(body))
         elapsed = time.perf_counter() - started
-        record_request(_method_label(scope.get("path", "")), status, elapsed)
+        self.metrics.record(_method_label(scope.get("path", "")), status, elapsed)
         client = scope.get("client") or ("-", 0)
         access_log.info(
             "%s %s %s %s %d %d %.1fms",

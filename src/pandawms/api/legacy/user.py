@@ -71,7 +71,7 @@ def get_access_token(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A fresh access token for the pilot (``client_name``, ``token_key`` as pilot 3.11 sends them)."""
     client_name = params.get("client_name")
     try:
-        token = access_token.access_token(ctx.rt.settings, str(client_name) if client_name else None)
+        token = access_token.access_token(ctx.rt, str(client_name) if client_name else None)
     except PandaError as exc:
         return Reply({"StatusCode": int(StatusCode.PROXY_ERROR), "errorDialog": exc.message}, "json")
     return Reply({"StatusCode": int(StatusCode.SUCCESS), "userProxy": token}, "json")

@@ -88,5 +88,5 @@ def get_access_token(ctx: RequestContext, *, client_name: str, token_key: str | 
     ``token_key`` is accepted as pilots send it; the caller is already a pilot or production
     identity (the access rule), which is what the key would prove.
     """
-    token = access_token.access_token(ctx.rt.settings, client_name)
+    token = access_token.access_token(ctx.rt, client_name)
     return ok({"user_proxy": token})

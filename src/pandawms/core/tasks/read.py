@@ -26,7 +26,7 @@ from pandawms.model.identity import Identity, clean_user_id
 FILTERABLE = frozenset(
     {"jediTaskID", "reqID", "status", "superStatus", "taskName", "userName", "prodSourceLabel", "vo", "site"}
 )
-_REGEX_META = set(r"^$*+?\|()[]{}")
+_REGEX_META = frozenset(r"^$*+?\|()[]{}")
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d")
 INPUT_TYPES = ("pseudo_input", "input")
 UNSUCCESSFUL = ("failed", "cancelled", "closed")
