@@ -87,11 +87,23 @@ class Stats:
     dispatched: int = 0
     completed: int = 0
     submitted: list[int] = field(default_factory=list)
+    #: PandaIDs handed out, and how many were handed out a second time (never allowed).
+    handed_out: set[int] = field(default_factory=set)
+    duplicates: int = 0
 
     def add(self, method: str, seconds: float, ok: bool) -> None:
         self.latencies[method].append(seconds)
         if not ok:
             self.errors[method] += 1
+
+    def got_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        """Count jobs a dispatch answer handed out; a PandaID seen before is a duplicate."""
+        self.dispatched += len(jobs)
+        for job in jobs:
+            panda_id = int(job["PandaID"])
+            if panda_id in self.handed_out:
+                self.duplicates += 1
+            self.handed_out.add(panda_id)
 
 
 def _answer_ok(data: bytes) -> bool:
@@ -109,6 +121,10 @@ def _answer_ok(data: bytes) -> bool:
     data = reply.get("data")
     if isinstance(data, list):  # update_jobs_bulk: one envelope per entry
         return all(not isinstance(item, dict) or item.get("success") is not False for item in data)
+    if isinstance(data, dict):
+        # A v1 success can still carry the pilot protocol's refusal (the real server answers
+        # a database error so), or tell the pilot to kill a job it holds (a job it does not know).
+        return data.get("StatusCode", 0) in (0, 20) and data.get("command") != "tobekilled"
     return True
 
 
@@ -309,7 +325,7 @@ async def pilot(
             await asyncio.sleep(0.05)
             continue
         empty_rounds = 0
-        stats.dispatched += 1
+        stats.got_jobs(found)
         if not lifecycle:
             continue
         job = found[0]
@@ -365,7 +381,7 @@ async def harvester(
             await asyncio.sleep(0.05)
             continue
         empty_rounds = 0
-        stats.dispatched += len(found)
+        stats.got_jobs(found)
         for state in ["starting", "running"] + ["running"] * args.heartbeats + ["finished"]:
             entries = []
             for job in found:
@@ -611,7 +627,7 @@ async def opened_connections(args: argparse.Namespace) -> dict[str, float | None
         pass
     finally:
         await conn.close()
-    if args.start_server == "postgresql":
+    if args.start_server == "postgresql" or args.db_name not in ("", "<none>"):
         from sqlalchemy import create_engine, text
 
         admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
@@ -662,7 +678,8 @@ def refresh_statistics(args: argparse.Namespace) -> None:
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE jobs"))
+            for table in args.analyze.split(","):
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
     finally:
         engine.dispose()
 
@@ -802,6 +819,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "submitted": len(stats.submitted),
         "dispatched": stats.dispatched,
         "dispatched_per_s": round(stats.dispatched / elapsed, 1) if elapsed else 0.0,
+        "duplicate_dispatches": stats.duplicates,
         "completed": stats.completed,
         "api": args.api,
         "db_connections_opened": connections,
@@ -933,6 +951,16 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's database (with --url): refresh its planner statistics after setup",
     )
     parser.add_argument(
+        "--db-name",
+        default="",
+        help="with --url: the server's PostgreSQL database, whose backends count as its postgres CPU",
+    )
+    parser.add_argument(
+        "--analyze",
+        default="jobs",
+        help="tables (comma list) to VACUUM ANALYZE after setup (PostgreSQL; another server's names)",
+    )
+    parser.add_argument(
         "--server-env", action="append", default=[], help="KEY=VALUE for the started server (repeatable)"
     )
     parser.add_argument(
@@ -975,7 +1003,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.loadavg_before = [round(x, 2) for x in os.getloadavg()]
     # Whose database sessions count as "postgres": the started server's (none on SQLite); all for an external one.
-    args.db_name = {"postgresql": "pandawms_bench", "sqlite": "<none>"}.get(args.start_server or "", "")
+    args.db_name = args.db_name or {"postgresql": "pandawms_bench", "sqlite": "<none>"}.get(
+        args.start_server or "", ""
+    )
     if args.start_server:
         with started_server(args) as (url, pid):
             args.url = url
