@@ -14,10 +14,11 @@ Scenarios (all bounded in count and time, loopback only):
 gzip) instead of the legacy getJob and updateJob.
 
 Reports per method: count, errors (transport, HTTP != 200, StatusCode other than 0/20, v1
-success false), throughput, p50/p95/p99 latency; jobs dispatched/s; server RSS (sampled every
-second from --server-pid and its children); the load average before and after (the machine may
-be shared); for lifecycle and soak the time 1.5M jobs would take at the measured rate. Prints a
-table and writes --json-out. Connections opened: the server's own count of new database
+success false, a v1 answer whose data carries a StatusCode other than 0/20 or the command
+``tobekilled``), throughput, p50/p95/p99 latency; jobs dispatched/s and PandaIDs handed out
+twice; server RSS (sampled every second from --server-pid and its children); the load average
+before and after (the machine may be shared); for lifecycle and soak the time 1.5M jobs would
+take at the measured rate. Prints a table and writes --json-out. Connections opened: the server's own count of new database
 connections (``pandawms_db_connections_opened_total`` in /metrics, every pool's ``connect``
 events, exact, on every backend) at the start and end of the measuring window; on PostgreSQL
 also the growth of ``pg_stat_database.sessions`` of the started server's database (the harness
@@ -28,7 +29,7 @@ Against a running server:
   python -m benchmarks.pandabench --url http://127.0.0.1:25080 --scenario dispatch --jobs 20000 --pilots 200
 
 Or let it start ``pandawms httpd`` on a fresh database (SQLite file, or a PostgreSQL database
-``pandawms_bench`` made through --admin-url) and stop it at the end:
+``pandawms_bench``, or --bench-db, made through --admin-url) and stop it at the end:
 
   python -m benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch
 """
@@ -860,10 +861,10 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
         if args.start_server == "postgresql":
             admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
-                conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
-                conn.execute(text("CREATE DATABASE pandawms_bench"))
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{args.bench_db}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{args.bench_db}"'))
             db_url = (
-                make_url(args.admin_url).set(database="pandawms_bench").render_as_string(hide_password=False)
+                make_url(args.admin_url).set(database=args.bench_db).render_as_string(hide_password=False)
             )
         else:
             db_url = f"sqlite:///{tmp}/bench.sqlite"
@@ -917,7 +918,7 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
                 proc.wait(5)
             if admin is not None:
                 with admin.connect() as conn:
-                    conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{args.bench_db}" WITH (FORCE)'))
                 admin.dispose()
 
 
@@ -945,6 +946,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2, help="httpd workers (with --start-server)")
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--bench-db",
+        default="pandawms_bench",
+        help="with --start-server postgresql: the database made (and dropped) for the server",
+    )
     parser.add_argument(
         "--db-url",
         default="",
@@ -1003,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.loadavg_before = [round(x, 2) for x in os.getloadavg()]
     # Whose database sessions count as "postgres": the started server's (none on SQLite); all for an external one.
-    args.db_name = args.db_name or {"postgresql": "pandawms_bench", "sqlite": "<none>"}.get(
+    args.db_name = args.db_name or {"postgresql": args.bench_db, "sqlite": "<none>"}.get(
         args.start_server or "", ""
     )
     if args.start_server:

@@ -109,6 +109,8 @@ def measure_pandawms(args: argparse.Namespace, log: io.TextIOBase) -> dict[str, 
             str(args.processes),
             "--admin-url",
             args.admin_url,
+            "--bench-db",
+            "pandawms_peer_ours",
         ]
         result = _bench([*argv, *_scenario_args(args, scenario)], log)
         out[scenario] = result
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pilots", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--measure", type=float, default=30, help="heartbeat window, seconds")
-    parser.add_argument("--duration", type=float, default=900, help="hard limit of one scenario, seconds")
+    parser.add_argument("--duration", type=float, default=1200, help="hard limit of one scenario, seconds")
     parser.add_argument("--processes", type=int, default=2, help="server processes (both servers)")
     parser.add_argument("--threads", type=int, default=4, help="threads per mod_wsgi process (real server)")
     parser.add_argument(

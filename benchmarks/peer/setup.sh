@@ -5,6 +5,7 @@
 #     pip dependency mod_wsgi compiles against apxs), python3-venv, pg_partman, acl;
 #   - a virtualenv on Debian's /usr/bin/python3.11 (Apache's daemons run as www-data and must be
 #     able to run that Python) with panda-server from PyPI and psycopg2-binary;
+#   - pg_partman for the PostgreSQL on 127.0.0.1:5432 (the schema partitions tables with it);
 #   - the panda-database repository (the server's PostgreSQL schema), cloned once or copied from
 #     a local checkout given with --panda-database (or PANDA_DATABASE_SRC).
 #
@@ -30,8 +31,10 @@ mkdir -p "$CACHE"
 log() { echo "peer setup: $*" >&2; }
 
 # 1. Debian packages (root only; a non-root user must have them installed already).
+# pg_partman for the running PostgreSQL's major version (15 on Debian 12).
+PGMAJOR=$(psql -X -h "${PGHOST:-127.0.0.1}" -U postgres -tAc "SELECT current_setting('server_version_num')::int / 10000" 2>/dev/null || echo 15)
 need=()
-for pkg in apache2 apache2-dev libapache2-mod-wsgi-py3 python3-venv postgresql-15-partman acl; do
+for pkg in apache2 apache2-dev libapache2-mod-wsgi-py3 python3-venv "postgresql-$PGMAJOR-partman" acl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
