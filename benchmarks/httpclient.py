@@ -1,4 +1,4 @@
-"""A lean asyncio HTTP/1.1 client for load generation: keep-alive, Content-Length bodies only.
+"""A lean asyncio HTTP/1.1 client for load generation: keep-alive, Content-Length or chunked bodies.
 
 Python HTTP client libraries spend more CPU per request than the server under test; on a
 2-core machine that would measure the client. This one does the minimum: one connection per
@@ -51,7 +51,7 @@ class Connection:
                     raise ConnectionResetError
                 status = int(status_line.split()[1])
                 length = 0
-                close = False
+                chunked = close = False
                 while True:
                     line = await self.reader.readline()
                     if line in (b"\r\n", b""):
@@ -62,7 +62,12 @@ class Connection:
                         length = int(value)
                     elif lname == "connection" and value.strip().lower() == "close":
                         close = True
-                data = await self.reader.readexactly(length) if length else b""
+                    elif lname == "transfer-encoding" and value.strip().lower() == "chunked":
+                        chunked = True  # Apache + mod_wsgi, for an answer without a length
+                if chunked:
+                    data = await self._read_chunked()
+                else:
+                    data = await self.reader.readexactly(length) if length else b""
                 if close:
                     await self.close()
                 return status, data
@@ -71,6 +76,18 @@ class Connection:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    async def _read_chunked(self) -> bytes:
+        assert self.reader is not None
+        parts: list[bytes] = []
+        while True:
+            size = int((await self.reader.readline()).split(b";", 1)[0], 16)
+            if size == 0:
+                while (await self.reader.readline()) not in (b"\r\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
 
     async def close(self) -> None:
         """Close the connection (the next request opens a new one)."""

@@ -14,10 +14,11 @@ Scenarios (all bounded in count and time, loopback only):
 gzip) instead of the legacy getJob and updateJob.
 
 Reports per method: count, errors (transport, HTTP != 200, StatusCode other than 0/20, v1
-success false), throughput, p50/p95/p99 latency; jobs dispatched/s; server RSS (sampled every
-second from --server-pid and its children); the load average before and after (the machine may
-be shared); for lifecycle and soak the time 1.5M jobs would take at the measured rate. Prints a
-table and writes --json-out. Connections opened: the server's own count of new database
+success false, a v1 answer whose data carries a StatusCode other than 0/20 or the command
+``tobekilled``), throughput, p50/p95/p99 latency; jobs dispatched/s and PandaIDs handed out
+twice; server RSS (sampled every second from --server-pid and its children); the load average
+before and after (the machine may be shared); for lifecycle and soak the time 1.5M jobs would
+take at the measured rate. Prints a table and writes --json-out. Connections opened: the server's own count of new database
 connections (``pandawms_db_connections_opened_total`` in /metrics, every pool's ``connect``
 events, exact, on every backend) at the start and end of the measuring window; on PostgreSQL
 also the growth of ``pg_stat_database.sessions`` of the started server's database (the harness
@@ -28,7 +29,7 @@ Against a running server:
   python -m benchmarks.pandabench --url http://127.0.0.1:25080 --scenario dispatch --jobs 20000 --pilots 200
 
 Or let it start ``pandawms httpd`` on a fresh database (SQLite file, or a PostgreSQL database
-``pandawms_bench`` made through --admin-url) and stop it at the end:
+``pandawms_bench``, or --bench-db, made through --admin-url) and stop it at the end:
 
   python -m benchmarks.pandabench --start-server postgresql --workers 2 --scenario dispatch
 """
@@ -87,11 +88,23 @@ class Stats:
     dispatched: int = 0
     completed: int = 0
     submitted: list[int] = field(default_factory=list)
+    #: PandaIDs handed out, and how many were handed out a second time (never allowed).
+    handed_out: set[int] = field(default_factory=set)
+    duplicates: int = 0
 
     def add(self, method: str, seconds: float, ok: bool) -> None:
         self.latencies[method].append(seconds)
         if not ok:
             self.errors[method] += 1
+
+    def got_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        """Count jobs a dispatch answer handed out; a PandaID seen before is a duplicate."""
+        self.dispatched += len(jobs)
+        for job in jobs:
+            panda_id = int(job["PandaID"])
+            if panda_id in self.handed_out:
+                self.duplicates += 1
+            self.handed_out.add(panda_id)
 
 
 def _answer_ok(data: bytes) -> bool:
@@ -109,6 +122,10 @@ def _answer_ok(data: bytes) -> bool:
     data = reply.get("data")
     if isinstance(data, list):  # update_jobs_bulk: one envelope per entry
         return all(not isinstance(item, dict) or item.get("success") is not False for item in data)
+    if isinstance(data, dict):
+        # A v1 success can still carry the pilot protocol's refusal (the real server answers
+        # a database error so), or tell the pilot to kill a job it holds (a job it does not know).
+        return data.get("StatusCode", 0) in (0, 20) and data.get("command") != "tobekilled"
     return True
 
 
@@ -309,7 +326,7 @@ async def pilot(
             await asyncio.sleep(0.05)
             continue
         empty_rounds = 0
-        stats.dispatched += 1
+        stats.got_jobs(found)
         if not lifecycle:
             continue
         job = found[0]
@@ -365,7 +382,7 @@ async def harvester(
             await asyncio.sleep(0.05)
             continue
         empty_rounds = 0
-        stats.dispatched += len(found)
+        stats.got_jobs(found)
         for state in ["starting", "running"] + ["running"] * args.heartbeats + ["finished"]:
             entries = []
             for job in found:
@@ -611,7 +628,7 @@ async def opened_connections(args: argparse.Namespace) -> dict[str, float | None
         pass
     finally:
         await conn.close()
-    if args.start_server == "postgresql":
+    if args.start_server == "postgresql" or args.db_name not in ("", "<none>"):
         from sqlalchemy import create_engine, text
 
         admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
@@ -662,7 +679,8 @@ def refresh_statistics(args: argparse.Namespace) -> None:
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE jobs"))
+            for table in args.analyze.split(","):
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
     finally:
         engine.dispose()
 
@@ -802,6 +820,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "submitted": len(stats.submitted),
         "dispatched": stats.dispatched,
         "dispatched_per_s": round(stats.dispatched / elapsed, 1) if elapsed else 0.0,
+        "duplicate_dispatches": stats.duplicates,
         "completed": stats.completed,
         "api": args.api,
         "db_connections_opened": connections,
@@ -842,10 +861,10 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
         if args.start_server == "postgresql":
             admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
-                conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
-                conn.execute(text("CREATE DATABASE pandawms_bench"))
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{args.bench_db}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{args.bench_db}"'))
             db_url = (
-                make_url(args.admin_url).set(database="pandawms_bench").render_as_string(hide_password=False)
+                make_url(args.admin_url).set(database=args.bench_db).render_as_string(hide_password=False)
             )
         else:
             db_url = f"sqlite:///{tmp}/bench.sqlite"
@@ -899,7 +918,7 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
                 proc.wait(5)
             if admin is not None:
                 with admin.connect() as conn:
-                    conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{args.bench_db}" WITH (FORCE)'))
                 admin.dispose()
 
 
@@ -928,9 +947,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="httpd workers (with --start-server)")
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
+        "--bench-db",
+        default="pandawms_bench",
+        help="with --start-server postgresql: the database made (and dropped) for the server",
+    )
+    parser.add_argument(
         "--db-url",
         default="",
         help="the server's database (with --url): refresh its planner statistics after setup",
+    )
+    parser.add_argument(
+        "--db-name",
+        default="",
+        help="with --url: the server's PostgreSQL database, whose backends count as its postgres CPU",
+    )
+    parser.add_argument(
+        "--analyze",
+        default="jobs",
+        help="tables (comma list) to VACUUM ANALYZE after setup (PostgreSQL; another server's names)",
     )
     parser.add_argument(
         "--server-env", action="append", default=[], help="KEY=VALUE for the started server (repeatable)"
@@ -975,7 +1009,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.loadavg_before = [round(x, 2) for x in os.getloadavg()]
     # Whose database sessions count as "postgres": the started server's (none on SQLite); all for an external one.
-    args.db_name = {"postgresql": "pandawms_bench", "sqlite": "<none>"}.get(args.start_server or "", "")
+    args.db_name = args.db_name or {"postgresql": args.bench_db, "sqlite": "<none>"}.get(
+        args.start_server or "", ""
+    )
     if args.start_server:
         with started_server(args) as (url, pid):
             args.url = url

@@ -6,11 +6,20 @@
 #
 #   benchmarks/run_all.sh            # everything
 #   benchmarks/run_all.sh dispatch   # only the steps whose name contains "dispatch"
+#   benchmarks/run_all.sh --peer     # also pandawms against the real PanDA server (opt-in: it
+#                                    # installs panda-server from PyPI and Debian's Apache once,
+#                                    # ~25 minutes more on a quiet machine; benchmarks/peer/run.sh)
+#   benchmarks/run_all.sh --peer peer  # only that comparison
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=benchmarks/results
 mkdir -p "$OUT"
+peer=
+if [ "${1:-}" = "--peer" ]; then
+    peer=1
+    shift
+fi
 only=${1:-}
 
 step() {
@@ -42,3 +51,14 @@ step harvester-sqlite benchmarks.pandabench --start-server sqlite --workers 2 --
 step scaleout-pg benchmarks.scaleout --jobs 3000 --pilots 60 --freeze 1 --duration 240
 step growth-pg benchmarks.growth --db postgresql --live 10000,100000,1000000 --archive 10000000 --samples 500
 step growth-sqlite benchmarks.growth --db sqlite --live 10000,100000,1000000 --archive 1000000 --samples 500
+
+# pandawms and the real PanDA server side by side: never in CI, only with --peer.
+if [ -n "$peer" ]; then
+    case peer in *"$only"*)
+        echo "== peer: $(date -u +%H:%M:%S) $(uptime | sed 's/.*load average/load average/')" | tee -a "$OUT/uptime.log"
+        PY=$PY timeout 5400 benchmarks/peer/run.sh --runs 3 --pilots 100 --jobs 4000 --measure 30 --name peer \
+            > "$OUT/peer.out" 2>&1 || echo "   peer failed (see $OUT/peer.out and $OUT/peer.log)" | tee -a "$OUT/uptime.log"
+        tail -n 14 "$OUT/peer.out"
+        ;;
+    esac
+fi
