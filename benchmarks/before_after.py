@@ -57,6 +57,7 @@ def _run(src: Path, scenario: str, api: str, out: Path, db: str) -> dict[str, An
     cmd = [
         sys.executable, "-m", "benchmarks.pandabench", "--start-server", db, "--workers", "2",
         *SCENARIOS[scenario], "--api", api, "--server-env", f"PYTHONPATH={src}", "--json-out", str(out),
+        "--bench-db", "pandawms_before_after",
     ]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=900)
     return json.loads(out.read_text())
