@@ -318,7 +318,7 @@ def resume_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
         # An exhausted task may only go back to ready (the state table): the task manager takes
         # it on from there, to running as soon as its jobs are.
         target = T.RUNNING if task["status"] == T.PAUSED and _running_files(conn, task_id) else T.READY
-        if task["status"] == T.PAUSED and task["oldStatus"] in (T.REGISTERED, T.DEFINED):
+        if task["status"] == T.PAUSED and task["oldStatus"] in (T.REGISTERED, T.DEFINED, T.STAGING):
             target = TaskStatus(task["oldStatus"])
         move_task(conn, task, target.value, now, {"frozenTime": None}, reason=f"resumed by {who.name}")
     return Reply(True, _registered("resume", task_id), OK)

@@ -120,16 +120,20 @@ def _conclude(conn: Connection, task: dict[str, Any], now: dt.datetime) -> str |
     if status == T.ABORTING:
         conn.execute(
             task_files.update()
-            .where(task_files.c.jediTaskID == task_id, task_files.c.status == "ready")
+            .where(task_files.c.jediTaskID == task_id, task_files.c.status.in_(("ready", "staging")))
             .values(status="cancelled", modificationTime=now)
         )
         move_task(conn, task, T.ABORTED.value, now, reason="all jobs ended")
         return T.ABORTED.value
-    if status in (T.READY, T.RUNNING) and (counts["ready"] or counts["lib:ready"]):
+    # Files still on their way from tape (the data carousel) keep the task going.
+    if status in (T.READY, T.RUNNING) and (counts["ready"] or counts["lib:ready"] or counts["staging"]):
         return None
     if status not in (T.READY, T.RUNNING, T.FINISHING):
         return None
-    finished, total = counts["finished"], sum(counts[s] for s in ("ready", "finished", "failed", "cancelled"))
+    finished, total = (
+        counts["finished"],
+        sum(counts[s] for s in ("ready", "staging", "finished", "failed", "cancelled")),
+    )
     if total and finished == total:
         new = T.DONE
     elif finished:

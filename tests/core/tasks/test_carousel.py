@@ -1,0 +1,223 @@
+"""The data carousel against a real Rucio server: a task over a dataset that is only on tape.
+
+The dataset is uploaded to the tape RSE with Rucio's upload client. The task is refined into
+``staging`` with its files ``staging`` and a queued request; the carousel pass makes a rule
+from the tape to the disk RSE the queue reads. No transfer service runs here, so the test does
+its work (tests/rucio_server.py: copy the files, mark the replicas available), one file first:
+that file alone becomes ready and gets a job while the others are still on tape; then the rest,
+and the request is done. Operators' commands (data_carousel/*) act on the same requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from pandawms.core.queues.catalogue import load_queues
+from pandawms.core.runtime import Runtime
+from pandawms.core.tasks import commands as tasks
+from pandawms.core.tasks.carousel import list_requests, run_carousel
+from pandawms.core.tasks.inputs import ddm_for
+from pandawms.core.tasks.progress import manage_tasks
+from pandawms.db.engine import read_tx
+from pandawms.db.schema import jobs
+from pandawms.db.schema_tasks import task_dataset_rses, task_files, tasks as tasks_table
+from pandawms.ddm import RuleState
+from pandawms.model.identity import Identity
+from tests.rucio_server import (  # noqa: F401 - the session fixture
+    RucioServer,
+    complete_transfers,
+    rucio_server,
+    upload_dataset,
+)
+
+pytestmark = pytest.mark.slow
+
+SCOPE = "tests"
+QUEUE = "CAROUSEL_Q"
+JANE = Identity(dn="/DC=org/CN=Jane Doe", roles=frozenset({"user"}))
+
+
+@pytest.fixture
+def crt(
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    make_runtime: Callable[..., Runtime],
+    tmp_path: Path,
+) -> Runtime:
+    pytest.importorskip("rucio.client", reason="rucio-clients is not installed (pip install -e '.[test]')")
+    rt = make_runtime(
+        f"sqlite:///{tmp_path / 'carousel.sqlite'}",
+        ddm_rucio_host=rucio_server.url,
+        ddm_rucio_account=rucio_server.account,
+        ddm_rucio_username=rucio_server.username,
+        ddm_rucio_password=rucio_server.password,
+    )
+    queue = {
+        "name": QUEUE,
+        "status": "online",
+        "state": "ACTIVE",
+        "type": "unified",
+        "corecount": 1,
+        "astorages": {"pr": ["PANDAWMS_DISK_A", "PANDAWMS_DISK_B"], "pw": ["PANDAWMS_DISK_B"]},
+    }
+    load_queues(rt, json.dumps({QUEUE: queue}), replace=False)
+    return rt
+
+
+def task_params(dataset: str, name: str) -> dict[str, Any]:
+    """What prun --exec "echo %IN" --inDS <dataset> --nFilesPerJob 1 --noBuild sends (trimmed)."""
+    return {
+        "taskName": f"user.jdoe.{name}/",
+        "uniqueTaskName": True,
+        "vo": "atlas",
+        "prodSourceLabel": "user",
+        "processingType": "panda-client-2.2.0-jedi-run",
+        "nFilesPerJob": 1,
+        "sourceURL": "http://127.0.0.1:25080",
+        "log": {
+            "dataset": f"user.jdoe.{name}.log/",
+            "container": f"user.jdoe.{name}.log/",
+            "type": "template",
+            "param_type": "log",
+            "value": f"user.jdoe.{name}.log.$JEDITASKID.${{SN}}.log.tgz",
+        },
+        "jobParameters": [
+            {"type": "constant", "value": '-j "" --sourceURL ${SURL}'},
+            {"type": "constant", "value": '-p "echo%20%IN"'},
+            {
+                "type": "template",
+                "param_type": "input",
+                "value": '-i "${IN/T}"',
+                "dataset": f"{SCOPE}:{dataset}",
+                "expand": True,
+            },
+        ],
+    }
+
+
+def on_tape(server: RucioServer, tmp_path: Path, count: int = 3) -> tuple[str, list[str]]:
+    tag = secrets.token_hex(4)
+    dataset = f"data.{tag}.tape"
+    files = {f"data.{tag}._{i:06d}.root": os.urandom(300 + i) for i in range(count)}
+    upload_dataset(server, tmp_path / f"up-{tag}", "PANDAWMS_TAPE", SCOPE, dataset, files, {})
+    return dataset, sorted(files)
+
+
+def _task(rt: Runtime, task_id: int) -> dict[str, Any]:
+    with read_tx(rt.engine) as conn:
+        return dict(
+            conn.execute(select(tasks_table).where(tasks_table.c.jediTaskID == task_id)).mappings().one()
+        )
+
+
+def _file_states(rt: Runtime, task_id: int) -> dict[str, str]:
+    with read_tx(rt.engine) as conn:
+        rows = conn.execute(
+            select(task_files.c.lfn, task_files.c.status).where(
+                task_files.c.jediTaskID == task_id, task_files.c.type == "input"
+            )
+        )
+        return {str(lfn): str(status) for lfn, status in rows}
+
+
+def _job_inputs(rt: Runtime, task_id: int) -> list[str]:
+    with read_tx(rt.engine) as conn:
+        ids = [int(r[0]) for r in conn.execute(select(jobs.c.PandaID).where(jobs.c.jediTaskID == task_id))]
+        rows = conn.execute(
+            select(task_files.c.lfn).where(task_files.c.PandaID.in_(ids), task_files.c.type == "input")
+        )
+        return sorted(str(r[0]) for r in rows)
+
+
+def test_a_task_over_tape_data_waits_staging_and_gets_jobs_as_files_arrive(
+    crt: Runtime,
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    dataset, names = on_tape(rucio_server, tmp_path)
+    reply = tasks.submit_task(crt, task_params(dataset, "tape1"), JANE)
+    assert reply.success, reply
+    task_id = int(reply.data)
+    manage_tasks(crt)
+    assert _task(crt, task_id)["status"] == "staging"
+    assert set(_file_states(crt, task_id).values()) == {"staging"}
+    (request,) = list_requests(crt, task_id=task_id)
+    assert (request.dataset, request.status, request.source_rse) == (
+        f"{SCOPE}:{dataset}",
+        "queued",
+        "PANDAWMS_TAPE",
+    )
+
+    # The pass makes a rule from the tape to the disk the queue reads (the most read one).
+    run_carousel(crt)
+    (request,) = list_requests(crt, task_id=task_id)
+    assert (request.status, request.destination_rse, request.total_files) == ("staging", "PANDAWMS_DISK_A", 3)
+    rule = ddm_for(crt).get_rule(request.ddm_rule_id or "")
+    assert (rule.state, rule.rse_expression, rule.locks_replicating) == (
+        RuleState.REPLICATING,
+        "PANDAWMS_DISK_A",
+        3,
+    )
+    manage_tasks(crt)
+    assert _task(crt, task_id)["status"] == "staging" and not _job_inputs(crt, task_id)
+
+    # One file arrives: it alone is released and gets a job; the task runs while the rest stage.
+    complete_transfers(rucio_server, tmp_path / "t1", "PANDAWMS_TAPE", "PANDAWMS_DISK_A", SCOPE, names[:1])
+    run_carousel(crt)
+    (request,) = list_requests(crt, task_id=task_id)
+    assert (request.status, request.staged_files) == ("staging", 1)
+    assert _file_states(crt, task_id) == {names[0]: "ready", names[1]: "staging", names[2]: "staging"}
+    assert _task(crt, task_id)["status"] == "ready"
+    manage_tasks(crt)
+    assert _task(crt, task_id)["status"] == "running"
+    assert _job_inputs(crt, task_id) == names[:1]
+    with read_tx(crt.engine) as conn:
+        where = {
+            r[0]
+            for r in conn.execute(
+                select(task_dataset_rses.c.rse).where(task_dataset_rses.c.jediTaskID == task_id)
+            )
+        }
+        site = conn.execute(select(jobs.c.computingSite).where(jobs.c.jediTaskID == task_id)).scalar_one()
+    assert where == {"PANDAWMS_DISK_A"} and site == QUEUE
+
+    # The rest arrive: the rule is satisfied, the request done, every file has its job.
+    complete_transfers(rucio_server, tmp_path / "t2", "PANDAWMS_TAPE", "PANDAWMS_DISK_A", SCOPE, names[1:])
+    run_carousel(crt)
+    (request,) = list_requests(crt, task_id=task_id)
+    assert (request.status, request.staged_files, request.staged_size) == ("done", 3, request.dataset_size)
+    assert ddm_for(crt).get_rule(request.ddm_rule_id or "").state is RuleState.OK
+    manage_tasks(crt)
+    assert _job_inputs(crt, task_id) == names
+
+    # A second task over the same dataset joins the done request (the data is on disk now).
+    reply = tasks.submit_task(crt, task_params(dataset, "tape2"), JANE)
+    manage_tasks(crt)
+    assert _task(crt, int(reply.data))["status"] == "running"
+    assert len(list_requests(crt)) == 1
+
+
+def test_a_killed_task_cancels_its_request(
+    crt: Runtime,
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    dataset, _ = on_tape(rucio_server, tmp_path, count=1)
+    task_id = int(tasks.submit_task(crt, task_params(dataset, "killed"), JANE).data)
+    manage_tasks(crt)
+    run_carousel(crt)
+    (request,) = list_requests(crt, task_id=task_id)
+    assert request.status == "staging"
+    assert tasks.kill_task(crt, task_id, JANE).success
+    manage_tasks(crt)
+    assert _task(crt, task_id)["status"] == "aborted"
+    assert run_carousel(crt)["cancelled"] == 1
+    (request,) = list_requests(crt, task_id=task_id)
+    assert request.status == "cancelled" and request.end_time
