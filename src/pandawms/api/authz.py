@@ -144,6 +144,11 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("job", "reassign"): USER_WRITE,
     ("job", "set_command"): PRODUCTION_WRITE,
     ("job", "generate_offline_execution_script"): USER,
+    # Data carousel requests (core/tasks/carousel_ops.py): production role, as the real server.
+    ("data_carousel", "change_staging_destination"): PRODUCTION_WRITE,
+    ("data_carousel", "change_staging_source"): PRODUCTION_WRITE,
+    ("data_carousel", "force_to_staging"): PRODUCTION_WRITE,
+    ("data_carousel", "retire_unused"): PRODUCTION_WRITE,
 }
 
 #: Legacy ``/server/panda`` methods.

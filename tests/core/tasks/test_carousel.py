@@ -22,14 +22,17 @@ from sqlalchemy import select
 
 from pandawms.core.queues.catalogue import load_queues
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks import carousel_ops
 from pandawms.core.tasks import commands as tasks
 from pandawms.core.tasks.carousel import list_requests, run_carousel
 from pandawms.core.tasks.inputs import ddm_for
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs
-from pandawms.db.schema_tasks import task_dataset_rses, task_files, tasks as tasks_table
+from pandawms.db.schema_tasks import task_dataset_rses, task_files
+from pandawms.db.schema_tasks import tasks as tasks_table
 from pandawms.ddm import RuleState
+from pandawms.model.errors import Invalid
 from pandawms.model.identity import Identity
 from tests.rucio_server import (  # noqa: F401 - the session fixture
     RucioServer,
@@ -45,19 +48,18 @@ QUEUE = "CAROUSEL_Q"
 JANE = Identity(dn="/DC=org/CN=Jane Doe", roles=frozenset({"user"}))
 
 
-@pytest.fixture
-def crt(
-    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
-    make_runtime: Callable[..., Runtime],
-    tmp_path: Path,
+def carousel_runtime(
+    server: RucioServer, make_runtime: Callable[..., Runtime], path: Path, **overrides: object
 ) -> Runtime:
+    """A Runtime whose DDM is the test Rucio, with one queue reading both disk RSEs."""
     pytest.importorskip("rucio.client", reason="rucio-clients is not installed (pip install -e '.[test]')")
     rt = make_runtime(
-        f"sqlite:///{tmp_path / 'carousel.sqlite'}",
-        ddm_rucio_host=rucio_server.url,
-        ddm_rucio_account=rucio_server.account,
-        ddm_rucio_username=rucio_server.username,
-        ddm_rucio_password=rucio_server.password,
+        f"sqlite:///{path}",
+        ddm_rucio_host=server.url,
+        ddm_rucio_account=server.account,
+        ddm_rucio_username=server.username,
+        ddm_rucio_password=server.password,
+        **overrides,
     )
     queue = {
         "name": QUEUE,
@@ -69,6 +71,15 @@ def crt(
     }
     load_queues(rt, json.dumps({QUEUE: queue}), replace=False)
     return rt
+
+
+@pytest.fixture
+def crt(
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    make_runtime: Callable[..., Runtime],
+    tmp_path: Path,
+) -> Runtime:
+    return carousel_runtime(rucio_server, make_runtime, tmp_path / "carousel.sqlite")
 
 
 def task_params(dataset: str, name: str) -> dict[str, Any]:
@@ -221,3 +232,100 @@ def test_a_killed_task_cancels_its_request(
     assert run_carousel(crt)["cancelled"] == 1
     (request,) = list_requests(crt, task_id=task_id)
     assert request.status == "cancelled" and request.end_time
+
+
+def test_operator_commands_on_requests(
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    make_runtime: Callable[..., Runtime],
+    tmp_path: Path,
+) -> None:
+    """force_to_staging, change_staging_source, change_staging_destination, retire_unused."""
+    rt = carousel_runtime(rucio_server, make_runtime, tmp_path / "ops.sqlite", carousel_max_staging=0)
+    dataset, names = on_tape(rucio_server, tmp_path, count=2)
+    did = f"{SCOPE}:{dataset}"
+    task_id = int(tasks.submit_task(rt, task_params(dataset, "ops"), JANE).data)
+    manage_tasks(rt)
+    run_carousel(rt)
+    (request,) = list_requests(rt, task_id=task_id)
+    assert request.status == "queued"  # no room: carousel_max_staging is 0
+    rid = request.request_id
+
+    missing = carousel_ops.force_to_staging(rt, 10**9, None)
+    assert (missing.success, missing.message) == (False, "failed to get corresponding request")
+    with pytest.raises(Invalid):
+        carousel_ops.force_to_staging(rt, None, "x" * 300)
+    # A queued request: no other tape holds the dataset.
+    reply = carousel_ops.change_staging_source(rt, rid, None)
+    assert not reply.success and "has no other source RSE available" in reply.message
+
+    reply = carousel_ops.force_to_staging(rt, None, did)
+    assert reply.success and reply.message == "status has become staging"
+    assert (
+        reply.data["request_id"] == rid and reply.data["dataset"] == did and reply.data["status"] == "staging"
+    )
+    first_rule = reply.data["ddm_rule_id"]
+    again = carousel_ops.force_to_staging(rt, rid, None)
+    assert (
+        not again.success
+        and again.message == f"failed to stage request_id={rid} : status=staging not queued; skipped"
+    )
+
+    # Staging: the rule's source expression is dropped (any tape may serve it); no other tape to name.
+    reply = carousel_ops.change_staging_source(rt, rid, None)
+    assert (reply.success, reply.message) == (True, "status=staging source replica expression is dropped")
+    assert reply.data == {
+        "request_id": rid,
+        "dataset": did,
+        "source_rse": "PANDAWMS_TAPE",
+        "ddm_rule_id": first_rule,
+    }
+    reply = carousel_ops.change_staging_source(rt, rid, None, source_rse="PANDAWMS_DISK_B")
+    assert not reply.success and "has no other source RSE available" in reply.message
+
+    # Another destination: a new request to the other disk; the old one cancelled, its rule expiring.
+    reply = carousel_ops.change_staging_destination(rt, None, did)
+    assert reply.success and reply.message == "new request resubmitted, destination changed", reply
+    new_id = reply.data["new_request_id"]
+    assert reply.data == {"request_id": rid, "new_request_id": new_id, "dataset": did}
+    (new,) = list_requests(rt, task_id=task_id)
+    assert (new.request_id, new.status, new.destination_rse) == (new_id, "staging", "PANDAWMS_DISK_B")
+    assert new.params["excluded_dst_list"] == ["PANDAWMS_DISK_A"] and new.params["resub_from"] == rid
+    assert [r.status for r in list_requests(rt) if r.request_id == rid] == ["cancelled"]
+    # No third disk to go to.
+    reply = carousel_ops.change_staging_destination(rt, new_id, None)
+    assert not reply.success and "no other available destination RSE" in reply.message
+
+    complete_transfers(rucio_server, tmp_path / "t", "PANDAWMS_TAPE", "PANDAWMS_DISK_B", SCOPE, names)
+    run_carousel(rt)
+    manage_tasks(rt)
+    assert _job_inputs(rt, task_id) == names
+    with read_tx(rt.engine) as conn:
+        where = {
+            r[0]
+            for r in conn.execute(
+                select(task_dataset_rses.c.rse).where(task_dataset_rses.c.jediTaskID == task_id)
+            )
+        }
+    assert where == {"PANDAWMS_DISK_B"}
+
+    # Retire: not while a task uses it; once the task has ended, the request and its rule go.
+    reply = carousel_ops.retire_unused(rt, new_id, None)
+    assert (
+        not reply.success
+        and reply.message
+        == f"failed to retire request_id={new_id} : still has 1 active related tasks ; skipped"
+    )
+    assert tasks.kill_task(rt, task_id, JANE).success
+    manage_tasks(rt)
+    manage_tasks(rt)
+    assert _task(rt, task_id)["status"] == "aborted"
+    reply = carousel_ops.retire_unused(rt, None, did)
+    assert (reply.success, reply.message) == (True, "retired successfully"), reply
+    assert reply.data == {
+        "request_id": new_id,
+        "dataset": did,
+        "status": "retired",
+        "ddm_rule_id": new.ddm_rule_id,
+    }
+    reply = carousel_ops.retire_unused(rt, rid, None)
+    assert reply.message == f"failed to retire request_id={rid} : status is cancelled, not done ; skipped"

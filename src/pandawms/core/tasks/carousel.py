@@ -166,7 +166,7 @@ def related_tasks(conn: Connection, request_id: int, active_only: bool = False) 
     return [int(r[0]) for r in conn.execute(stmt)]
 
 
-def _set_params(old: Request | None, **values: Any) -> str:
+def set_params(old: Request | None, **values: Any) -> str:
     params = dict(old.params) if old is not None else {}
     params.update(values)
     return json.dumps(params, sort_keys=True)
@@ -272,7 +272,7 @@ def choose_destination(rt: Runtime, ddm: DDM, excluded: Iterable[str] = ()) -> s
 # --- staging a request ---------------------------------------------------------------------------
 
 
-def _end_request(conn: Connection, request_id: int, status: C, now: dt.datetime, **params: Any) -> bool:
+def end_request(conn: Connection, request_id: int, status: C, now: dt.datetime, **params: Any) -> bool:
     """Move a request to cancelled or retired (guarded on its current status); True if it moved."""
     old = get_request(conn, request_id, lock=True)
     allowed = ACTIVE if status is C.CANCELLED else frozenset({C.DONE})
@@ -282,7 +282,7 @@ def _end_request(conn: Connection, request_id: int, status: C, now: dt.datetime,
     if status is C.CANCELLED:
         values["end_time"] = now
     if params:
-        values["parameters"] = _set_params(old, **params)
+        values["parameters"] = set_params(old, **params)
     done = conn.execute(
         requests.update()
         .where(requests.c.request_id == request_id, requests.c.status == old.status)
@@ -320,7 +320,7 @@ def stage_request(
         return False, f"status={request.status} not queued; skipped", request
     if not active:
         with write_tx(rt.engine) as conn:
-            _end_request(conn, request_id, C.CANCELLED, now, cancel_reason="queued_while_no_active_tasks")
+            end_request(conn, request_id, C.CANCELLED, now, cancel_reason="queued_while_no_active_tasks")
         return False, "no active related tasks; skipped", request
     try:
         info = source.dataset_info(request.dataset)
@@ -370,7 +370,7 @@ def stage_request(
     return True, "", staged
 
 
-def _input_datasets(conn: Connection, dataset: str, task_ids: Sequence[int]) -> list[tuple[int, int]]:
+def input_datasets(conn: Connection, dataset: str, task_ids: Sequence[int]) -> list[tuple[int, int]]:
     """(task id, dataset id) of the tasks' input datasets that are ``dataset``."""
     if not task_ids:
         return []
@@ -386,7 +386,7 @@ def _locate(
     conn: Connection, dataset: str, task_ids: Sequence[int], rse: str, replaces: str | None = None
 ) -> None:
     """Record ``rse`` as where the tasks' copy of ``dataset`` is (brokerage reads it)."""
-    for task_id, dataset_id in _input_datasets(conn, dataset, task_ids):
+    for task_id, dataset_id in input_datasets(conn, dataset, task_ids):
         if replaces:
             conn.execute(
                 delete(task_dataset_rses).where(
@@ -455,7 +455,7 @@ def check_request(rt: Runtime, request: Request, ddm: DDM | None = None) -> str:
         rule = source.get_rule(request.ddm_rule_id)
     except RuleNotFound:
         with write_tx(rt.engine) as conn:
-            _end_request(conn, request.request_id, C.CANCELLED, now, rule_unfound=True)
+            end_request(conn, request.request_id, C.CANCELLED, now, rule_unfound=True)
         return "cancelled (rule not found)"
     replicas = source.list_replicas([request.dataset])
     on_disk = {(r.file.scope, r.file.name) for r in replicas if request.destination_rse in r.rses}
@@ -479,7 +479,7 @@ def check_request(rt: Runtime, request: Request, ddm: DDM | None = None) -> str:
         )
         waiting = related_tasks(conn, request.request_id, active_only=True)
         by_task: dict[int, list[int]] = {}
-        for task_id, dataset_id in _input_datasets(conn, request.dataset, waiting):
+        for task_id, dataset_id in input_datasets(conn, request.dataset, waiting):
             by_task.setdefault(task_id, []).append(dataset_id)
         for task_id, dataset_ids in by_task.items():
             got = _release_files(conn, task_id, dataset_ids, on_disk, now)
@@ -508,7 +508,7 @@ def cancel_orphans(rt: Runtime, ddm: DDM | None = None) -> int:
         for request in [_request(r) for r in rows]:
             if related_tasks(conn, request.request_id, active_only=True):
                 continue
-            if _end_request(conn, request.request_id, C.CANCELLED, now, cancel_reason="no_active_tasks"):
+            if end_request(conn, request.request_id, C.CANCELLED, now, cancel_reason="no_active_tasks"):
                 ended.append(request)
     if ended and any(r.ddm_rule_id for r in ended):
         source = ddm or ddm_for(rt)
