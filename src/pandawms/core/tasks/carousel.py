@@ -433,7 +433,7 @@ def wake_task(conn: Connection, task_id: int, now: dt.datetime, reason: str) -> 
     task = lock_task(conn, task_id)
     if task is None or task["status"] != T.STAGING:
         return False
-    counts = dict(
+    counts: dict[str, int] = dict(
         conn.execute(
             select(task_files.c.status, func.count())
             .where(task_files.c.jediTaskID == task_id, task_files.c.status.in_(("ready", "staging")))
