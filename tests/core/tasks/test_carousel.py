@@ -49,12 +49,12 @@ JANE = Identity(dn="/DC=org/CN=Jane Doe", roles=frozenset({"user"}))
 
 
 def carousel_runtime(
-    server: RucioServer, make_runtime: Callable[..., Runtime], path: Path, **overrides: object
+    server: RucioServer, make_runtime: Callable[..., Runtime], url: str, **overrides: object
 ) -> Runtime:
     """A Runtime whose DDM is the test Rucio, with one queue reading both disk RSEs."""
     pytest.importorskip("rucio.client", reason="rucio-clients is not installed (pip install -e '.[test]')")
     rt = make_runtime(
-        f"sqlite:///{path}",
+        url,
         ddm_rucio_host=server.url,
         ddm_rucio_account=server.account,
         ddm_rucio_username=server.username,
@@ -77,9 +77,10 @@ def carousel_runtime(
 def crt(
     rucio_server: RucioServer,  # noqa: F811 - the imported fixture
     make_runtime: Callable[..., Runtime],
-    tmp_path: Path,
+    db_url: str,
 ) -> Runtime:
-    return carousel_runtime(rucio_server, make_runtime, tmp_path / "carousel.sqlite")
+    """On every database backend: the requests, relations and file releases are plain SQL."""
+    return carousel_runtime(rucio_server, make_runtime, db_url)
 
 
 def task_params(dataset: str, name: str) -> dict[str, Any]:
@@ -240,7 +241,9 @@ def test_operator_commands_on_requests(
     tmp_path: Path,
 ) -> None:
     """force_to_staging, change_staging_source, change_staging_destination, retire_unused."""
-    rt = carousel_runtime(rucio_server, make_runtime, tmp_path / "ops.sqlite", carousel_max_staging=0)
+    rt = carousel_runtime(
+        rucio_server, make_runtime, f"sqlite:///{tmp_path / 'ops.sqlite'}", carousel_max_staging=0
+    )
     dataset, names = on_tape(rucio_server, tmp_path, count=2)
     did = f"{SCOPE}:{dataset}"
     task_id = int(tasks.submit_task(rt, task_params(dataset, "ops"), JANE).data)
