@@ -235,6 +235,27 @@ def test_a_killed_task_cancels_its_request(
     assert request.status == "cancelled" and request.end_time
 
 
+def test_a_task_paused_while_staging_resumes_and_runs(
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    make_runtime: Callable[..., Runtime],
+    tmp_path: Path,
+) -> None:
+    """Files released while the task is paused: once resumed it is ready, not stuck in staging."""
+    rt = carousel_runtime(rucio_server, make_runtime, f"sqlite:///{tmp_path / 'pause.sqlite'}")
+    dataset, names = on_tape(rucio_server, tmp_path, count=1)
+    task_id = int(tasks.submit_task(rt, task_params(dataset, "paused"), JANE).data)
+    manage_tasks(rt)
+    run_carousel(rt)
+    assert tasks.pause_task(rt, task_id, JANE).success
+    complete_transfers(rucio_server, tmp_path / "t", "PANDAWMS_TAPE", "PANDAWMS_DISK_A", SCOPE, names)
+    run_carousel(rt)
+    assert _task(rt, task_id)["status"] == "paused" and _file_states(rt, task_id) == {names[0]: "ready"}
+    assert tasks.resume_task(rt, task_id, JANE).success
+    assert _task(rt, task_id)["status"] == "staging"
+    manage_tasks(rt)
+    assert _task(rt, task_id)["status"] == "running" and _job_inputs(rt, task_id) == names
+
+
 def test_operator_commands_on_requests(
     rucio_server: RucioServer,  # noqa: F811 - the imported fixture
     make_runtime: Callable[..., Runtime],

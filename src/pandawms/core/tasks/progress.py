@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.tasks.carousel import wake_task
 from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -196,6 +197,12 @@ def active_task_ids(rt: Runtime, limit: int = 1000) -> list[int]:
     return ids
 
 
+def wake_staging(rt: Runtime, task_id: int) -> bool:
+    """A task in ``staging`` that has ready files (released while it was paused) becomes ready."""
+    with write_tx(rt.engine) as conn:
+        return wake_task(conn, task_id, utcnow(), "input files on disk")
+
+
 def manage_tasks(rt: Runtime) -> dict[str, int]:
     """One pass of the task manager over every active task: follow jobs, make jobs, conclude."""
     from pandawms.core.tasks.commands import kill_task_jobs
@@ -205,6 +212,9 @@ def manage_tasks(rt: Runtime) -> dict[str, int]:
     for task_id in active_task_ids(rt):
         try:
             status = sync_task(rt, task_id)
+            if status == T.STAGING and wake_staging(rt, task_id):
+                # Files released while it was paused (the carousel wakes only tasks in staging).
+                status = T.READY
             if status in (T.REGISTERED, T.READY, T.RUNNING):
                 counts["jobs"] += advance_task(rt, task_id)
             elif status == T.ABORTING:
