@@ -10,6 +10,7 @@ and the request is done. Operators' commands (data_carousel/*) act on the same r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -274,6 +275,12 @@ def test_operator_commands_on_requests(
     assert request.status == "queued"  # no room: carousel_max_staging is 0
     rid = request.request_id
 
+    # With room but no disk to stage to, the task says why it waits.
+    nowhere = dataclasses.replace(rt.settings, carousel_max_staging=10, carousel_destinations="NO_SUCH_RSE")
+    run_carousel(Runtime(engine=rt.engine, settings=nowhere))
+    assert "no destination RSE" in (_task(rt, task_id)["errorDialog"] or "")
+    assert list_requests(rt, task_id=task_id)[0].status == "queued"
+
     missing = carousel_ops.force_to_staging(rt, 10**9, None)
     assert (missing.success, missing.message) == (False, "failed to get corresponding request")
     with pytest.raises(Invalid):
@@ -284,6 +291,7 @@ def test_operator_commands_on_requests(
 
     reply = carousel_ops.force_to_staging(rt, None, did)
     assert reply.success and reply.message == "status has become staging"
+    assert _task(rt, task_id)["errorDialog"] is None
     assert (
         reply.data["request_id"] == rid and reply.data["dataset"] == did and reply.data["status"] == "staging"
     )

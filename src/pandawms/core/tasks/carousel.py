@@ -357,7 +357,19 @@ def stage_request(
                 modification_time=now,
             )
         )
-        _locate(conn, request.dataset, related_tasks(conn, request_id), target)
+        waiting = related_tasks(conn, request_id)
+        _locate(conn, request.dataset, waiting, target)
+        if current.params.get("problem"):  # the reason it could not stage before is gone
+            conn.execute(
+                requests.update()
+                .where(requests.c.request_id == request_id)
+                .values(parameters=set_params(current, problem=None))
+            )
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.jediTaskID.in_(waiting), tasks.c.status == T.STAGING.value)
+                .values(errorDialog=None)
+            )
         staged = get_request(conn, request_id)
     log.info(
         "carousel: request %d stages %s from %s to %s (rule %s)",
@@ -457,6 +469,8 @@ def check_request(rt: Runtime, request: Request, ddm: DDM | None = None) -> str:
         with write_tx(rt.engine) as conn:
             end_request(conn, request.request_id, C.CANCELLED, now, rule_unfound=True)
         return "cancelled (rule not found)"
+    if rule.state is RuleState.STUCK:
+        note_problem(rt, request.request_id, f"rule {rule.id} is stuck: {rule.error or 'no reason given'}")
     replicas = source.list_replicas([request.dataset])
     on_disk = {(r.file.scope, r.file.name) for r in replicas if request.destination_rse in r.rses}
     staged_bytes = sum(r.file.size or 0 for r in replicas if request.destination_rse in r.rses)
@@ -495,6 +509,28 @@ def check_request(rt: Runtime, request: Request, ddm: DDM | None = None) -> str:
             log.warning("carousel: cannot extend rule %s: %s", request.ddm_rule_id, exc.message)
     state = "done" if finished else f"{len(on_disk)}/{total} on disk"
     return f"{state}, {released} files released"
+
+
+def note_problem(rt: Runtime, request_id: int, why: str) -> None:
+    """Show why a request does not progress: in its parameters, and to the users of its tasks
+    (``errorDialog`` of those waiting in staging, which pbook and the monitor show)."""
+    now = utcnow()
+    with write_tx(rt.engine) as conn:
+        request = get_request(conn, request_id, lock=True)
+        if request is None or request.params.get("problem") == why[:500]:
+            return
+        conn.execute(
+            requests.update()
+            .where(requests.c.request_id == request_id)
+            .values(parameters=set_params(request, problem=why[:500]), modification_time=now)
+        )
+        waiting = related_tasks(conn, request_id, active_only=True)
+        if waiting:
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.jediTaskID.in_(waiting), tasks.c.status == T.STAGING.value)
+                .values(errorDialog=f"staging {request.dataset} from tape: {why}"[:510], modificationTime=now)
+            )
 
 
 def cancel_orphans(rt: Runtime, ddm: DDM | None = None) -> int:
@@ -547,6 +583,7 @@ def run_carousel(rt: Runtime, ddm: DDM | None = None) -> dict[str, int]:
         counts["staged" if ok else "not_staged"] += 1
         if not ok:
             log.warning("carousel: request %d not staged: %s", request_id, why)
+            note_problem(rt, request_id, f"cannot stage yet: {why}")
     for request in list_requests(rt, status=C.STAGING.value, limit=PER_PASS):
         try:
             result = check_request(rt, request, source)
