@@ -22,17 +22,19 @@ import pytest
 from sqlalchemy import select
 
 from pandawms.core.queues.catalogue import load_queues
-from pandawms.core.runtime import Runtime
+from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks import carousel_ops
 from pandawms.core.tasks import commands as tasks
-from pandawms.core.tasks.carousel import list_requests, run_carousel
-from pandawms.core.tasks.inputs import ddm_for
+from pandawms.core.tasks.carousel import list_requests, request_staging, run_carousel
+from pandawms.core.tasks.inputs import StreamFiles, ddm_for
+from pandawms.core.tasks.params import InputStream
 from pandawms.core.tasks.progress import manage_tasks
-from pandawms.db.engine import read_tx
+from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs
+from pandawms.db.schema_carousel import data_carousel_relations, data_carousel_requests
 from pandawms.db.schema_tasks import task_dataset_rses, task_files
 from pandawms.db.schema_tasks import tasks as tasks_table
-from pandawms.ddm import RuleState
+from pandawms.ddm import FileInfo, RuleState
 from pandawms.model.errors import Invalid
 from pandawms.model.identity import Identity
 from tests.rucio_server import (  # noqa: F401 - the session fixture
@@ -361,3 +363,25 @@ def test_operator_commands_on_requests(
     }
     reply = carousel_ops.retire_unused(rt, rid, None)
     assert reply.message == f"failed to retire request_id={rid} : status is cancelled, not done ; skipped"
+
+
+def test_a_done_request_whose_data_left_disk_is_replaced(sqlite_rt: Runtime) -> None:
+    """Refining over a dataset on tape only whose request says done: that one is retired, a new one queued."""
+    now = utcnow()
+    part = StreamFiles(InputStream("tests:data.old"), [FileInfo("tests", "f1", 10)], (), ("PANDAWMS_TAPE",))
+    with write_tx(sqlite_rt.engine) as conn:
+        conn.execute(
+            data_carousel_requests.insert().values(
+                request_id=7,
+                dataset="tests:data.old",
+                status="done",
+                creation_time=now,
+                modification_time=now,
+            )
+        )
+        conn.execute(data_carousel_relations.insert().values(request_id=7, task_id=1))
+        (new_id,) = request_staging(conn, {"jediTaskID": 2}, [part], now)
+    requests = {r.request_id: r for r in list_requests(sqlite_rt)}
+    assert requests[7].status == "retired" and requests[7].params["retire_reason"] == "replicas_gone"
+    assert (requests[new_id].status, requests[new_id].source_rse) == ("queued", "PANDAWMS_TAPE")
+    assert [r.request_id for r in list_requests(sqlite_rt, task_id=2)] == [new_id]

@@ -181,7 +181,8 @@ def request_staging(
     """Make or join a request for each input stream that is on tape only; the request ids.
 
     Runs in the refiner's transaction: the task's staging files, its requests and its relations
-    commit together. A dataset with a queued, staging or done request joins that one.
+    commit together. A dataset with a queued or staging request joins that one; a done request
+    is retired (its copy on disk is gone, or the stream would not need staging) and a new one made.
     """
     task_id = int(task["jediTaskID"])
     ids: list[int] = []
@@ -190,6 +191,10 @@ def request_staging(
             continue
         dataset = canonical(part.stream.dataset)
         found = request_by_dataset(conn, dataset)
+        if found is not None and found.status == C.DONE:
+            # Done, yet the data is on tape only again (its rule expired): stage it anew.
+            end_request(conn, found.request_id, C.RETIRED, now, retire_reason="replicas_gone")
+            found = None
         if found is not None:
             request_id = found.request_id
         else:
