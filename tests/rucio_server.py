@@ -501,3 +501,13 @@ def complete_transfers(
     )
     if done.returncode != 0:
         raise RuntimeError(f"completing transfers failed: {done.stderr[-3000:]}")
+
+
+def run_judge_cleaner(server: RucioServer) -> None:
+    """Run Rucio's judge-cleaner daemon once: rules deleted or expired are removed for good."""
+    _run(
+        [str(server.venv / "bin" / "rucio-judge-cleaner"), "--run-once"],
+        server.env,
+        "rucio-judge-cleaner",
+        START_TIMEOUT,
+    )

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from tests.rucio_server import (  # noqa: F401 - the session fixture
     RucioServer,
     complete_transfers,
     rucio_server,
+    run_judge_cleaner,
     upload_dataset,
 )
 
@@ -385,3 +387,30 @@ def test_a_done_request_whose_data_left_disk_is_replaced(sqlite_rt: Runtime) -> 
     assert requests[7].status == "retired" and requests[7].params["retire_reason"] == "replicas_gone"
     assert (requests[new_id].status, requests[new_id].source_rse) == ("queued", "PANDAWMS_TAPE")
     assert [r.request_id for r in list_requests(sqlite_rt, task_id=2)] == [new_id]
+
+
+def test_a_rule_gone_from_rucio_cancels_the_request_and_an_operator_restages_it(
+    crt: Runtime,
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    dataset, _ = on_tape(rucio_server, tmp_path, count=1)
+    task_id = int(tasks.submit_task(crt, task_params(dataset, "gone"), JANE).data)
+    manage_tasks(crt)
+    run_carousel(crt)
+    (request,) = list_requests(crt, task_id=task_id)
+    ddm = ddm_for(crt)
+    # The rule expires in Rucio (lifetime over) and its judge-cleaner removes it.
+    ddm.update_rule(request.ddm_rule_id or "", {"lifetime": 1})
+    time.sleep(2)
+    run_judge_cleaner(rucio_server)
+    run_carousel(crt)
+    (request,) = list_requests(crt, task_id=task_id)
+    assert request.status == "cancelled" and request.params["rule_unfound"] is True
+    task = _task(crt, task_id)
+    assert task["status"] == "staging" and "not found, request cancelled" in task["errorDialog"]
+    reply = carousel_ops.change_staging_destination(crt, request.request_id, None)
+    assert reply.success, reply
+    (new,) = list_requests(crt, task_id=task_id)
+    assert (new.status, new.destination_rse) == ("staging", "PANDAWMS_DISK_B")
+    assert _task(crt, task_id)["errorDialog"] is None

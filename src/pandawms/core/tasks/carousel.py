@@ -473,6 +473,12 @@ def check_request(rt: Runtime, request: Request, ddm: DDM | None = None) -> str:
     except RuleNotFound:
         with write_tx(rt.engine) as conn:
             end_request(conn, request.request_id, C.CANCELLED, now, rule_unfound=True)
+        note_problem(
+            rt,
+            request.request_id,
+            f"rule {request.ddm_rule_id} not found, request cancelled "
+            "(an operator may stage it again with data_carousel/change_staging_destination)",
+        )
         return "cancelled (rule not found)"
     if rule.state is RuleState.STUCK:
         note_problem(rt, request.request_id, f"rule {rule.id} is stuck: {rule.error or 'no reason given'}")
