@@ -456,3 +456,58 @@ def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServ
         server.stop()
         with contextlib.suppress(Exception):
             _drop_database(server.database)
+
+
+_TRANSFER = """
+import json, os, shutil, sys
+from urllib.parse import urlparse
+from rucio.client import Client
+spec = json.load(sys.stdin)
+client = Client()
+dids = [f"{spec['scope']}:{n}" for n in spec["names"]]
+source = client.lfns2pfns(spec["source"], dids, operation="read")
+target = client.lfns2pfns(spec["target"], dids, operation="write")
+for did in dids:
+    src, dst = urlparse(source[did]).path, urlparse(target[did]).path
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copyfile(src, dst)
+client.update_replicas_states(
+    spec["target"], [{"scope": spec["scope"], "name": n, "state": "A"} for n in spec["names"]]
+)
+"""
+
+
+def complete_transfers(
+    server: RucioServer, workdir: Path, source: str, target: str, scope: str, names: list[str]
+) -> None:
+    """Do what Rucio's transfer daemons and FTS would: copy files and mark their replicas available.
+
+    No transfer service runs in the tests, so a rule's copies stay waiting. This copies each
+    file from its ``source`` RSE directory to its ``target`` one (at the paths Rucio's lfn2pfn
+    gives) and sets the target replicas AVAILABLE through the REST API, which satisfies the
+    replica locks of the rules waiting for them, as a finished transfer does.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = server.client_config(workdir / "rucio.cfg")
+    spec = {"source": source, "target": target, "scope": scope, "names": names}
+    env = {**os.environ, "RUCIO_CONFIG": str(cfg), "TMPDIR": str(workdir)}
+    done = subprocess.run(
+        [sys.executable, "-c", _TRANSFER],
+        input=json.dumps(spec),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"completing transfers failed: {done.stderr[-3000:]}")
+
+
+def run_judge_cleaner(server: RucioServer) -> None:
+    """Run Rucio's judge-cleaner daemon once: rules deleted or expired are removed for good."""
+    _run(
+        [str(server.venv / "bin" / "rucio-judge-cleaner"), "--run-once"],
+        server.env,
+        "rucio-judge-cleaner",
+        START_TIMEOUT,
+    )

@@ -193,6 +193,11 @@ class Settings:
     ddm_rucio_ca: str = ""
     #: Seconds one call to Rucio may take before it fails.
     ddm_rucio_timeout: int = 60
+    #: Data carousel: most staging requests (tape to disk rules) at once, the others wait queued
+    #: (0: none is staged until an operator forces it); the disk RSEs staging may go to (comma
+    #: list; empty: any disk RSE an active queue reads).
+    carousel_max_staging: int = 100
+    carousel_destinations: str = ""
     #: Key (Fernet, urlsafe base64 of 32 bytes) that encrypts user secrets at rest; best given
     #: as PANDA_SECRETS_KEY_FILE and the same on every node. Empty: ``<data_dir>/secrets.key``,
     #: made on first use (fine for one node only).
@@ -399,6 +404,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "jedi_log_max_bytes": (1024, 10 * 1024**3),
     "task_jobs_per_pass": (1, 100000),
     "ddm_rucio_timeout": (1, 3600),
+    "carousel_max_staging": (0, 10**6),
     "allow_open_remote": (0, 1),
 }
 

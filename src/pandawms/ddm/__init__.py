@@ -21,6 +21,7 @@ from pandawms.ddm.interface import (
     NewFile,
     RSEInfo,
     Rule,
+    RuleNotFound,
     RuleState,
     parse_did,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "NewFile",
     "RSEInfo",
     "Rule",
+    "RuleNotFound",
     "RuleState",
     "make_ddm",
     "parse_did",

@@ -35,6 +35,10 @@ class DIDNotFound(DDMError):
     """A dataset, container or file that the data management system does not know."""
 
 
+class RuleNotFound(DDMError):
+    """A replication rule the data management system does not know (deleted, or expired)."""
+
+
 #: Longest scope and name Rucio accepts (its DID columns).
 MAX_SCOPE = 25
 MAX_NAME = 250
@@ -225,8 +229,17 @@ class DDM(Protocol):
         lifetime: int | None = None,
         activity: str | None = None,
         asynchronous: bool = False,
+        source_replica_expression: str | None = None,
     ) -> str:
-        """Ask for copies of ``did`` at the RSEs the expression names; the rule's id."""
+        """Ask for copies of ``did`` at the RSEs the expression names; the rule's id.
+
+        ``source_replica_expression`` limits where the copies come from (the tape a staging
+        rule reads).
+        """
+        ...
+
+    def update_rule(self, rule_id: str, options: dict[str, object]) -> None:
+        """Change a rule: ``lifetime`` (seconds; a short one lets it expire), ``source_replica_expression``..."""
         ...
 
     def get_rule(self, rule_id: str) -> Rule:

@@ -30,6 +30,7 @@ from pandawms.ddm.interface import (
     NewFile,
     RSEInfo,
     Rule,
+    RuleNotFound,
     RuleState,
     as_did,
     off_event_loop,
@@ -386,6 +387,7 @@ class RucioDDM:
         lifetime: int | None = None,
         activity: str | None = None,
         asynchronous: bool = False,
+        source_replica_expression: str | None = None,
     ) -> str:
         parsed = as_did(did)
         ids = self._do(
@@ -397,6 +399,7 @@ class RucioDDM:
                 lifetime=lifetime,
                 activity=activity,
                 asynchronous=asynchronous,
+                source_replica_expression=source_replica_expression,
             ),
             ok=(self._exc.DuplicateRule,),
         )
@@ -408,10 +411,15 @@ class RucioDDM:
                 return rule.id
         raise DDMError(f"Rucio add rule for {parsed} to {rse_expression}: no rule id returned")
 
+    def update_rule(self, rule_id: str, options: dict[str, object]) -> None:
+        self._do(f"update rule {rule_id}", lambda c: c.update_replication_rule(rule_id, dict(options)))
+
     def get_rule(self, rule_id: str) -> Rule:
-        row = self._do(f"rule {rule_id}", lambda c: c.get_replication_rule(rule_id))
+        row = self._do(
+            f"rule {rule_id}", lambda c: c.get_replication_rule(rule_id), ok=(self._exc.RuleNotFound,)
+        )
         if not row:
-            raise DDMError(f"Rucio rule {rule_id}: not found")
+            raise RuleNotFound(f"Rucio rule {rule_id}: not found")
         return _rule(row)
 
     def list_rules(self, did: DID | str) -> list[Rule]:

@@ -1,7 +1,8 @@
 """Task states and the allowed moves between them: the one table every task status change obeys.
 
 A task (what prun, pathena and phpo submit) is registered, defined (its datasets and files
-made), ready (files waiting for jobs), running (jobs made), and ends done (every input file
+made), staging (input only on tape, waiting for the data carousel to bring it to disk), ready
+(files waiting for jobs), running (jobs made), and ends done (every input file
 processed), finished (some) or failed (none); broken when its parameters cannot be turned into
 work at all, aborted when killed. ``finishing`` and ``aborting`` hold a task until the jobs it
 still has end, so that a task is final only once all its jobs are. ``paused`` stops job
@@ -21,6 +22,7 @@ class TaskStatus(StrEnum):
 
     REGISTERED = "registered"
     DEFINED = "defined"
+    STAGING = "staging"
     READY = "ready"
     RUNNING = "running"
     PAUSED = "paused"
@@ -41,7 +43,17 @@ FINAL: frozenset[TaskStatus] = frozenset({T.DONE, T.FINISHED, T.FAILED, T.BROKEN
 
 #: Statuses the task manager works on (define, propagate job results, generate jobs, conclude).
 ACTIVE: frozenset[TaskStatus] = frozenset(
-    {T.REGISTERED, T.DEFINED, T.READY, T.RUNNING, T.PAUSED, T.EXHAUSTED, T.FINISHING, T.ABORTING}
+    {
+        T.REGISTERED,
+        T.DEFINED,
+        T.STAGING,
+        T.READY,
+        T.RUNNING,
+        T.PAUSED,
+        T.EXHAUSTED,
+        T.FINISHING,
+        T.ABORTING,
+    }
 )
 
 #: Statuses in which new jobs are made for ready files.
@@ -52,10 +64,14 @@ _ENDINGS = (T.DONE, T.FINISHED, T.FAILED)
 #: from-status -> statuses it may move to.
 ALLOWED_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.REGISTERED: frozenset({T.DEFINED, T.BROKEN, T.PAUSED, T.ABORTING, T.FINISHING}),
-    T.DEFINED: frozenset({T.READY, T.BROKEN, T.PAUSED, T.ABORTING, T.FINISHING}),
+    T.DEFINED: frozenset({T.READY, T.STAGING, T.BROKEN, T.PAUSED, T.ABORTING, T.FINISHING}),
+    # Input on tape only: the task waits for the data carousel, and is ready once files arrive.
+    T.STAGING: frozenset({T.READY, T.PAUSED, T.ABORTING, T.FINISHING}),
     T.READY: frozenset({T.RUNNING, T.PAUSED, T.EXHAUSTED, T.ABORTING, T.FINISHING, *_ENDINGS}),
     T.RUNNING: frozenset({T.READY, T.PAUSED, T.EXHAUSTED, T.ABORTING, T.FINISHING, *_ENDINGS}),
-    T.PAUSED: frozenset({T.REGISTERED, T.DEFINED, T.READY, T.RUNNING, T.EXHAUSTED, T.ABORTING, T.FINISHING}),
+    T.PAUSED: frozenset(
+        {T.REGISTERED, T.DEFINED, T.STAGING, T.READY, T.RUNNING, T.EXHAUSTED, T.ABORTING, T.FINISHING}
+    ),
     T.EXHAUSTED: frozenset({T.READY, T.PAUSED, T.ABORTING, T.FINISHING}),
     T.FINISHING: frozenset({T.ABORTING, *_ENDINGS}),
     T.ABORTING: frozenset({T.ABORTED}),
@@ -72,6 +88,7 @@ ALLOWED_MOVES: dict[TaskStatus, frozenset[TaskStatus]] = {
 SUPER_STATUS: dict[TaskStatus, str] = {
     T.REGISTERED: "registered",
     T.DEFINED: "submitting",
+    T.STAGING: "staging",
     T.READY: "ready",
     T.RUNNING: "running",
     T.FINISHING: "running",

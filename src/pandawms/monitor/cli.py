@@ -1,4 +1,5 @@
-"""Terminal views: ``pandawms jobs`` (like condor_q), ``jobs show``, ``jobs why`` and ``tasks``.
+"""Terminal views: ``pandawms jobs`` (like condor_q), ``jobs show``, ``jobs why``, ``tasks`` and
+``carousel`` (the data carousel's staging requests).
 
 They read the database directly with the same queries as the web monitor (so a shifter on the
 server host needs no browser and no running httpd), take the same ``--db-url``/``--data-dir``
@@ -441,6 +442,52 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+# --- pandawms carousel ------------------------------------------------------------------------
+
+CAROUSEL_COLOURS = {"queued": "33", "staging": "36", "done": "34", "cancelled": "90", "retired": "90"}
+
+
+def render_carousel(requests: Sequence[Mapping[str, Any]], paint: Painter, width: int) -> str:
+    """One line per staging request: id, status, files staged, source and destination, dataset."""
+    if not requests:
+        return "no staging requests\n"
+    lines = [
+        paint.bold(
+            f"{'REQUEST':>8} {'STATUS':<9} {'FILES':>11} {'SOURCE':<20} {'DESTINATION':<20} {'STARTED':<19}  DATASET"
+        )
+    ]
+    for r in requests:
+        files = f"{r.get('staged_files') or 0}/{'-' if r.get('total_files') is None else r['total_files']}"
+        status = str(r["status"])
+        rest = (
+            f" {files:>11} {_cut(str(r.get('source_rse') or '-'), 20):<20} "
+            f"{_cut(str(r.get('destination_rse') or '-'), 20):<20} {str(r.get('start_time') or '-'):<19}  "
+        )
+        room = max(width - (9 + 9 + len(rest)), 20)
+        shown = paint(f"{status:<9}", CAROUSEL_COLOURS.get(status, ""))
+        lines.append(f"{r['request_id']:>8} {shown}{rest}{_cut(str(r['dataset']), room)}")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_carousel(args: argparse.Namespace) -> int:
+    """``pandawms carousel [--status S] [--task ID] [--json]``: the data carousel's requests."""
+    from pandawms.core.tasks.carousel import list_requests
+
+    def body(rt: Any, paint: Painter) -> int:
+        found = [
+            r.as_dict() for r in list_requests(rt, status=args.status, task_id=args.task, limit=args.limit)
+        ]
+        if args.json:
+            import json
+
+            sys.stdout.write(json.dumps(found, indent=1) + "\n")
+            return 0
+        sys.stdout.write(render_carousel(found, paint, _width()))
+        return 0
+
+    return _run(args, body)
+
+
 def _cmd_jobs_reassign(args: argparse.Namespace) -> int:
     """``pandawms jobs reassign PANDAID... [--site QUEUE]``."""
     return _run(args, lambda rt, _paint: cli_ops.jobs_reassign(rt, args))
@@ -510,3 +557,18 @@ def configure(sub: Any) -> None:
     priority.add_argument("priority", type=int, metavar="N")
     _db_options(priority, suppress=True)
     priority.set_defaults(func=_cmd_tasks_priority)
+
+    carousel = sub.add_parser(
+        "carousel",
+        help="data carousel: requests staging task input from tape to disk, newest first",
+        description="Staging requests (queued, staging, done, cancelled, retired) with their files on "
+        "disk, source tape and destination RSE. Operators change them with the v1 data_carousel/* methods.",
+    )
+    _db_options(carousel)
+    carousel.add_argument(
+        "--status", choices=("queued", "staging", "done", "cancelled", "retired"), help="only this status"
+    )
+    carousel.add_argument("--task", type=int, help="only the requests this jediTaskID waits for")
+    carousel.add_argument("--limit", type=int, default=200, help="how many requests (default 200)")
+    carousel.add_argument("--json", action="store_true", help="print the requests as JSON")
+    carousel.set_defaults(func=_cmd_carousel)

@@ -558,6 +558,43 @@ def _task_history(history: Sequence[Mapping[str, Any]]) -> str:
     return f"<section><h2>History</h2>{table(['time (UTC)', 'change', 'from', 'to', 'by', 'note'], rows, 'history')}</section>"
 
 
+def _staging(requests: Sequence[Mapping[str, Any]]) -> str:
+    """The task's data carousel requests: its input staged from tape, file by file."""
+    if not requests:
+        return ""
+    rows = []
+    for r in requests:
+        total, staged = r.get("total_files"), r.get("staged_files") or 0
+        fraction = staged / total if total else 0.0
+        rows.append(
+            [
+                esc(r["request_id"]),
+                esc(r["dataset"]),
+                esc(r["status"]),
+                esc(r.get("source_rse")),
+                esc(r.get("destination_rse")),
+                esc(r.get("ddm_rule_id")),
+                f"{staged}/{esc(total)}",
+                _progress(fraction),
+                esc(r.get("start_time")),
+                esc(r.get("end_time")),
+            ]
+        )
+    headers = [
+        "request",
+        "dataset",
+        "status",
+        "source",
+        "destination",
+        "rule",
+        "files",
+        "staged",
+        "started",
+        "ended",
+    ]
+    return f"<section><h2>Staging from tape (data carousel)</h2>{table(headers, rows, 'staging')}</section>"
+
+
 def task_page(data: Mapping[str, Any]) -> bytes:
     tid = data["jediTaskID"]
     counts = data["counts"]
@@ -590,6 +627,7 @@ def task_page(data: Mapping[str, Any]) -> bytes:
 <section>{_kv_table(key, "kv key")}</section>
 <section><h2>By queue</h2>{table(["queue", *[esc(s) for s in columns], "total", "share"], rows, "counts")}</section>
 <p><a href="{url("/jobs", {"task": tid, "table": "all"})}">all jobs of this task</a> (live and archived)</p>
+{_staging(data.get("staging") or [])}
 {_task_history(data.get("history") or [])}"""
     return layout(f"Task {tid}", "tasks", body, f"{BASE}/api/task/{tid}", data["now"], refresh=True)
 

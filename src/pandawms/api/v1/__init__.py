@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pandawms.api.v1 import (
     creds,
+    data_carousel,
     event,
     file_server,
     harvester,
@@ -38,6 +39,7 @@ MODULES: tuple[V1Module, ...] = (
     event.methods,
     idds.methods,
     workflow.methods,
+    data_carousel.methods,
 )
 
 #: Every v1 method by ``(module, method)``.

@@ -329,7 +329,7 @@ def resume_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
             return None
         # An exhausted task may only go back to ready (the state table): the task manager takes
         # it on from there, to running as soon as its jobs are.
-        if task["status"] == T.PAUSED and task["oldStatus"] in (T.REGISTERED, T.DEFINED):
+        if task["status"] == T.PAUSED and task["oldStatus"] in (T.REGISTERED, T.DEFINED, T.STAGING):
             return TaskStatus(task["oldStatus"])
         return T.RUNNING if task["status"] == T.PAUSED and _running_files(conn, task_id) else T.READY
 

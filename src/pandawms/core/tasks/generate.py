@@ -25,6 +25,7 @@ from pandawms.core.queues.brokerage import broker
 from pandawms.core.queues.catalogue import Queue, list_queues
 from pandawms.core.queues.storages import storage_of
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.tasks.carousel import request_staging
 from pandawms.core.tasks.inputs import InputFiles, NoInputFiles, resolve_inputs
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, job_parameters, output_lfn, plan_task
 from pandawms.core.tasks.transitions import lock_task, move_task
@@ -113,6 +114,8 @@ def refine(
                 rows.append(
                     {
                         **common,
+                        # On tape only: the data carousel makes it ready once it is on disk.
+                        "status": "staging" if part.needs_staging else "ready",
                         "datasetID": input_id,
                         "type": "input",
                         "lfn": f.name,
@@ -175,6 +178,12 @@ def refine(
     )
     move_task(conn, task, T.DEFINED.value, now, reason=f"{len(rows)} input files")
     task["status"] = T.DEFINED.value
+    staging = request_staging(conn, task, contents or [], now) if plan.input_streams else []
+    if staging:
+        ids = ", ".join(str(i) for i in staging)
+        move_task(conn, task, T.STAGING.value, now, reason=f"input on tape: data carousel requests {ids}")
+        task["status"] = T.STAGING.value
+        return
     move_task(conn, task, T.READY.value, now)
     task["status"] = T.READY.value
 

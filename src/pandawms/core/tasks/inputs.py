@@ -21,11 +21,18 @@ from pandawms.ddm.interface import DDM, DDMError, FileInfo
 
 @dataclass(frozen=True)
 class StreamFiles:
-    """One input stream's chosen files, and the disk RSEs that hold every one of them."""
+    """One input stream's chosen files, the disk RSEs that hold every one of them, and the tape
+    RSEs that do (the data carousel stages from one of those when no disk holds them all)."""
 
     stream: InputStream
     files: list[FileInfo]
     rses: tuple[str, ...]
+    tapes: tuple[str, ...] = ()
+
+    @property
+    def needs_staging(self) -> bool:
+        """On tape only: no disk RSE holds every file, a tape does."""
+        return bool(self.files) and not self.rses and bool(self.tapes)
 
 
 #: Each input stream with the files it contributes, in dataset then file-name order.
@@ -65,7 +72,8 @@ def resolve_inputs(rt: Runtime, plan: TaskPlan, ddm: DDM | None = None) -> Input
     for stream in plan.input_streams:
         chosen = select_files(stream, source.list_files(stream.dataset))[:budget]
         budget -= len(chosen)
-        result.append(StreamFiles(stream, chosen, _complete_at(source, stream, chosen, tape)))
+        disks, tapes = _complete_at(source, stream, chosen, tape)
+        result.append(StreamFiles(stream, chosen, disks, tapes))
     if not any(s.files for s in result):
         names = ", ".join(s.dataset for s in plan.input_streams)[:300]
         raise NoInputFiles(f"no input file to process in {names} (after --match/--antiMatch/--nSkipFiles)")
@@ -74,10 +82,11 @@ def resolve_inputs(rt: Runtime, plan: TaskPlan, ddm: DDM | None = None) -> Input
 
 def _complete_at(
     source: DDM, stream: InputStream, files: list[FileInfo], tape: dict[str, bool]
-) -> tuple[str, ...]:
-    """Disk RSEs holding every chosen file of the stream (a job cannot read from tape)."""
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Disk RSEs holding every chosen file of the stream (a job cannot read from tape), and tape
+    RSEs holding every one."""
     if not files:
-        return ()
+        return (), ()
     wanted = {(f.scope, f.name) for f in files}
     where: set[str] | None = None
     for replica in source.list_replicas([stream.dataset]):
@@ -88,7 +97,8 @@ def _complete_at(
     for rse in sorted(where or ()):
         if rse not in tape:
             tape[rse] = source.rse_info(rse).is_tape
-    return tuple(sorted(r for r in where or () if not tape[r]))
+    complete = sorted(where or ())
+    return tuple(r for r in complete if not tape[r]), tuple(r for r in complete if tape[r])
 
 
 class NoInputFiles(DDMError):

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.tasks.carousel import wake_task
 from pandawms.core.tasks.commands import kill_task_jobs
 from pandawms.core.tasks.generate import advance_task, owner
 from pandawms.core.tasks.transitions import lock_task, move_task
@@ -122,16 +123,20 @@ def _conclude(conn: Connection, task: dict[str, Any], now: dt.datetime) -> str |
     if status == T.ABORTING:
         conn.execute(
             task_files.update()
-            .where(task_files.c.jediTaskID == task_id, task_files.c.status == "ready")
+            .where(task_files.c.jediTaskID == task_id, task_files.c.status.in_(("ready", "staging")))
             .values(status="cancelled", modificationTime=now)
         )
         move_task(conn, task, T.ABORTED.value, now, reason="all jobs ended")
         return T.ABORTED.value
-    if status in (T.READY, T.RUNNING) and (counts["ready"] or counts["lib:ready"]):
+    # Files still on their way from tape (the data carousel) keep the task going.
+    if status in (T.READY, T.RUNNING) and (counts["ready"] or counts["lib:ready"] or counts["staging"]):
         return None
     if status not in (T.READY, T.RUNNING, T.FINISHING):
         return None
-    finished, total = counts["finished"], sum(counts[s] for s in ("ready", "finished", "failed", "cancelled"))
+    finished, total = (
+        counts["finished"],
+        sum(counts[s] for s in ("ready", "staging", "finished", "failed", "cancelled")),
+    )
     if total and finished == total:
         new = T.DONE
     elif finished:
@@ -194,6 +199,12 @@ def active_task_ids(rt: Runtime, limit: int = 1000) -> list[int]:
     return ids
 
 
+def wake_staging(rt: Runtime, task_id: int) -> bool:
+    """A task in ``staging`` that has ready files (released while it was paused) becomes ready."""
+    with write_tx(rt.engine) as conn:
+        return wake_task(conn, task_id, utcnow(), "input files on disk")
+
+
 def manage_tasks(rt: Runtime) -> dict[str, int]:
     """One pass of the task manager over every active task: follow jobs, make jobs, conclude."""
 
@@ -201,6 +212,9 @@ def manage_tasks(rt: Runtime) -> dict[str, int]:
     for task_id in active_task_ids(rt):
         try:
             status = sync_task(rt, task_id)
+            if status == T.STAGING and wake_staging(rt, task_id):
+                # Files released while it was paused (the carousel wakes only tasks in staging).
+                status = T.READY
             if status in (T.REGISTERED, T.READY, T.RUNNING):
                 counts["jobs"] += advance_task(rt, task_id)
             elif status == T.ABORTING:

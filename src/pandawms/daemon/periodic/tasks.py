@@ -1,9 +1,11 @@
-"""Periodic work of the task layer: the task manager and the sandbox and worker-log cleaner."""
+"""Periodic work of the task layer: the task manager, the data carousel, and the sandbox and
+worker-log cleaner."""
 
 from __future__ import annotations
 
 from pandawms.core.harvester.logs import expire as expire_logs
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks.carousel import run_carousel
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.core.tasks.sandbox import expire
 from pandawms.daemon.registry import PeriodicSet
@@ -20,6 +22,15 @@ def task_manager(rt: Runtime) -> str:
     made = counts.pop("jobs", 0)
     states = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     return f"{made} jobs made; tasks: {states}"
+
+
+@periodic.task("data_carousel", period=60)
+def data_carousel(rt: Runtime) -> str:
+    """Stage input that is only on tape: rules to disk for queued requests, files released as they arrive."""
+    counts = run_carousel(rt)
+    if not counts:
+        return "no staging requests"
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
 
 
 @periodic.task("cache_cleaner", period=3600)

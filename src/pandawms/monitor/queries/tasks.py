@@ -13,6 +13,7 @@ from sqlalchemy import (
 )
 
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks.carousel import list_requests
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_tasks import task_change_log, task_status_log, tasks
@@ -64,9 +65,11 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
         known = _task_rows(conn, [task_id]).get(task_id, {})
         history = task_history(conn, task_id)
     total = sum(by_status.values())
-    if not total:
+    if not total and not known:
         return None
+    # A task waiting for its input (staging from tape, or not yet refined) has no job yet.
     final = sum(by_status.get(s, 0) for s in TERMINAL)
+    share = max(total, 1)
     return {
         "jediTaskID": task_id,
         "total": total,
@@ -75,12 +78,13 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
         "users": sorted(users),
         "first_created": first,
         "last_modified": last,
-        "finished_fraction": by_status.get("finished", 0) / total,
-        "done_fraction": final / total,
-        "failed_fraction": by_status.get("failed", 0) / total,
+        "finished_fraction": by_status.get("finished", 0) / share,
+        "done_fraction": final / share,
+        "failed_fraction": by_status.get("failed", 0) / share,
         "status": known.get("status"),
         "taskName": known.get("taskName"),
         "history": history,
+        "staging": [r.as_dict() for r in list_requests(rt, task_id=task_id, limit=100)],
     }
 
 
