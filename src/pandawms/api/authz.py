@@ -24,6 +24,8 @@ class Rule:
 
 
 ANYONE = Rule(secure=False)
+#: Any secure identity, whatever its roles.
+SECURE = Rule(secure=True)
 USER = Rule(secure=True, roles=frozenset({"user"}))
 USER_WRITE = Rule(secure=True, roles=frozenset({"user"}), audit=True)
 PILOT = Rule(secure=True, roles=frozenset({"pilot"}))
@@ -144,6 +146,26 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("job", "reassign"): USER_WRITE,
     ("job", "set_command"): PRODUCTION_WRITE,
     ("job", "generate_offline_execution_script"): USER,
+    # The caller as the server sees it: any secure identity (a pilot's too), for debugging.
+    ("system", "get_voms_attributes"): SECURE,
+    ("system", "get_user_attributes"): SECURE,
+    # The sandbox cache: users touch and give up files (owners only, checked in
+    # core/tasks/sandbox.py); cache servers register theirs with the production role.
+    ("file_server", "touch_cache_file"): USER_WRITE,
+    ("file_server", "delete_cache_file"): USER_WRITE,
+    ("file_server", "register_cache_file"): PRODUCTION_WRITE,
+    # HPO checkpoints: Harvester (production) or the task's owner (core/tasks/checkpoints.py).
+    ("file_server", "upload_hpo_checkpoint"): USER_WRITE,
+    ("file_server", "delete_hpo_checkpoint"): USER_WRITE,
+    ("file_server", "upload_workflow_request"): USER_WRITE,
+    ("file_server", "upload_event_picking_request"): USER_WRITE,
+    # Target slots steer brokerage for everyone: production only, as on the real server.
+    ("harvester", "add_target_slots"): PRODUCTION_WRITE,
+    # Log greps: secure callers on the async_request_users list (checked in the handler);
+    # probes: production; results: the requester (or production, per the request's access).
+    ("async_process", "submit_grep_request"): USER_WRITE,
+    ("async_process", "submit_sleep_echo_request"): PRODUCTION_WRITE,
+    ("async_process", "get_result"): SECURE,
 }
 
 #: Legacy ``/server/panda`` methods.

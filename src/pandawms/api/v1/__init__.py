@@ -9,6 +9,7 @@ built from it and from nothing else.
 from __future__ import annotations
 
 from pandawms.api.v1 import (
+    async_process,
     creds,
     event,
     file_server,
@@ -38,6 +39,7 @@ MODULES: tuple[V1Module, ...] = (
     event.methods,
     idds.methods,
     workflow.methods,
+    async_process.methods,
 )
 
 #: Every v1 method by ``(module, method)``.

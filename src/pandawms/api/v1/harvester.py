@@ -17,6 +17,7 @@ from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.harvester import commands as harvester_commands
 from pandawms.core.harvester import instances as harvester
 from pandawms.core.harvester import workers
+from pandawms.core.queues import slots as target_slots
 from pandawms.model.errors import PandaError
 
 methods = V1Module("harvester")
@@ -118,6 +119,27 @@ def add_sweep_command(
     if not found:
         return False, f"no Harvester instance has workers at {panda_queue[:128]}", None
     return ok(None, f"KILL_WORKERS queued for {', '.join(found)}")
+
+
+@methods.post(
+    "add_target_slots",
+    panda_queue=Param("str"),
+    slots=Param("int"),
+    global_share=Param("str", None),
+    resource_type=Param("str", None),
+    expiration_date=Param("str", None),
+)
+def add_target_slots(
+    ctx: RequestContext,
+    panda_queue: str,
+    slots: int,
+    global_share: str | None,
+    resource_type: str | None,
+    expiration_date: str | None,
+) -> Result:
+    """Set a queue's target slots for brokerage (-1 removes them); ``expiration_date`` in days."""
+    message = target_slots.set_slots(ctx.rt, panda_queue, slots, global_share, resource_type, expiration_date)
+    return ok(None, message)
 
 
 @methods.post("update_service_metrics", harvester_id=HARVESTER_ID, metrics=Param("json"))
