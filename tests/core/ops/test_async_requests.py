@@ -65,7 +65,13 @@ def test_a_grep_runs_on_every_alive_machine_and_only_its_requester_reads_it(
 def test_one_machine_a_compressed_log_and_a_missing_one(nodes: tuple[Runtime, Runtime]) -> None:
     a, b = nodes
     zipped = requests.submit(
-        a, ALICE, "grep", {"pattern": "ERROR", "log_filename": "panda-httpd.log.1.gz"}, None, "node-b", ["node-b"]
+        a,
+        ALICE,
+        "grep",
+        {"pattern": "ERROR", "log_filename": "panda-httpd.log.1.gz"},
+        None,
+        "node-b",
+        ["node-b"],
     )
     missing = requests.submit(
         a, ALICE, "grep", {"pattern": "x", "log_filename": "panda-none.log"}, None, "node-b", ["node-b"]

@@ -70,10 +70,10 @@ def register_cache_file(
 ) -> Result:
     """Record a sandbox another cache server holds (production), so reuse checks find it.
 
-    The file lives on the calling server: its host is ``cache_host`` when that is set, else the
-    caller's address, as on the real server.
+    The file lives on the calling server, so its host is the caller's address (clients fetch it
+    there), as on the real server without a fixed ``sandboxHostname``.
     """
-    host = ctx.rt.settings.cache_host or ctx.who.remote_host or "unknown"
+    host = ctx.who.remote_host or "unknown"
     message = cache_files.register_file(ctx.rt, user_name, host, file_name, file_size, checksum)
     if message != "OK":
         return False, message, None
