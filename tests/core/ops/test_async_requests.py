@@ -111,7 +111,7 @@ def test_a_run_that_died_is_retried_then_failed(nodes: tuple[Runtime, Runtime]) 
     request_id = requests.submit(
         a, ALICE, "grep", {"pattern": "x", "log_filename": "panda-httpd.log"}, None, "node-a", ["node-a"]
     )
-    for attempt in range(1, requests.MAX_ATTEMPTS + 1):
+    for _attempt in range(requests.MAX_ATTEMPTS):
         assert requests.claim(a, request_id, "node-a")
         assert not requests.claim(a, request_id, "node-a")  # a second claimer loses
         with write_tx(a.engine) as conn:
