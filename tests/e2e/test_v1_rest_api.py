@@ -332,3 +332,40 @@ def test_async_grep_and_probe(server: Httpd, callers: dict[str, Caller]) -> None
     audited = _audited(server, "async_process/submit_grep_request")
     assert [o for o, _ in audited] == ["refused"] * 5 + ["ok"]
     assert audited[0][1].endswith("CN=Bob Jones") and audited[-1][1].endswith("CN=Alice Admin")
+
+
+NEW_METHODS = [
+    ("GET", "system/get_voms_attributes", {}),
+    ("GET", "system/get_user_attributes", {}),
+    ("POST", "file_server/touch_cache_file", {"file_name": "a.tgz"}),
+    ("POST", "file_server/delete_cache_file", {"file_name": "a.tgz"}),
+    (
+        "POST",
+        "file_server/register_cache_file",
+        {"user_name": "x", "file_name": "a", "file_size": 1, "checksum": "1"},
+    ),
+    ("POST", "file_server/delete_hpo_checkpoint", {"task_id": "1", "sub_id": "1"}),
+    ("POST", "file_server/upload_workflow_request", {"data": "{}"}),
+    ("POST", "file_server/upload_event_picking_request", {"run_event_list": "1 2"}),
+    ("POST", "harvester/add_target_slots", {"panda_queue": "Q", "slots": 1}),
+    ("POST", "async_process/submit_grep_request", {"pattern": "x", "log_filename": "panda-a.log"}),
+    ("POST", "async_process/submit_sleep_echo_request", {"service_name": "server", "message": "m"}),
+    ("GET", "async_process/get_result", {"request_id": "r"}),
+]
+
+
+def test_an_anonymous_caller_is_refused_everything(server: Httpd) -> None:
+    headers = {"Accept": "application/json"}
+    for verb, path, args in NEW_METHODS:
+        url = f"{server.base}/api/v1/{path}"
+        if verb == "GET":
+            reply = httpx.get(url, params=args, headers=headers)
+        else:
+            reply = httpx.post(url, json=args, headers=headers)
+        assert reply.status_code == 401 and "needs a secure identity" in reply.json()["message"], path
+    upload = httpx.post(
+        f"{server.base}/api/v1/file_server/upload_hpo_checkpoint",
+        files={"file": ("1_1", b"x")},
+        headers=headers,
+    )
+    assert upload.status_code == 401
