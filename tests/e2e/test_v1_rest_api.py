@@ -265,6 +265,18 @@ def test_target_slots_are_for_production(server: Httpd, callers: dict[str, Calle
             "SELECT pandaQueueName, gshare, resourceType, numSlots FROM harvester_slots"
         ).fetchall() == [("CERN", "User Analysis", "", 10000)]
     assert [o for o, _ in _audited(server, "harvester/add_target_slots")] == ["refused", "ok"]
+    spec = Path(server.env["PANDA_CACHE_DIR"]).parent / "queues.json"
+    spec.write_text(json.dumps({"CERN": {"status": "online", "type": "unified", "corecount": 8}}))
+    subprocess.run(
+        [sys.executable, "-m", "pandawms", "queues", "load", str(spec)],
+        env=server.env,
+        check=True,
+        timeout=60,
+    )
+    shown = callers[BOB].http.get(server.https + "/monitor/api/queue/CERN").json()
+    assert shown["target_slots"] == [{"gshare": "User Analysis", "resourceType": None, "numSlots": 10000}]
+    page = callers[BOB].http.get(server.https + "/monitor/queue/CERN").text
+    assert "10000 (User Analysis, any type)" in page
     listed = subprocess.run(
         [sys.executable, "-m", "pandawms", "slots", "list"],
         env=server.env,
