@@ -242,6 +242,20 @@ def test_workflow_and_event_picking_requests_wait_for_their_services(
     assert plain.status_code == 401
 
 
+def test_idds_enum_decoding_needs_idds(server: Httpd, callers: dict[str, Caller]) -> None:
+    bob = callers[BOB]
+    assert bob.post("idds/decode_idds_enum", d={"status": 1}) == (
+        200,
+        {"success": True, "message": "", "data": {"status": 1}},
+    )
+    code, reply = bob.post("idds/decode_idds_enum", d={"__idds_const__": "WorkStatus.Finished"})
+    assert (code, reply["success"], reply["message"]) == (
+        200,
+        False,
+        "no iDDS configured: set PANDA_IDDS_URL",
+    )
+
+
 def test_target_slots_are_for_production(server: Httpd, callers: dict[str, Caller]) -> None:
     code, reply = callers[BOB].post("harvester/add_target_slots", panda_queue="CERN", slots=10000)
     assert code == 403 and "role production required" in reply["message"]
@@ -363,6 +377,7 @@ NEW_METHODS = [
     ("POST", "async_process/submit_grep_request", {"pattern": "x", "log_filename": "panda-a.log"}),
     ("POST", "async_process/submit_sleep_echo_request", {"service_name": "server", "message": "m"}),
     ("GET", "async_process/get_result", {"request_id": "r"}),
+    ("POST", "idds/decode_idds_enum", {"d": {"a": 1}}),
 ]
 
 

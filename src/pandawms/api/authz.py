@@ -119,6 +119,7 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("task", "get_parent_detailed_info"): USER,
     ("idds", "relay_idds_command"): USER,
     ("idds", "execute_idds_workflow_command"): USER,
+    ("idds", "decode_idds_enum"): USER,
     ("workflow", "submit_workflow_raw_request"): USER,
     ("workflow", "submit_workflow"): USER,
     ("workflow", "get_workflow_details"): USER,
