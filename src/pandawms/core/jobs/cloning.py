@@ -28,6 +28,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from pandawms.core.jobs.transitions import MOVE_COLUMNS, move_job
 from pandawms.core.links import kill_workers_of_jobs
+from pandawms.db.engine import supports_skip_locked
 from pandawms.db.schema import files, job_clone_semaphores, jobs
 from pandawms.db.schema_tasks import task_files
 from pandawms.model.states import TERMINAL, JobStatus
@@ -94,7 +95,9 @@ def _clones(conn: Connection, job: dict[str, Any]) -> list[dict[str, Any]]:
         jobs.c.jobStatus.notin_([s.value for s in TERMINAL]),
     )
     if conn.dialect.name != "sqlite":
-        stmt = stmt.order_by(jobs.c.PandaID).with_for_update()
+        # A clone locked now is being updated by its own pilot's transaction, which will find
+        # the semaphore taken and close that clone itself: skipping it avoids a deadlock.
+        stmt = stmt.order_by(jobs.c.PandaID).with_for_update(skip_locked=supports_skip_locked(conn.engine))
     return [dict(r) for r in conn.execute(stmt).mappings() if mode_of(r["specialHandling"])]
 
 

@@ -343,7 +343,8 @@ def _lost_clone(
         and target == JobStatus.RUNNING.value
         and job["jobStatus"] in ("sent", "starting")
     )
-    stores = mode == cloning.STOREONCE and upd.state == "finished"
+    # Finishing takes it in both modes (runonce: a clone that never reported running).
+    stores = upd.state == "finished"
     if not (starts or stores):
         return None
     winner = cloning.take_semaphore(conn, job, now)
