@@ -152,3 +152,15 @@ def test_jobs_without_cloning_are_untouched(rt: Runtime) -> None:
     assert len(made) == 2 and {j["specialHandling"] for j in made} == {None}
     assert {j["jobsetID"] for j in made} == {reply.data}
     assert all("cloneJob" not in j for j in _dispatch_all(rt, 10))
+
+
+def test_runonce_a_clone_finishing_unannounced_is_not_kept(rt: Runtime) -> None:
+    task_id, groups = _cloned_task(rt, "runonce")
+    first, second, _ = groups[0]
+    _dispatch_all(rt, 10)
+    assert _report(rt, first, "running") == "NULL"
+    # second never said it ran; its finish does not count, the holder's does.
+    assert _report(rt, second, "finished") == "tobekilled"
+    assert _by_id(rt, task_id)[second]["jobStatus"] == "closed"
+    assert _report(rt, first, "finished") == "NULL"
+    assert _by_id(rt, task_id)[first]["jobStatus"] == "finished"
