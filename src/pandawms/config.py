@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pandawms.model.errors import PandaError
+from pandawms.model.shares import parse_shares
 
 
 class ConfigError(ValueError):
@@ -543,7 +544,6 @@ def _check_db_url(values: dict[str, Any]) -> None:
 
 
 def _check_global_shares(values: dict[str, Any]) -> None:
-    from pandawms.model.shares import parse_shares
 
     try:
         parse_shares(values.get("global_shares") or "")

@@ -11,6 +11,8 @@ import os
 import sys
 import threading
 
+from pandawms.config import mask_secrets
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d: %(message)s"
 _handlers: list[ReopenableFileHandler] = []
 _lock = threading.Lock()
@@ -36,7 +38,6 @@ class MaskingFormatter(logging.Formatter):
     exception's text (drivers and SQLAlchemy quote them) is written as ``user:***@host``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from pandawms.config import mask_secrets
 
         return mask_secrets(super().format(record))
 

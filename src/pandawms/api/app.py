@@ -31,13 +31,17 @@ from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
 from pandawms.api.multipart import parse_multipart
 from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
+from pandawms.api.openapi import document
 from pandawms.api.params import bind
 from pandawms.core.dbthreads import run_db
 from pandawms.core.ops import audit
+from pandawms.core.queues.catalogue import all_documents, queue_document
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks.sandbox import path_for_serving
 from pandawms.db.engine import BUSY_ERRORS
 from pandawms.model.errors import Busy, PandaError, StatusCode, TooLarge, Unsupported
-from pandawms.monitor.metrics import record_request
+from pandawms.monitor.metrics import registry_of
+from pandawms.monitor.web import handle as monitor
 
 log = logging.getLogger("pandawms.api")
 access_log = logging.getLogger("pandawms.access")
@@ -77,11 +81,6 @@ async def _read_body(receive: Receive, limit: int, declared: str | None) -> byte
             return b"".join(chunks)
 
 
-#: Submissions run in a lane of their own (``submit_lanes`` at once per worker), outside the
-#: request threads, so that users' big batches cannot take every thread and pooled connection
-#: while pilots wait: a 5,000-job batch takes seconds of CPU and one connection for all that
-#: time. A batch is one transaction (all its jobs or none), so it is not cut into pieces.
-_SUBMISSIONS = frozenset({("job", "submit"), ("task", "submit")})
 #: Seconds a submission may wait for a free lane before the answer is 503 + Retry-After.
 _SUBMIT_WAIT_S = 60.0
 
@@ -200,6 +199,8 @@ class PandaApp:
 
     def __init__(self, rt: Runtime, stats: RequestStats | None = None) -> None:
         self.rt = rt
+        #: The runtime's request metrics, bound here and passed to whoever needs them.
+        self.metrics = registry_of(rt)
         self.max_body = rt.settings.max_body_bytes
         self.stats = stats
         self.auth = Authenticator(rt.settings, rt.engine)
@@ -258,7 +259,7 @@ class PandaApp:
             if self.stats is not None:
                 self.stats.end(len(body))
         elapsed = time.perf_counter() - started
-        record_request(_method_label(scope.get("path", "")), status, elapsed)
+        self.metrics.record(_method_label(scope.get("path", "")), status, elapsed)
         client = scope.get("client") or ("-", 0)
         access_log.info(
             "%s %s %s %s %d %d %.1fms",
@@ -288,8 +289,6 @@ class PandaApp:
         parts = path.strip("/").split("/")
         if path == "/api/v1/openapi.json":
             if self._openapi is None:
-                from pandawms.api.openapi import document
-
                 self._openapi = dumps_v1(document())
             return 200, self._openapi, "application/json", [(b"cache-control", b"public, max-age=3600")]
         if len(parts) == 4 and parts[0] == "api" and parts[1] == "v1":
@@ -301,8 +300,6 @@ class PandaApp:
         if path.startswith("/cache/") and scope.get("method", "GET") in ("GET", "HEAD"):
             return await run_in_threadpool(self._cached_file, path[len("/cache/") :])
         if path == "/metrics" or path == "/monitor" or path.startswith("/monitor/"):
-            from pandawms.monitor.web import handle as monitor
-
             if self.strict and path != "/metrics":
                 try:
                     authz.check(
@@ -340,7 +337,6 @@ class PandaApp:
 
     def _schedconfig(self, name: str, headers: Headers) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """Queue definitions as pilots fetch them: cacheable, with an ETag for revalidation."""
-        from pandawms.core.queues.catalogue import all_documents, queue_document
 
         if name == "schedconfig.all.json":
             found: tuple[str, str] | None = all_documents(self.rt)
@@ -360,7 +356,6 @@ class PandaApp:
 
     def _cached_file(self, name: str) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
         """A sandbox from the cache; names are unique per upload, so caches may keep them a while."""
-        from pandawms.core.tasks.sandbox import path_for_serving
 
         try:
             path = path_for_serving(self.rt, urllib.parse.unquote(name))
@@ -421,7 +416,7 @@ class PandaApp:
         if method is None:
             return reply(404, False, f"no such method: {module}/{name}", None)
         verb = scope.get("method", "GET")
-        rule = authz.V1_RULES.get((module, name), authz.NO_RULE)
+        rule = method.rule
         ctx: RequestContext | None = None
         given: dict[str, Any] = {}
         handled = False
@@ -456,18 +451,14 @@ class PandaApp:
             handled = True
             if method.on_loop:
                 success, message, data = await cast(v1.AsyncHandler, method.handler)(ctx, **kwargs)
-            elif (module, name) in _SUBMISSIONS:
+            elif method.submission:
                 success, message, data = await self._submission(method.handler, ctx, kwargs)
             else:
                 success, message, data = await run_db(
                     self.rt, cast(v1.Handler, method.handler), ctx, **kwargs
                 )
             if rule.audit:
-                targets = kwargs
-                if (module, name) == ("job", "submit") and success and isinstance(data, list):
-                    targets = {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
-                elif (module, name) == ("task", "submit") and success:
-                    targets = {"task_id": data}
+                targets = method.targets(kwargs, data) if method.targets and success else kwargs
                 outcome, note = audit.outcome_of(success, data)
                 await self._audit(ctx, f"{module}/{name}", targets, outcome, note or message)
             return reply(200, success, message, data)
@@ -536,7 +527,7 @@ class PandaApp:
             crosssite.check_legacy(name, scope.get("method", "GET"), headers)
             ctx = await self._context_waiting(scope, headers, request_id, accept_json)
             if self.strict:
-                authz.check(authz.LEGACY_RULES.get(name, authz.NO_RULE), ctx.who, name)
+                authz.check(legacy.RULES.get(name, authz.NO_RULE), ctx.who, name)
             params = await self._legacy_params(scope, receive, headers)
             if on_loop is not None:
                 return render(200, await on_loop(ctx, params))
@@ -573,7 +564,7 @@ class PandaApp:
     async def _submission(
         self, handler: Callable[..., Any], ctx: RequestContext, kwargs: dict[str, Any]
     ) -> Any:
-        """Run a submission in the submission lane (see :data:`_SUBMISSIONS`)."""
+        """Run a submission (a v1 method declared ``submission=True``) in the submission lane."""
         if self._lane is None:
             self._lane = CapacityLimiter(self.rt.settings.submit_lanes)
             self._lane_threads = CapacityLimiter(self.rt.settings.submit_lanes)

@@ -68,7 +68,7 @@ def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     paths: dict[str, Any] = {}
     for (module, name), method in sorted(v1.METHODS.items()):
-        rule = authz.V1_RULES.get((module, name), authz.NO_RULE)
+        rule = method.rule
         access: dict[str, Any] = {"secure": rule.secure, "roles": sorted(rule.roles)}
         if rule is authz.NO_RULE:
             access = {"refused": "no access rule"}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
+from pandawms.api.multipart import UploadedFile
 from pandawms.model.errors import PandaError
 from pandawms.model.values import BadValue, finite_number, whole_number
 
@@ -79,8 +80,6 @@ def convert(name: str, spec: Param, value: Any, from_text: bool) -> Any:
     if kind == "any":
         return value
     if kind == "file":
-        from pandawms.api.multipart import UploadedFile
-
         if not isinstance(value, UploadedFile):
             raise PandaError(f"Argument error: {name} must be an uploaded file (multipart/form-data)")
         return value

@@ -24,18 +24,11 @@ from sqlalchemy import exc as sa_exc
 
 T = TypeVar("T")
 
-#: One limiter per (event loop, engine): a worker has one of each; tests start many loops.
-_LIMITERS: dict[tuple[int, int], CapacityLimiter] = {}
-
 
 def _limiter(rt: Any) -> CapacityLimiter:
-    key = (id(asyncio.get_running_loop()), id(rt.engine))
-    limiter = _LIMITERS.get(key)
-    if limiter is None:
-        if len(_LIMITERS) > 64:  # loops of finished tests
-            _LIMITERS.clear()
-        limiter = _LIMITERS[key] = CapacityLimiter(rt.settings.request_threads)
-    return limiter
+    """The runtime's limiter for the running event loop (a worker has one loop; tests start many)."""
+    loop = asyncio.get_running_loop()
+    return rt.kept(("dbthreads.limiter", id(loop)), lambda: CapacityLimiter(rt.settings.request_threads))
 
 
 async def run_db(rt: Any, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

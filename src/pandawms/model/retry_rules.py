@@ -12,8 +12,8 @@ Operators replace the defaults with a JSON file named by the ``retry_rules`` set
 it applies to) and ``below_attempt`` (only while attemptNr is lower). ``codes`` is a list of
 integers, ``"*"`` (any non-zero code) or ``"negative"`` (any code below zero). Rules are read in
 order; the first whose source holds a matching code decides. No matching rule means no retry.
-The file is checked when the server starts, so a typo stops it with a message instead of
-silently retrying everything or nothing. A settings file rather than a table: the rules are
+The file is checked when the server starts (the runtime loads it: ``Runtime.retry_rules``), so a
+typo stops it with a message instead of silently retrying everything or nothing. A settings file rather than a table: the rules are
 deployment configuration, reviewed and versioned with the rest of it, identical on every node,
 and must be valid before the server takes any traffic.
 """
@@ -170,8 +170,6 @@ DEFAULT_RULES_JSON: list[dict[str, Any]] = [
 ]
 DEFAULT_RULES: tuple[RetryRule, ...] = parse_rules(DEFAULT_RULES_JSON)
 
-_active: tuple[RetryRule, ...] = DEFAULT_RULES
-
 
 def load_rules(path: str) -> tuple[RetryRule, ...]:
     """The rules of the JSON file ``path`` (the defaults when ``path`` is empty)."""
@@ -187,21 +185,9 @@ def load_rules(path: str) -> tuple[RetryRule, ...]:
     return parse_rules(raw)
 
 
-def configure(path: str) -> tuple[RetryRule, ...]:
-    """Make the rules of ``path`` (or the defaults) the ones this process applies."""
-    global _active
-    _active = load_rules(path)
-    return _active
-
-
-def active_rules() -> tuple[RetryRule, ...]:
-    """The rules this process applies (set at start from the ``retry_rules`` setting)."""
-    return _active
-
-
-def decide(job: Mapping[str, Any], rules: Sequence[RetryRule] | None = None) -> RetryRule | None:
-    """The first rule that matches the failed job, or None (then it is not retried)."""
-    for rule in active_rules() if rules is None else rules:
+def decide(job: Mapping[str, Any], rules: Sequence[RetryRule]) -> RetryRule | None:
+    """The first of ``rules`` that matches the failed job, or None (then it is not retried)."""
+    for rule in rules:
         if rule.matches(job):
             return rule
     return None

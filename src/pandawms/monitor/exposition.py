@@ -2,7 +2,7 @@
 
 Request counters and latency histograms come from :mod:`pandawms.monitor.metrics` (summed over
 the httpd's processes). Job counts by status and queue and daemon task runs are the same for
-every process, so they are read from the database, cached for a few seconds per process so that
+every process, so they are read from the database, cached for a few seconds by the runtime so that
 several Prometheus servers scraping every few seconds cost one cheap query; a database outage
 turns into ``pandawms_db_up 0`` instead of a failed scrape.
 """
@@ -16,8 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pandawms import __version__
 from pandawms.core.runtime import Runtime
-from pandawms.monitor.metrics import _label, request_lines
-from pandawms.monitor.queries import common as common_q
+from pandawms.monitor.metrics import Registry, _label, request_lines
 from pandawms.monitor.queries import daemon as daemon_q
 from pandawms.monitor.queries import summary as summary_q
 
@@ -35,12 +34,8 @@ def _db_lines(rt: Runtime) -> list[str]:
     ]
     for (queue, status), n in sorted(summary.counts.items()):
         lines.append(f'pandawms_jobs{{status="{_label(status)}",queue="{_label(queue)}"}} {n}')
-    totals = common_q.CACHE.get(
-        ("daemon_totals", common_q.db_key(rt)), lambda: daemon_q.daemon_run_totals(rt), DB_METRICS_TTL
-    )
-    last = common_q.CACHE.get(
-        ("daemon_last", common_q.db_key(rt)), lambda: daemon_q.daemon_last_runs(rt), DB_METRICS_TTL
-    )
+    totals = rt.cached("monitor.daemon_totals", lambda: daemon_q.daemon_run_totals(rt), DB_METRICS_TTL)
+    last = rt.cached("monitor.daemon_last", lambda: daemon_q.daemon_last_runs(rt), DB_METRICS_TTL)
     lines += [
         "# HELP pandawms_daemon_task_runs_total Finished daemon task runs by task and outcome (ok, failed, timeout, stopped).",
         "# TYPE pandawms_daemon_task_runs_total counter",
@@ -80,14 +75,14 @@ def _db_lines(rt: Runtime) -> list[str]:
     return lines
 
 
-def exposition(rt: Runtime) -> str:
-    """The whole /metrics text."""
+def exposition(rt: Runtime, registry: Registry) -> str:
+    """The whole /metrics text: ``registry``'s request metrics and what ``rt``'s database says."""
     lines = [
         "# HELP pandawms_build_info The running pandawms version.",
         "# TYPE pandawms_build_info gauge",
         f'pandawms_build_info{{version="{_label(__version__)}"}} 1',
     ]
-    lines += request_lines()
+    lines += request_lines(registry)
     try:
         db_lines = _db_lines(rt)
         up = 1

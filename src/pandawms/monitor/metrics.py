@@ -3,7 +3,9 @@
 ``pandawms httpd`` forks N worker processes and a scrape of /metrics reaches only one of them,
 so each process keeps its counters in its own memory-mapped file under
 ``<data_dir>/metrics/`` and the process that answers the scrape adds up the files of all its
-siblings. Counting is a write into a mapped page (no lock between processes, no system call),
+siblings. The :class:`Registry` belongs to a runtime (:func:`registry_of`, bound by the app when
+it is made and passed on explicitly), so two apps in one process count apart, each in its own
+file. Counting is a write into a mapped page (no lock between processes, no system call),
 so it costs the request path about a microsecond. Files of workers that died stay counted
 while their master lives (Prometheus counters must not go down); files of finished runs are
 removed. ``pandawms serve`` is one process and simply reads its own file.
@@ -29,6 +31,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from pandawms.core.runtime import Runtime
+from pandawms.db.engine import connections_opened
 
 log = logging.getLogger("pandawms.monitor")
 
@@ -65,12 +70,12 @@ def _alive(pid: int, ticks: int) -> bool:
 
 
 class _FileStore:
-    """This process's counters in ``<dir>/<pid>.metrics``: key -> float64, append-only keys."""
+    """One registry's counters in ``<dir>/<pid>-<tag>.metrics``: key -> float64, append-only keys."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tag: str) -> None:
         self.directory = directory
         self.pid = os.getpid()
-        self.path = directory / f"{self.pid}.metrics"
+        self.path = directory / f"{self.pid}-{tag}.metrics"
         self.offsets: dict[str, int] = {}
         directory.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w+b")  # noqa: SIM115 - lives as long as the process
@@ -175,59 +180,62 @@ def _is_forked_worker() -> bool:
     return "pandawms.httpd.worker" in sys.modules
 
 
-class Registry:
-    """The process's metric store and the code that adds up every process's values."""
+def metrics_directory(rt: Runtime) -> Path | None:
+    """``<data_dir>/metrics`` of the runtime's settings (None without a data directory)."""
+    data_dir = rt.settings.data_dir
+    return Path(data_dir) / "metrics" if data_dir else None
 
-    def __init__(self) -> None:
+
+class Registry:
+    """One runtime's request metrics in this process, and the code that adds up every process's.
+
+    The file is opened at the first count (in the process that counts: an httpd worker opens
+    its own after the fork), in ``directory``; without one, or when it cannot be written, the
+    counts stay in memory and a scrape shows this process only.
+    """
+
+    def __init__(self, directory: Path | None, engine: Any = None) -> None:
         self._lock = threading.Lock()
         self._store: _FileStore | _MemoryStore | None = None
         self._pid = 0
+        self._wanted = directory
         self.directory: Path | None = None
-        self.engine: Any = None
+        self.engine = engine
         self._warned = False
 
-    def bind(self, rt: Any) -> None:
-        """Use ``<rt.settings.data_dir>/metrics`` and report ``rt.engine``'s pool (once per process)."""
-        with self._lock:
-            if self._store is not None and self._pid == os.getpid():
-                return
-            self.engine = getattr(rt, "engine", None)
-            settings = getattr(rt, "settings", None)
-            data_dir = getattr(settings, "data_dir", "") if settings is not None else ""
-            self._open(Path(data_dir) / "metrics" if data_dir else None)
-
-    def _open(self, directory: Path | None) -> None:
+    def _open(self) -> None:
         self._pid = os.getpid()
-        if directory is not None:
+        if self._wanted is not None:
             try:
-                self._store = _FileStore(directory)
-                self.directory = directory
+                self._store = _FileStore(self._wanted, f"{id(self):x}")
+                self.directory = self._wanted
                 return
             except OSError as exc:
                 if not self._warned:
                     log.warning(
-                        "metrics: cannot write %s (%s); counting in this process only", directory, exc
+                        "metrics: cannot write %s (%s); counting in this process only", self._wanted, exc
                     )
                     self._warned = True
         self._store = _MemoryStore()
         self.directory = None
 
     def _ensure(self) -> _FileStore | _MemoryStore:
-        if self._store is None or self._pid != os.getpid():
-            # Not bound yet, or forked since: find the app that is calling us.
-            rt = _calling_runtime()
-            if rt is not None:
-                self.engine = getattr(rt, "engine", None)
-                settings = getattr(rt, "settings", None)
-                data_dir = getattr(settings, "data_dir", "")
-                self._open(Path(data_dir) / "metrics" if data_dir else None)
-            else:
-                self._open(None)
+        if self._store is None or self._pid != os.getpid():  # first count, or forked since
+            self._open()
         assert self._store is not None
         return self._store
 
     def record(self, method: str, status: int, seconds: float) -> None:
-        """Count one request of ``method`` that ended with ``status`` after ``seconds``."""
+        """Count one request of ``method`` that ended with ``status`` after ``seconds``.
+
+        Never raises: metrics must not fail a request (a failure is logged).
+        """
+        try:
+            self._record(method, status, seconds)
+        except Exception:  # noqa: BLE001 - metrics must never fail a request
+            log.exception("metrics: could not record a request")
+
+    def _record(self, method: str, status: int, seconds: float) -> None:
         with self._lock:
             store = self._ensure()
             store.add(f"req\t{method}\t{status}", 1.0)
@@ -244,8 +252,6 @@ class Registry:
             store.set("pool_size", float(pool.size()))
         except (AttributeError, TypeError):
             pass
-        from pandawms.db.engine import connections_opened
-
         try:
             store.set("db_connections_opened", float(connections_opened(self.engine)))
         except TypeError:  # not an Engine (weak references need one)
@@ -290,38 +296,9 @@ def _split(
     return counters, gauges
 
 
-def _calling_runtime() -> Any:
-    """The Runtime of the PandaApp whose ``__call__`` is recording (found once per process).
-
-    ``record_request`` is called without the app, and the app is not ours to change; its
-    caller frame holds ``self``, the app, which carries the settings (data_dir) we need.
-    """
-    frame: Any = sys._getframe(1)
-    for _ in range(8):
-        if frame is None:
-            break
-        candidate = frame.f_locals.get("self")
-        rt = getattr(candidate, "rt", None)
-        if rt is not None and hasattr(rt, "settings") and hasattr(rt, "engine"):
-            return rt
-        frame = frame.f_back
-    return None
-
-
-REGISTRY = Registry()
-
-
-def bind(rt: Any) -> None:
-    """Tell the metrics where this process's file lives and which engine's pool to report."""
-    REGISTRY.bind(rt)
-
-
-def record_request(method: str, status: int, seconds: float) -> None:
-    """Count one request (called by the app for every HTTP request)."""
-    try:
-        REGISTRY.record(method, status, seconds)
-    except Exception:  # noqa: BLE001 - metrics must never fail a request
-        log.exception("metrics: could not record a request")
+def registry_of(rt: Runtime) -> Registry:
+    """The runtime's metrics: made once per runtime (the app binds it when it is made)."""
+    return rt.kept("monitor.metrics", lambda: Registry(metrics_directory(rt), rt.engine))
 
 
 def _label(value: str) -> str:
@@ -334,9 +311,9 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def request_lines() -> list[str]:
-    """The exposition lines of the request metrics and the pool gauges, summed over processes."""
-    counters, gauges, processes = REGISTRY.collect()
+def request_lines(registry: Registry) -> list[str]:
+    """The exposition lines of ``registry``'s request metrics and pool gauges, summed over processes."""
+    counters, gauges, processes = registry.collect()
     requests: dict[tuple[str, str], float] = {}
     sums: dict[str, float] = {}
     buckets: dict[str, list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 1))

@@ -39,7 +39,8 @@ from pandawms.core.queues import worker_nodes
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.model.errors import NotFound
 from pandawms.monitor import pages, params
-from pandawms.monitor.metrics import bind
+from pandawms.monitor.exposition import exposition
+from pandawms.monitor.metrics import Registry
 from pandawms.monitor.params import BadParam, Query
 from pandawms.monitor.queries import daemon as daemon_q
 from pandawms.monitor.queries import jobs as jobs_q
@@ -70,7 +71,6 @@ _STATIC_TYPES = {
 }
 _STATIC: dict[str, tuple[bytes, str, str]] = {}
 _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(css|js|svg)$")
-_warmed: set[int] = set()
 
 
 class NotFoundPage(NotFound):
@@ -340,31 +340,33 @@ def render(rt: Runtime, path: str, scope: Any, explain: Explain) -> Reply:
         return status, body, ctype, headers
 
 
-def metrics_text(rt: Runtime) -> Reply:
+def metrics_text(rt: Runtime, registry: Registry) -> Reply:
     """The Prometheus exposition (runs in a worker thread)."""
-    from pandawms.monitor.exposition import exposition
-
     return (
         200,
-        exposition(rt).encode(),
+        exposition(rt, registry).encode(),
         "text/plain; version=0.0.4; charset=utf-8",
         [(b"cache-control", b"no-store")],
     )
 
 
+def _warm(rt: Runtime) -> bool:
+    """Start filling the dashboard caches (once per runtime: the caller keeps the answer)."""
+    timeline_q.warm(rt)
+    return True
+
+
 async def handle(app: Any, scope: Any, headers: Any, request_id: str, explain: Explain) -> Reply:
-    """Serve /monitor... and /metrics for ``app`` (a PandaApp: ``app.rt`` is its Runtime)."""
+    """Serve /monitor... and /metrics for ``app`` (a PandaApp: ``app.rt`` is its Runtime,
+    ``app.metrics`` its request metrics)."""
     rt: Runtime = app.rt
-    bind(rt)
-    if id(rt) not in _warmed:
-        _warmed.add(id(rt))
-        timeline_q.warm(rt)
+    rt.kept("monitor.warmed", lambda: _warm(rt))
     method = scope.get("method", "GET")
     path: str = scope.get("path", "")
     if method not in ("GET", "HEAD"):
         return 405, b"the monitor is read-only: use GET\n", "text/plain", [(b"allow", b"GET, HEAD")]
     if path == "/metrics":
-        reply = await run_in_threadpool(metrics_text, rt)
+        reply = await run_in_threadpool(metrics_text, rt, app.metrics)
     else:
         reply = await run_in_threadpool(render, rt, path, scope, explain)
     if method == "HEAD":

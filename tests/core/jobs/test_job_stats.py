@@ -49,7 +49,7 @@ def _jobs(rt: Runtime) -> list[int]:
             .where(jobs.c.PandaID == ids[4])
             .values(jobStatus="failed", modificationTime=now - dt.timedelta(days=2))
         )
-    job_stats.clear_cache()
+    job_stats.clear_cache(rt)
     return ids
 
 
@@ -94,5 +94,5 @@ def test_answers_are_cached_for_a_short_while(rt: Runtime) -> None:
     with write_tx(rt.engine) as conn:
         conn.execute(update(jobs).where(jobs.c.PandaID == ids[0]).values(jobStatus="running"))
     assert job_stats.active_by_site(rt) == first
-    job_stats.clear_cache()
+    job_stats.clear_cache(rt)
     assert job_stats.active_by_site(rt)["SITE_A"]["running"] >= 1

@@ -41,7 +41,13 @@ from pandawms.model.errors import PandaError, StatusCode
 from pandawms.model.identity import Identity
 from pandawms.model.jobspec import FILE_ATTRIBUTE_NAMES, FILE_TYPES, JOB_ATTRIBUTE_BY_NAME, JOB_ATTRIBUTES
 from pandawms.model.states import is_allowed
+from pandawms.model.values import FLOAT_MAX
 from tests.jobs import state_list
+
+#: The largest single-precision number within the server's FLOAT_MAX: a larger float32
+#: (3.4000001549684603e38) is refused as out of range, as it should be.
+_F32_MAX = 3.3999999521443642e38
+assert _F32_MAX <= FLOAT_MAX
 
 SITE = "PROP_SITE"
 PROPERTY = settings(
@@ -132,7 +138,7 @@ def valid_job(draw: st.DrawFn) -> dict[str, Any]:
         "coreCount": draw(st.none() | st.integers(min_value=1, max_value=256)),
         "maxWalltime": draw(st.none() | _SMALL),
         "minRamCount": draw(st.none() | _SMALL),
-        "cpuConversion": draw(st.none() | st.floats(allow_nan=False, allow_infinity=False, width=32)),
+        "cpuConversion": draw(st.none() | st.floats(min_value=-_F32_MAX, max_value=_F32_MAX, width=32)),
         "creationHost": draw(st.none() | _NAME),
         "VO": "atlas",
         "Files": [draw(valid_file(lfn)) for lfn in lfns],

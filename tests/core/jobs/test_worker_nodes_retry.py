@@ -144,11 +144,11 @@ def _reasons(rt: Runtime, panda_id: int) -> list[str]:
 def test_a_payload_failure_is_final_and_says_so(rt: Runtime) -> None:
     panda_id = _failed_job(rt, pilotErrorCode=1305, transExitCode="3", exeErrorCode=3)
     with write_tx(rt.engine) as conn:
-        assert retry_if_possible(conn, panda_id, utcnow(), "node") is None
+        assert retry_if_possible(conn, panda_id, utcnow(), "node", rules=rt.retry_rules) is None
     assert _reasons(rt, panda_id)[-1].endswith("; no retry rule matches: final, not retried")
     killed = _failed_job(rt, pilotErrorCode=1144)
     with write_tx(rt.engine) as conn:
-        assert retry_if_possible(conn, killed, utcnow(), "node") is None
+        assert retry_if_possible(conn, killed, utcnow(), "node", rules=rt.retry_rules) is None
     assert _reasons(rt, killed)[-1].endswith("; retry rule killed-by-panda: final, not retried")
 
 
@@ -189,19 +189,20 @@ def test_operators_replace_the_rules_with_a_file(rt: Runtime, tmp_path: Path) ->
     rules.write_text(
         json.dumps([{"name": "retry-exit-3", "source": "exeErrorCode", "codes": [3], "action": "retry"}])
     )
-    try:
-        settings = load_settings(None, {"db_url": "sqlite://", "retry_rules": str(rules)})
-        Runtime.from_settings(settings).engine.dispose()
-        assert [r.name for r in retry_rules.active_rules()] == ["retry-exit-3"]
-        panda_id = _failed_job(rt, exeErrorCode=3)
-        with write_tx(rt.engine) as conn:
-            assert retry_if_possible(conn, panda_id, utcnow(), "node") is not None
-        lost = _failed_job(rt, jobDispatcherErrorCode=100)
-        with write_tx(rt.engine) as conn:
-            assert retry_if_possible(conn, lost, utcnow(), "node") is None  # the defaults are replaced
-    finally:
-        retry_rules.configure("")
-    assert retry_rules.active_rules() == retry_rules.DEFAULT_RULES
+    settings = load_settings(None, {"db_url": "sqlite://", "retry_rules": str(rules)})
+    other = Runtime.from_settings(settings)
+    other.engine.dispose()
+    assert [r.name for r in other.retry_rules] == ["retry-exit-3"]
+    # The rules belong to the runtime that loaded them: this test's runtime keeps the defaults.
+    assert rt.retry_rules == retry_rules.DEFAULT_RULES
+    panda_id = _failed_job(rt, exeErrorCode=3)
+    with write_tx(rt.engine) as conn:
+        assert retry_if_possible(conn, panda_id, utcnow(), "node", rules=other.retry_rules) is not None
+    lost = _failed_job(rt, jobDispatcherErrorCode=100)
+    with write_tx(rt.engine) as conn:
+        assert retry_if_possible(conn, lost, utcnow(), "node", rules=other.retry_rules) is None  # replaced
+    with write_tx(rt.engine) as conn:
+        assert retry_if_possible(conn, lost, utcnow(), "node", rules=rt.retry_rules) is not None
 
 
 @pytest.mark.parametrize(
@@ -223,4 +224,3 @@ def test_a_bad_rule_file_stops_the_server(tmp_path: Path, rules: object, message
     settings = load_settings(None, {"db_url": "sqlite://", "retry_rules": str(path)})
     with pytest.raises(ConfigError, match=message):
         Runtime.from_settings(settings)
-    assert retry_rules.active_rules() == retry_rules.DEFAULT_RULES

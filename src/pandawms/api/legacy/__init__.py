@@ -7,8 +7,15 @@ here, and the tables the app serves are built from them and from nothing else.
 
 from __future__ import annotations
 
+from pandawms.api.authz import Rule
 from pandawms.api.legacy import pilot, user
-from pandawms.api.legacy.registry import AsyncLegacyHandler, LegacyCalls, LegacyHandler, Reply, build_tables
+from pandawms.api.legacy.registry import (
+    AsyncLegacyHandler,
+    LegacyCalls,
+    LegacyHandler,
+    Reply,
+    build_tables,
+)
 
 #: Every file of legacy calls.
 GROUPS: tuple[LegacyCalls, ...] = (pilot.calls, user.calls)
@@ -17,6 +24,8 @@ GROUPS: tuple[LegacyCalls, ...] = (pilot.calls, user.calls)
 METHODS: dict[str, LegacyHandler]
 #: Handlers run on the event loop (the hot pilot calls); they take these names first.
 ASYNC_METHODS: dict[str, AsyncLegacyHandler]
-METHODS, ASYNC_METHODS = build_tables(GROUPS)
+#: The access rule of every method.
+RULES: dict[str, Rule]
+METHODS, ASYNC_METHODS, RULES = build_tables(GROUPS)
 
-__all__ = ["ASYNC_METHODS", "GROUPS", "METHODS", "AsyncLegacyHandler", "LegacyHandler", "Reply"]
+__all__ = ["ASYNC_METHODS", "GROUPS", "METHODS", "RULES", "AsyncLegacyHandler", "LegacyHandler", "Reply"]

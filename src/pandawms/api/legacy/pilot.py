@@ -12,14 +12,18 @@ from typing import Any
 
 import orjson
 
+from pandawms.api.authz import ANYONE, HARVESTER, PILOT
 from pandawms.api.context import RequestContext
 from pandawms.api.legacy.registry import LegacyCalls, Reply
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
+from pandawms.core.creds import proxies as creds
 from pandawms.core.dbthreads import run_db
+from pandawms.core.harvester.workers import link_dispatched, set_pilot_status
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.read import MAX_IDS_PER_READ
+from pandawms.core.queues import resource_types
 from pandawms.db.engine import refusal
 from pandawms.model.errors import PandaError, StatusCode, TooLarge
 from pandawms.model.values import BadValue, whole_number
@@ -55,7 +59,7 @@ def _flag(params: dict[str, Any], name: str) -> bool:
     return str(params.get(name, "")).strip().lower() in ("true", "1", "yes")
 
 
-@calls.async_method("isAlive")
+@calls.async_method("isAlive", ANYONE)
 async def is_alive(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``alive=yes``, as load balancers and old clients expect; on the event loop, so it answers
     even while every request thread waits on a slow database."""
@@ -108,8 +112,6 @@ def _get_job_reply(
     if not found:
         return Reply({"StatusCode": int(StatusCode.NO_JOBS), "errorDialog": "no jobs in PanDA"})
     if harvester_id and worker_id >= 0:  # a pilot of a Harvester worker (pull mode)
-        from pandawms.core.harvester.workers import link_dispatched
-
         link_dispatched(ctx.rt, str(harvester_id), worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
@@ -120,7 +122,7 @@ def _get_job_reply(
     return Reply(described[0])
 
 
-@calls.async_method("getJob")
+@calls.async_method("getJob", PILOT)
 async def get_job(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Dispatch one job (or ``nJobs`` in the bulk form) to the calling pilot.
 
@@ -150,7 +152,7 @@ def _update_reply(result: heartbeat.UpdateResult) -> Reply:
     return Reply({"StatusCode": int(result.status_code), "command": result.command})
 
 
-@calls.async_method("updateJob")
+@calls.async_method("updateJob", PILOT)
 async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """updateJob through the worker's group commit: plain heartbeats in one kind of batch, state
     changes and final reports in another. A pilot is answered only after its batch committed.
@@ -161,7 +163,7 @@ async def update_job_routed(ctx: RequestContext, params: dict[str, Any]) -> Repl
     return _update_reply(await heartbeat.update_job_grouped(ctx.rt, upd))
 
 
-@calls.async_method("updateJobsInBulk")
+@calls.async_method("updateJobsInBulk", PILOT)
 async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """``jobList``: a JSON list of updateJob parameter dicts. Answers ``[true, [results]]``.
 
@@ -202,7 +204,7 @@ async def update_jobs_in_bulk(ctx: RequestContext, params: dict[str, Any]) -> Re
     return Reply([True, results], "json")
 
 
-@calls.method("getStatus")
+@calls.method("getStatus", ANYONE)
 def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Statuses and attempts, space separated, always url-encoded."""
     ids = _ids(params, "ids")
@@ -214,7 +216,7 @@ def get_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@calls.method("checkJobStatus")
+@calls.method("checkJobStatus", ANYONE)
 def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Status and command per job, always JSON."""
     ids = _ids(params, "ids")
@@ -228,7 +230,7 @@ def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(out, "json")
 
 
-@calls.method("getEventRanges")
+@calls.method("getEventRanges", PILOT)
 def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """No job has event ranges until the event service exists: an empty list, said plainly."""
     panda_id = _int_param(params, "pandaID", -1)
@@ -240,7 +242,7 @@ def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@calls.method("updateEventRanges")
+@calls.method("updateEventRanges", PILOT)
 def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Every range is refused (False): this server has no event ranges to update."""
     raw = params.get("eventRanges")
@@ -260,10 +262,9 @@ def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     )
 
 
-@calls.method("updateWorkerPilotStatus")
+@calls.method("updateWorkerPilotStatus", PILOT)
 def update_worker_pilot_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The pilot inside a Harvester worker says it started or finished: kept on the worker."""
-    from pandawms.core.harvester.workers import set_pilot_status
 
     worker_id = _int_param(params, "workerID", -1)
     harvester_id = str(params.get("harvesterID") or "")
@@ -281,10 +282,9 @@ def _cred_refusal(exc: PandaError) -> Reply:
     return Reply({"StatusCode": exc.code, "errorDialog": exc.message})
 
 
-@calls.method("getKeyPair")
+@calls.method("getKeyPair", HARVESTER)
 def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A key pair by its two names, from the credential directory (``publicKey``, ``privateKey``)."""
-    from pandawms.core.creds import proxies as creds
 
     try:
         public, private = creds.get_key_pair(
@@ -295,10 +295,9 @@ def get_key_pair(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": 0, "publicKey": public, "privateKey": private})
 
 
-@calls.method("getProxy")
+@calls.method("getProxy", HARVESTER)
 def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The proxy of ``dn`` (default: the caller) with ``role``, always JSON (``userProxy``)."""
-    from pandawms.core.creds import proxies as creds
 
     role = str(params.get("role") or "") or None
     try:
@@ -308,10 +307,9 @@ def get_proxy(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply({"StatusCode": 0, "errorDialog": "", "userProxy": pem}, "json")
 
 
-@calls.method("getResourceTypes")
+@calls.method("getResourceTypes", PILOT)
 def get_resource_types(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Resource types for the pilot's memory monitor: ``ResourceTypes`` is the list of definitions
     (url-encoded replies carry it as JSON text, which pilot 3.11 parses)."""
-    from pandawms.core.queues import resource_types
 
     return Reply({"StatusCode": 0, "Returns": 0, "ResourceTypes": resource_types.as_dicts(ctx.rt)})

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pandawms.api.authz import Rule
 from pandawms.api.context import RequestContext
 from pandawms.model.errors import PandaError
 
@@ -51,23 +52,26 @@ def _refuse_nul(params: dict[str, Any]) -> None:
 
 
 class LegacyCalls:
-    """The legacy methods one file declares (their access rules are in :mod:`pandawms.api.authz`)."""
+    """The legacy methods one file declares, each with its access rule."""
 
     def __init__(self) -> None:
+        #: Who may call each method (:mod:`pandawms.api.authz`).
+        self.rules: dict[str, Rule] = {}
         #: Handlers run in a worker thread.
         self.methods: dict[str, LegacyHandler] = {}
         #: Handlers run on the event loop (the hot pilot calls).
         self.async_methods: dict[str, AsyncLegacyHandler] = {}
 
-    def _declare(self, name: str) -> None:
+    def _declare(self, name: str, rule: Rule) -> None:
         if name in self.methods or name in self.async_methods:
             raise ValueError(f"legacy method {name} declared twice")
+        self.rules[name] = rule
 
-    def method(self, name: str) -> Callable[[LegacyHandler], LegacyHandler]:
-        """Declare ``/server/panda/<name>``, run in a worker thread."""
+    def method(self, name: str, rule: Rule) -> Callable[[LegacyHandler], LegacyHandler]:
+        """Declare ``/server/panda/<name>`` under ``rule``, run in a worker thread."""
 
         def register(func: LegacyHandler) -> LegacyHandler:
-            self._declare(name)
+            self._declare(name, rule)
             if name in _FREE_TEXT_METHODS:
                 self.methods[name] = func
                 return func
@@ -82,11 +86,12 @@ class LegacyCalls:
 
         return register
 
-    def async_method(self, name: str) -> Callable[[AsyncLegacyHandler], AsyncLegacyHandler]:
-        """Declare ``/server/panda/<name>``, run on the event loop (same checks as :meth:`method`)."""
+    def async_method(self, name: str, rule: Rule) -> Callable[[AsyncLegacyHandler], AsyncLegacyHandler]:
+        """Declare ``/server/panda/<name>`` under ``rule``, run on the event loop (same checks as
+        :meth:`method`)."""
 
         def register(func: AsyncLegacyHandler) -> AsyncLegacyHandler:
-            self._declare(name)
+            self._declare(name, rule)
             if name in _FREE_TEXT_METHODS:
                 self.async_methods[name] = func
                 return func
@@ -104,14 +109,16 @@ class LegacyCalls:
 
 def build_tables(
     groups: Iterable[LegacyCalls],
-) -> tuple[dict[str, LegacyHandler], dict[str, AsyncLegacyHandler]]:
-    """The thread and event-loop tables of ``groups``; a name given twice is an error."""
+) -> tuple[dict[str, LegacyHandler], dict[str, AsyncLegacyHandler], dict[str, Rule]]:
+    """The thread and event-loop tables of ``groups`` and their rules; a name given twice is an error."""
     methods: dict[str, LegacyHandler] = {}
     async_methods: dict[str, AsyncLegacyHandler] = {}
+    rules: dict[str, Rule] = {}
     for group in groups:
         for name in [*group.methods, *group.async_methods]:
             if name in methods or name in async_methods:
                 raise ValueError(f"legacy method {name} declared twice")
         methods.update(group.methods)
         async_methods.update(group.async_methods)
-    return methods, async_methods
+        rules.update(group.rules)
+    return methods, async_methods, rules

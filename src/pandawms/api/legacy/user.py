@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from pandawms.api.authz import PILOT, PILOT_WRITE, SECRETS_OWNER, USER
 from pandawms.api.context import RequestContext
 from pandawms.api.legacy.registry import LegacyCalls, Reply
 from pandawms.api.v1.common import no_idds_message
@@ -40,7 +41,7 @@ def _true(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-@calls.method("setDebugMode")
+@calls.method("setDebugMode", PILOT_WRITE)
 def set_debug_mode(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Turn a job's debug mode on or off; pilots and production identities act on any job."""
     panda_id = _int(params, "pandaID")
@@ -49,7 +50,7 @@ def set_debug_mode(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply(message, "text")
 
 
-@calls.method("get_user_secrets")
+@calls.method("get_user_secrets", SECRETS_OWNER)
 def get_user_secrets(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """The caller's own secrets (``keys``: comma-separated names); ``get_json`` as the pilot asks."""
     keys_text = params.get("keys")
@@ -65,24 +66,24 @@ def get_user_secrets(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     return Reply([True, orjson.dumps(found).decode()], "json")
 
 
-@calls.method("get_access_token")
+@calls.method("get_access_token", PILOT)
 def get_access_token(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """A fresh access token for the pilot (``client_name``, ``token_key`` as pilot 3.11 sends them)."""
     client_name = params.get("client_name")
     try:
-        token = access_token.access_token(ctx.rt.settings, str(client_name) if client_name else None)
+        token = access_token.access_token(ctx.rt, str(client_name) if client_name else None)
     except PandaError as exc:
         return Reply({"StatusCode": int(StatusCode.PROXY_ERROR), "errorDialog": exc.message}, "json")
     return Reply({"StatusCode": int(StatusCode.SUCCESS), "userProxy": token}, "json")
 
 
-@calls.method("relay_idds_command")
+@calls.method("relay_idds_command", USER)
 def relay_idds_command(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Refused: there is no iDDS behind this server."""
     return Reply([False, no_idds_message(ctx)], "json")
 
 
-@calls.method("execute_idds_workflow_command")
+@calls.method("execute_idds_workflow_command", USER)
 def execute_idds_workflow_command(ctx: RequestContext, params: dict[str, Any]) -> Reply:
     """Refused: there is no iDDS behind this server (pbook show_workflow, kill_workflow, ...)."""
     return Reply([False, no_idds_message(ctx)], "json")

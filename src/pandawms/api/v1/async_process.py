@@ -8,8 +8,8 @@ one machine), ``submit_sleep_echo_request`` is a probe any one machine of a serv
 
 from __future__ import annotations
 
+from pandawms.api.authz import PRODUCTION_WRITE, SECURE, USER_WRITE
 from pandawms.api.context import RequestContext
-from pandawms.api.params import Param
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.ops import async_requests as requests
 from pandawms.model.errors import Forbidden
@@ -29,20 +29,20 @@ def _allowed(ctx: RequestContext) -> bool:
     return ctx.who.name in names
 
 
-@methods.post(
-    "submit_grep_request",
-    pattern=Param("str"),
-    log_filename=Param("str"),
-    service_name=Param("str", None),
-    machine_name=Param("str", None),
-)
+@methods.post("submit_grep_request", USER_WRITE)
 def submit_grep_request(
-    ctx: RequestContext, pattern: str, log_filename: str, service_name: str | None, machine_name: str | None
+    ctx: RequestContext,
+    *,
+    pattern: str,
+    log_filename: str,
+    service_name: str | None = None,
+    machine_name: str | None = None,
 ) -> Result:
     """Grep ``log_filename`` (a ``panda-*.log`` or ``panda-*.gz`` in the log directory) on the
     machines of ``service_name`` or on ``machine_name``; data is ``{"request_id"}``.
 
-    Only the users listed in ``async_request_users`` may, and only they read the results.
+    Only secure callers listed in ``async_request_users`` may, and only the requester reads the
+    results.
     """
     if not _allowed(ctx):
         raise Forbidden(f"'{ctx.who.name}' is not authorized")
@@ -80,16 +80,13 @@ def submit_grep_request(
     return ok({"request_id": request_id})
 
 
-@methods.post(
-    "submit_sleep_echo_request",
-    service_name=Param("str"),
-    message=Param("str"),
-    seconds=Param("int", 10),
-)
-def submit_sleep_echo_request(ctx: RequestContext, service_name: str, message: str, seconds: int) -> Result:
+@methods.post("submit_sleep_echo_request", PRODUCTION_WRITE)
+def submit_sleep_echo_request(
+    ctx: RequestContext, *, service_name: str, message: str, seconds: int = 10
+) -> Result:
     """A probe: any one alive machine of ``service_name`` sleeps ``seconds`` and echoes ``message``.
 
-    Its result is readable by the requester and by production.
+    Production only; its result is readable by the requester and by production.
     """
     if not 0 <= seconds <= MAX_SLEEP_SECONDS:
         return False, f"invalid seconds: must be between 0 and {MAX_SLEEP_SECONDS}", None
@@ -113,7 +110,10 @@ def submit_sleep_echo_request(ctx: RequestContext, service_name: str, message: s
     return ok({"request_id": request_id})
 
 
-@methods.get("get_result", request_id=Param("str"))
-def get_result(ctx: RequestContext, request_id: str) -> Result:
-    """``{"overall_status": "complete"|"pending", "expected_machines", "results"}`` of a request."""
+@methods.get("get_result", SECURE)
+def get_result(ctx: RequestContext, *, request_id: str) -> Result:
+    """``{"overall_status": "complete"|"pending", "expected_machines", "results"}`` of a request.
+
+    Any secure caller; who may read is the request's access level (core/ops/async_requests.py).
+    """
     return ok(requests.result(ctx.rt, ctx.who, request_id))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pandawms.api.authz import HARVESTER, USER
 from pandawms.api.context import RequestContext
-from pandawms.api.params import Param
 from pandawms.api.v1.registry import Result, V1Module
 
 methods = V1Module("event")
@@ -19,51 +19,54 @@ methods = V1Module("event")
 NOT_ENABLED = "the event service is not enabled on this server"
 
 
-_ANY = Param("any", None)
-
-
-def _refuse(ctx: RequestContext, **_: Any) -> Result:
+@methods.post("acquire_event_ranges", HARVESTER)
+def acquire_event_ranges(
+    ctx: RequestContext,
+    *,
+    job_id: int,
+    jobset_id: Any = None,
+    task_id: Any = None,
+    n_ranges: Any = None,
+    timeout: Any = None,
+    scattered: Any = None,
+    segment_id: Any = None,
+) -> Result:
+    """Refused: no event service here."""
     return False, NOT_ENABLED, None
 
 
-methods.post(
-    "acquire_event_ranges",
-    job_id=Param("int"),
-    jobset_id=_ANY,
-    task_id=_ANY,
-    n_ranges=_ANY,
-    timeout=_ANY,
-    scattered=_ANY,
-    segment_id=_ANY,
-)(_refuse)
+@methods.post("update_event_ranges", HARVESTER)
+def update_event_ranges(
+    ctx: RequestContext, *, event_ranges: Any, timeout: Any = None, version: Any = None
+) -> Result:
+    """Refused: no event service here."""
+    return False, NOT_ENABLED, None
 
 
-methods.post(
-    "update_event_ranges",
-    event_ranges=Param("any"),
-    timeout=_ANY,
-    version=_ANY,
-)(_refuse)
+@methods.post("update_single_event_range", HARVESTER)
+def update_single_event_range(
+    ctx: RequestContext,
+    *,
+    event_range_id: str,
+    event_range_status: str,
+    core_count: Any = None,
+    cpu_consumption_time: Any = None,
+    object_store_id: Any = None,
+    timeout: Any = None,
+) -> Result:
+    """Refused: no event service here."""
+    return False, NOT_ENABLED, None
 
 
-methods.post(
-    "update_single_event_range",
-    event_range_id=Param("str"),
-    event_range_status=Param("str"),
-    core_count=_ANY,
-    cpu_consumption_time=_ANY,
-    object_store_id=_ANY,
-    timeout=_ANY,
-)(_refuse)
+@methods.get("get_available_event_range_count", HARVESTER)
+def get_available_event_range_count(
+    ctx: RequestContext, *, job_id: int, jobset_id: Any = None, task_id: Any = None, timeout: Any = None
+) -> Result:
+    """Refused: no event service here."""
+    return False, NOT_ENABLED, None
 
 
-methods.get(
-    "get_available_event_range_count",
-    job_id=Param("int"),
-    jobset_id=_ANY,
-    task_id=_ANY,
-    timeout=_ANY,
-)(_refuse)
-
-
-methods.get("get_event_range_statuses", job_task_ids=Param("any"))(_refuse)
+@methods.get("get_event_range_statuses", USER)
+def get_event_range_statuses(ctx: RequestContext, *, job_task_ids: Any) -> Result:
+    """Refused: no event service here."""
+    return False, NOT_ENABLED, None

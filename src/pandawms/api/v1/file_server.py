@@ -8,8 +8,9 @@ lost-file recovery, workflow and event-picking requests for the services that ac
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
+from pandawms.api.authz import PRODUCTION_WRITE, USER, USER_WRITE
 from pandawms.api.context import RequestContext
 from pandawms.api.multipart import UploadedFile
 from pandawms.api.params import Param
@@ -24,15 +25,15 @@ from pandawms.core.tasks.sandbox import public_host
 methods = V1Module("file_server")
 
 
-@methods.post("upload_cache_file", file=Param("file"))
-def upload_cache_file(ctx: RequestContext, file: UploadedFile) -> Result:
+@methods.post("upload_cache_file", USER_WRITE)
+def upload_cache_file(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
     """Store a sandbox in the cache (multipart field ``file``)."""
     stored = cache_files.store(ctx.rt, ctx.who, file.filename, file.data)
     return ok({"name": stored.name, "size": stored.size, "checksum": stored.checksum}, "True")
 
 
-@methods.post("validate_cache_file", file_size=Param("int"), checksum=Param("str"))
-def validate_cache_file(ctx: RequestContext, file_size: int, checksum: str) -> Result:
+@methods.post("validate_cache_file", USER)
+def validate_cache_file(ctx: RequestContext, *, file_size: int, checksum: str) -> Result:
     """``FOUND:<host>:<name>`` when the caller already uploaded this sandbox (size and CRC)."""
     found = cache_files.find_reusable(ctx.rt, ctx.who, file_size, checksum)
     if found is None:
@@ -40,16 +41,18 @@ def validate_cache_file(ctx: RequestContext, file_size: int, checksum: str) -> R
     return True, found, None
 
 
-@methods.post("touch_cache_file", file_name=Param("str"))
-def touch_cache_file(ctx: RequestContext, file_name: str) -> Result:
+@methods.post("touch_cache_file", USER_WRITE)
+def touch_cache_file(ctx: RequestContext, *, file_name: str) -> Result:
     """Keep a cached file from expiring for another ``cache_lifetime``."""
     cache_files.touch_file(ctx.rt, file_name)
     return ok()
 
 
-@methods.post("delete_cache_file", file_name=Param("str"))
-def delete_cache_file(ctx: RequestContext, file_name: str) -> Result:
+@methods.post("delete_cache_file", USER_WRITE)
+def delete_cache_file(ctx: RequestContext, *, file_name: str) -> Result:
     """Give up a cached file: the cleaner takes it unless an active task refers to it.
+
+    Only its owner (or production) may (checked in core/tasks/sandbox.py).
 
     Success whether or not the cache knew the file, as the real server answers.
     """
@@ -58,15 +61,9 @@ def delete_cache_file(ctx: RequestContext, file_name: str) -> Result:
     return ok()
 
 
-@methods.post(
-    "register_cache_file",
-    user_name=Param("str"),
-    file_name=Param("str"),
-    file_size=Param("int"),
-    checksum=Param("str"),
-)
+@methods.post("register_cache_file", PRODUCTION_WRITE)
 def register_cache_file(
-    ctx: RequestContext, user_name: str, file_name: str, file_size: int, checksum: str
+    ctx: RequestContext, *, user_name: str, file_name: str, file_size: int, checksum: str
 ) -> Result:
     """Record a sandbox another cache server holds (production), so reuse checks find it.
 
@@ -80,27 +77,27 @@ def register_cache_file(
     return ok()
 
 
-@methods.post("upload_hpo_checkpoint", file=Param("file"))
-def upload_hpo_checkpoint(ctx: RequestContext, file: UploadedFile) -> Result:
-    """Store an HPO checkpoint (multipart ``file`` named ``<jediTaskID>_<subID>``); data is its path."""
+@methods.post("upload_hpo_checkpoint", USER_WRITE)
+def upload_hpo_checkpoint(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
+    """Store an HPO checkpoint (multipart ``file`` named ``<jediTaskID>_<subID>``); data is its path.
+
+    Harvester (production) or the task's owner (checked in core/tasks/checkpoints.py).
+    """
     path = checkpoints.store(ctx.rt, ctx.who, file.filename, file.data)
     return ok(str(path), f"Successfully placed at {path}")
 
 
-@methods.post("delete_hpo_checkpoint", task_id=Param("str"), sub_id=Param("str"))
-def delete_hpo_checkpoint(ctx: RequestContext, task_id: str, sub_id: str) -> Result:
+@methods.post("delete_hpo_checkpoint", USER_WRITE)
+def delete_hpo_checkpoint(ctx: RequestContext, *, task_id: str, sub_id: str) -> Result:
     """Remove an HPO checkpoint."""
     checkpoints.delete(ctx.rt, ctx.who, task_id, sub_id)
     return ok()
 
 
-@methods.post(
-    "upload_workflow_request",
-    data=Param("str"),
-    dry_run=Param("bool", False),
-    sync=Param("bool", False),
-)
-def upload_workflow_request(ctx: RequestContext, data: str, dry_run: bool, sync: bool) -> Result:
+@methods.post("upload_workflow_request", USER_WRITE)
+def upload_workflow_request(
+    ctx: RequestContext, *, data: str, dry_run: bool = False, sync: bool = False
+) -> Result:
     """Leave a workflow description for the workflow processor.
 
     A synchronous or dry-run request asks the server to process the workflow now; pandawms has no
@@ -114,38 +111,37 @@ def upload_workflow_request(ctx: RequestContext, data: str, dry_run: bool, sync:
     return ok(None, "The request was accepted and will be processed in a few minutes")
 
 
-@methods.post(
-    "upload_event_picking_request",
-    run_event_list=Param("str", ""),
-    data_type=Param("str", ""),
-    stream_name=Param("str", ""),
-    dataset_name=Param("str", ""),
-    ami_tag=Param("str", ""),
-    user_dataset_name=Param("str", ""),
-    locked_by=Param("str", ""),
-    parameters=Param("str", ""),
-    input_file_list=Param("str", ""),
-    n_sites=Param("str", ""),
-    user_task_name=Param("str", ""),
-    ei_api=Param("str", ""),
-    include_guids=Param("bool", False),
-)
+@methods.post("upload_event_picking_request", USER_WRITE)
 def upload_event_picking_request(
-    ctx: RequestContext, run_event_list: str, include_guids: bool, **fields: str
+    ctx: RequestContext,
+    *,
+    run_event_list: str = "",
+    data_type: str = "",
+    stream_name: str = "",
+    dataset_name: str = "",
+    ami_tag: str = "",
+    user_dataset_name: str = "",
+    locked_by: str = "",
+    parameters: str = "",
+    input_file_list: str = "",
+    n_sites: str = "",
+    user_task_name: str = "",
+    ei_api: str = "",
+    include_guids: bool = False,
 ) -> Result:
     """Leave an event-picking request (runs and events to pick) for the event picker."""
     named = {
-        "eventPickDataType": fields["data_type"],
-        "eventPickStreamName": fields["stream_name"],
-        "eventPickDS": fields["dataset_name"],
-        "eventPickAmiTag": fields["ami_tag"],
-        "eventPickNumSites": fields["n_sites"],
-        "userTaskName": fields["user_task_name"],
-        "userDatasetName": fields["user_dataset_name"],
-        "lockedBy": fields["locked_by"],
-        "params": fields["parameters"],
-        "inputFileList": fields["input_file_list"],
-        "ei_api": fields["ei_api"],
+        "eventPickDataType": data_type,
+        "eventPickStreamName": stream_name,
+        "eventPickDS": dataset_name,
+        "eventPickAmiTag": ami_tag,
+        "eventPickNumSites": n_sites,
+        "userTaskName": user_task_name,
+        "userDatasetName": user_dataset_name,
+        "lockedBy": locked_by,
+        "params": parameters,
+        "inputFileList": input_file_list,
+        "ei_api": ei_api,
     }
     user_requests.store_event_picking(ctx.rt, ctx.who, named, run_event_list, include_guids)
     return ok()
@@ -159,40 +155,39 @@ def _url(ctx: RequestContext, name: str) -> str:
     return f"http://{host}:{settings.port}/cache/{jedi_logs.SUBDIR}/{name}"
 
 
-@methods.post("upload_jedi_log", file=Param("file"))
-def upload_jedi_log(ctx: RequestContext, file: UploadedFile) -> Result:
+@methods.post("upload_jedi_log", PRODUCTION_WRITE)
+def upload_jedi_log(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
     """Append a piece of a worker log (zlib-compressed, as Harvester sends it); ``data`` is its URL."""
     name, _ = jedi_logs.append(ctx.rt, ctx.who, file.filename, file.data)
     return ok(_url(ctx, name))
 
 
-@methods.post("update_jedi_log", file=Param("file"))
-def update_jedi_log(ctx: RequestContext, file: UploadedFile) -> Result:
+@methods.post("update_jedi_log", PRODUCTION_WRITE)
+def update_jedi_log(ctx: RequestContext, *, file: Annotated[UploadedFile, Param("file")]) -> Result:
     """Append more of a log (the real server's name for the same append)."""
     jedi_logs.append(ctx.rt, ctx.who, file.filename, file.data)
     return ok()
 
 
-@methods.get("download_jedi_log", log_name=Param("str"), offset=Param("int", 0))
-def download_jedi_log(ctx: RequestContext, log_name: str, offset: int) -> Result:
+@methods.get("download_jedi_log", USER)
+def download_jedi_log(ctx: RequestContext, *, log_name: str, offset: int = 0) -> Result:
     """A log's text from ``offset`` on."""
     return ok(jedi_logs.read(ctx.rt, log_name, offset))
 
 
-@methods.post(
-    "upload_file_recovery_request",
-    task_id=Param("int", None),
-    dry_run=Param("bool", False),
-    dataset=Param("str", None),
-    files=Param("str_list", None, max_items=10000),
-    no_child_retry=Param("bool", True),
-    resurrect_datasets=Param("bool", False),
-    force=Param("bool", False),
-    reproduce_parent=Param("bool", False),
-    reproduce_upto_nth_gen=Param("int", 0),
-)
+@methods.post("upload_file_recovery_request", USER_WRITE)
 def upload_file_recovery_request(
-    ctx: RequestContext, task_id: int | None, dry_run: bool, dataset: str | None, **_options: Any
+    ctx: RequestContext,
+    *,
+    task_id: int | None = None,
+    dry_run: bool = False,
+    dataset: str | None = None,
+    files: Annotated[list[str] | None, Param("str_list", None, max_items=10000)],
+    no_child_retry: bool = True,
+    resurrect_datasets: bool = False,
+    force: bool = False,
+    reproduce_parent: bool = False,
+    reproduce_upto_nth_gen: int = 0,
 ) -> Result:
     """Queue a request to recover a task's lost files (pbook recover_lost_files)."""
     if task_id is None:

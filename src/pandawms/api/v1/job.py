@@ -6,8 +6,9 @@ of a task; operators reassign jobs, give a pilot a command or ask for an offline
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from pandawms.api.authz import PRODUCTION_WRITE, USER, USER_WRITE
 from pandawms.api.context import RequestContext
 from pandawms.api.jobspec_codec import decode_state_list, encode_job
 from pandawms.api.params import Param
@@ -15,48 +16,58 @@ from pandawms.api.v1.common import IDS, STATUS_TIMEOUT
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.jobs import debug_mode, kill, submit
 from pandawms.core.jobs import read as jobs_read
+from pandawms.core.jobs.commands import reassign_jobs, set_command
+from pandawms.core.jobs.offline_script import offline_script
 from pandawms.core.tasks import requests as task_requests
 
 methods = V1Module("job")
 
 
-@methods.post("submit", jobs=Param("json"))
-def job_submit(ctx: RequestContext, jobs: Any) -> Result:
+def _submitted_jobs(kwargs: dict[str, Any], data: Any) -> dict[str, Any]:
+    """A submission's audit targets: the PandaIDs it created (``[[PandaID, ...], ...]``)."""
+    if not isinstance(data, list):
+        return kwargs
+    return {"job_ids": [item[0] for item in data if isinstance(item, list) and item]}
+
+
+@methods.post("submit", USER_WRITE, submission=True, targets=_submitted_jobs)
+def job_submit(ctx: RequestContext, *, jobs: Annotated[Any, Param("json")]) -> Result:
     """Submit jobs sent as panda-client's JSON state list (itself a JSON string)."""
     decoded = decode_state_list(jobs)
     return ok(submit.submit_jobs(ctx.rt, decoded, ctx.who))
 
 
-@methods.get_or_post("get_description", job_ids=IDS)
-def job_get_description(ctx: RequestContext, job_ids: list[int]) -> Result:
+@methods.get_or_post("get_description", USER)
+def job_get_description(ctx: RequestContext, *, job_ids: Annotated[list[int], IDS]) -> Result:
     """Full descriptions of live jobs (null for unknown IDs)."""
     found = jobs_read.get_descriptions(ctx.rt, job_ids, include_archive=False)
     return ok([encode_job(j) if j else None for j in found])
 
 
-@methods.get_or_post("get_description_incl_archive", job_ids=IDS)
-def job_get_description_incl_archive(ctx: RequestContext, job_ids: list[int]) -> Result:
+@methods.get_or_post("get_description_incl_archive", USER)
+def job_get_description_incl_archive(ctx: RequestContext, *, job_ids: Annotated[list[int], IDS]) -> Result:
     """Full descriptions including archived jobs."""
     found = jobs_read.get_descriptions(ctx.rt, job_ids, include_archive=True)
     return ok([encode_job(j) if j else None for j in found])
 
 
-@methods.post(
-    "kill",
-    job_ids=IDS,
-    code=Param("int", None),
-    use_email_as_id=Param("bool", False),
-    kill_options=Param("str_list", []),
-)
+@methods.post("kill", USER_WRITE)
 def job_kill(
-    ctx: RequestContext, job_ids: list[int], code: int | None, use_email_as_id: bool, kill_options: list[str]
+    ctx: RequestContext,
+    *,
+    job_ids: Annotated[list[int], IDS],
+    code: int | None = None,
+    use_email_as_id: bool = False,
+    kill_options: Annotated[list[str], Param("str_list", [])],
 ) -> Result:
     """Kill jobs; one boolean per ID."""
     return ok(kill.kill_jobs(ctx.rt, job_ids, ctx.who, code))
 
 
-@methods.get("get_status", job_ids=IDS, timeout=STATUS_TIMEOUT)
-def job_get_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Result:
+@methods.get("get_status", USER)
+def job_get_status(
+    ctx: RequestContext, *, job_ids: Annotated[list[int], IDS], timeout: Annotated[int, STATUS_TIMEOUT]
+) -> Result:
     """Status and pending command per job (Harvester's check_jobs); ``command`` null when none."""
     found = jobs_read.get_statuses(ctx.rt, job_ids)
     out: list[dict[str, str | None]] = []
@@ -69,10 +80,11 @@ def job_get_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Res
     return ok(out)
 
 
-@methods.post("reassign", job_ids=IDS, site=Param("str", None))
-def job_reassign(ctx: RequestContext, job_ids: list[int], site: str | None) -> Result:
+@methods.post("reassign", USER_WRITE)
+def job_reassign(
+    ctx: RequestContext, *, job_ids: Annotated[list[int], IDS], site: str | None = None
+) -> Result:
     """Jobs no pilot holds yet go back to brokerage (or to the queue ``site``)."""
-    from pandawms.core.jobs.commands import reassign_jobs
 
     if site is not None and not 0 < len(site) <= 128:
         return False, "site must be 1 to 128 characters", None
@@ -80,19 +92,19 @@ def job_reassign(ctx: RequestContext, job_ids: list[int], site: str | None) -> R
     return ok(None, f"{sum(done)} of {len(done)} jobs reassigned")
 
 
-@methods.post("set_command", job_id=Param("int"), command=Param("str"))
-def job_set_command(ctx: RequestContext, job_id: int, command: str) -> Result:
+@methods.post("set_command", PRODUCTION_WRITE)
+def job_set_command(ctx: RequestContext, *, job_id: int, command: str) -> Result:
     """A command for the job's pilot, given in the answer to its next heartbeat."""
-    from pandawms.core.jobs.commands import set_command
 
     success, message = set_command(ctx.rt, job_id, command)
     return success, message, None
 
 
-@methods.get("generate_offline_execution_script", job_id=Param("int"), days=Param("int", None))
-def job_generate_offline_execution_script(ctx: RequestContext, job_id: int, days: int | None) -> Result:
+@methods.get("generate_offline_execution_script", USER)
+def job_generate_offline_execution_script(
+    ctx: RequestContext, *, job_id: int, days: int | None = None
+) -> Result:
     """A shell script that runs the job again outside PanDA; ``data`` is ``{"script": ...}``."""
-    from pandawms.core.jobs.offline_script import offline_script
 
     (job,) = jobs_read.get_descriptions(ctx.rt, [job_id], include_archive=True)
     if job is None:
@@ -103,8 +115,8 @@ def job_generate_offline_execution_script(ctx: RequestContext, job_id: int, days
     return ok({"script": script})
 
 
-@methods.post("set_debug_mode", job_id=Param("int"), mode=Param("bool"))
-def job_set_debug_mode(ctx: RequestContext, job_id: int, mode: bool) -> Result:
+@methods.post("set_debug_mode", USER_WRITE)
+def job_set_debug_mode(ctx: RequestContext, *, job_id: int, mode: bool) -> Result:
     """Turn the debug mode of a job on or off (pbook debug): its pilot then streams stdout.
 
     ``data`` repeats the message: panda-client shows ``data`` of a successful call.
@@ -114,7 +126,7 @@ def job_set_debug_mode(ctx: RequestContext, job_id: int, mode: bool) -> Result:
     return success, message, message
 
 
-@methods.get("get_metadata_for_analysis_jobs", task_id=Param("int"))
-def job_get_metadata_for_analysis_jobs(ctx: RequestContext, task_id: int) -> Result:
+@methods.get("get_metadata_for_analysis_jobs", USER)
+def job_get_metadata_for_analysis_jobs(ctx: RequestContext, *, task_id: int) -> Result:
     """Job reports of the task's finished user jobs, by PandaID (pbook get_user_job_metadata)."""
     return task_requests.user_job_metadata(ctx.rt, task_id, ctx.who)

@@ -11,8 +11,9 @@ first getJob, and the pilot inside a Harvester worker reports its start and end
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
+from pandawms.api.authz import PILOT
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.pilot_codec import job_for_pilot, parse_update, v1_to_legacy
@@ -20,8 +21,10 @@ from pandawms.api.v1.common import HARVESTER_ID, IDS, STATUS_TIMEOUT
 from pandawms.api.v1.registry import Result, V1Module, ok
 from pandawms.core.dbthreads import run_db
 from pandawms.core.harvester import workers
+from pandawms.core.harvester.workers import link_dispatched
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
+from pandawms.core.links import check_harvester_id
 from pandawms.core.queues import worker_nodes
 from pandawms.db.engine import refusal
 from pandawms.model.errors import PandaError, StatusCode, TooLarge
@@ -31,25 +34,28 @@ methods = V1Module("pilot")
 
 @methods.post(
     "acquire_jobs",
-    site_name=Param("str"),
-    timeout=Param("int", 60),
-    memory=Param("int", None),
-    disk_space=Param("int", None),
-    prod_source_label=Param("str", None),
-    node=Param("str", None),
-    computing_element=Param("str", None),
-    prod_user_id=Param("str", None),
-    get_proxy_key=Param("bool", False),
-    task_id=Param("int", None),
-    n_jobs=Param("int", 1),
-    background=Param("bool", False),
-    resource_type=Param("str", None),
-    harvester_id=Param("str", None),
-    worker_id=Param("int", None),
-    scheduler_id=Param("str", None),
-    job_type=Param("str", None),
-    via_topic=Param("bool", False),
-    remaining_time=Param("int", None),
+    PILOT,
+    params=dict(
+        site_name=Param("str"),
+        timeout=Param("int", 60),
+        memory=Param("int", None),
+        disk_space=Param("int", None),
+        prod_source_label=Param("str", None),
+        node=Param("str", None),
+        computing_element=Param("str", None),
+        prod_user_id=Param("str", None),
+        get_proxy_key=Param("bool", False),
+        task_id=Param("int", None),
+        n_jobs=Param("int", 1),
+        background=Param("bool", False),
+        resource_type=Param("str", None),
+        harvester_id=Param("str", None),
+        worker_id=Param("int", None),
+        scheduler_id=Param("str", None),
+        job_type=Param("str", None),
+        via_topic=Param("bool", False),
+        remaining_time=Param("int", None),
+    ),
 )
 async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     """Dispatch jobs to a pilot or Harvester: always the bulk form.
@@ -59,8 +65,6 @@ async def pilot_acquire_jobs(ctx: RequestContext, **kw: Any) -> Result:
     included; a thread is used afterwards only when the answer needs the database again.
     """
     if kw["harvester_id"] is not None:
-        from pandawms.core.links import check_harvester_id
-
         check_harvester_id(kw["harvester_id"])
     req = dispatch.DispatchRequest(
         site=kw["site_name"],
@@ -99,8 +103,6 @@ def _acquire_reply(
 ) -> Result:
     """acquire_jobs' answer; links the jobs to the Harvester worker when one is named."""
     if harvester_id and worker_id is not None:
-        from pandawms.core.harvester.workers import link_dispatched
-
         link_dispatched(ctx.rt, harvester_id, worker_id, req.site, [j["PandaID"] for j in found])
     n_sent = (
         dispatch.count_recently_sent(ctx.rt, req.site) if req.prod_source_label in (None, "managed") else 0
@@ -142,7 +144,9 @@ async def _update_one(ctx: RequestContext, params: dict[str, Any]) -> Result:
     return ok({"StatusCode": int(result.status_code), "command": result.command})
 
 
-@methods.post("update_job", job_id=Param("int"), job_status=Param("str"), **_UPDATE_PARAMS)
+@methods.post(
+    "update_job", PILOT, params=dict(job_id=Param("int"), job_status=Param("str"), **_UPDATE_PARAMS)
+)
 async def pilot_update_job(ctx: RequestContext, **kw: Any) -> Result:
     """One heartbeat or state change."""
     return await _update_one(ctx, kw)
@@ -155,12 +159,13 @@ def _refused_item(exc: BaseException) -> str:
     return f"the database refused a value of this entry: {first[:200]}"
 
 
-@methods.post(
-    "update_jobs_bulk",
-    job_list=Param("json", max_items=1000),
-    harvester_id=Param("str", None),
-)
-async def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_id: str | None) -> Result:
+@methods.post("update_jobs_bulk", PILOT)
+async def pilot_update_jobs_bulk(
+    ctx: RequestContext,
+    *,
+    job_list: Annotated[Any, Param("json", max_items=1000)],
+    harvester_id: str | None = None,
+) -> Result:
     """Several updates; one v1 envelope per job, in order.
 
     Every entry joins the worker's heartbeat or state-change batches like a single update
@@ -194,8 +199,10 @@ async def pilot_update_jobs_bulk(ctx: RequestContext, job_list: Any, harvester_i
     return ok(outcomes)
 
 
-@methods.get("get_job_status", job_ids=IDS, timeout=STATUS_TIMEOUT)
-def pilot_get_job_status(ctx: RequestContext, job_ids: list[int], timeout: int) -> Result:
+@methods.get("get_job_status", PILOT)
+def pilot_get_job_status(
+    ctx: RequestContext, *, job_ids: Annotated[list[int], IDS], timeout: Annotated[int, STATUS_TIMEOUT]
+) -> Result:
     """Status and attempt of each job as the pilot asks for it."""
     found = jobs_read.get_statuses(ctx.rt, job_ids)
     out = []
@@ -211,16 +218,15 @@ def pilot_get_job_status(ctx: RequestContext, job_ids: list[int], timeout: int) 
     return ok(out)
 
 
-@methods.post(
-    "update_worker_status",
-    worker_id=Param("int"),
-    harvester_id=HARVESTER_ID,
-    status=Param("str"),
-    timeout=Param("int", 60),
-    node_id=Param("str", None),
-)
+@methods.post("update_worker_status", PILOT)
 def update_worker_status(
-    ctx: RequestContext, worker_id: int, harvester_id: str, status: str, timeout: int, node_id: str | None
+    ctx: RequestContext,
+    *,
+    worker_id: int,
+    harvester_id: Annotated[str, HARVESTER_ID],
+    status: str,
+    timeout: int = 60,
+    node_id: str | None = None,
 ) -> Result:
     """The pilot inside a worker says it started or finished."""
     if not workers.set_pilot_status(ctx.rt, harvester_id, worker_id, status, node_id):
@@ -239,40 +245,44 @@ _OPT_INT = Param("int", None)
 
 @methods.post(
     "update_worker_node",
-    site=_TEXT,
-    host_name=_TEXT,
-    cpu_model=_TEXT,
-    panda_queue=_OPT_TEXT,
-    n_logical_cpus=_OPT_INT,
-    n_sockets=_OPT_INT,
-    cores_per_socket=_OPT_INT,
-    threads_per_core=_OPT_INT,
-    cpu_architecture=_OPT_TEXT,
-    cpu_architecture_level=_OPT_TEXT,
-    clock_speed=Param("float", None),
-    total_memory=_OPT_INT,
-    total_local_disk=_OPT_INT,
-    timeout=_OPT_INT,
+    PILOT,
+    params=dict(
+        site=_TEXT,
+        host_name=_TEXT,
+        cpu_model=_TEXT,
+        panda_queue=_OPT_TEXT,
+        n_logical_cpus=_OPT_INT,
+        n_sockets=_OPT_INT,
+        cores_per_socket=_OPT_INT,
+        threads_per_core=_OPT_INT,
+        cpu_architecture=_OPT_TEXT,
+        cpu_architecture_level=_OPT_TEXT,
+        clock_speed=Param("float", None),
+        total_memory=_OPT_INT,
+        total_local_disk=_OPT_INT,
+    ),
 )
-def update_worker_node(ctx: RequestContext, timeout: int | None = None, **report: object) -> Result:
+def update_worker_node(ctx: RequestContext, *, timeout: int | None = None, **report: object) -> Result:
     """Upsert the node's CPU description and its link to the queue it serves."""
     return ok(None, worker_nodes.update_worker_node(ctx.rt, report))
 
 
 @methods.post(
     "update_worker_node_gpu",
-    site=_TEXT,
-    host_name=_TEXT,
-    vendor=_TEXT,
-    model=_TEXT,
-    count=Param("int"),
-    vram=_OPT_INT,
-    architecture=_OPT_TEXT,
-    framework=_OPT_TEXT,
-    framework_version=_OPT_TEXT,
-    driver_version=_OPT_TEXT,
-    timeout=_OPT_INT,
+    PILOT,
+    params=dict(
+        site=_TEXT,
+        host_name=_TEXT,
+        vendor=_TEXT,
+        model=_TEXT,
+        count=Param("int"),
+        vram=_OPT_INT,
+        architecture=_OPT_TEXT,
+        framework=_OPT_TEXT,
+        framework_version=_OPT_TEXT,
+        driver_version=_OPT_TEXT,
+    ),
 )
-def update_worker_node_gpu(ctx: RequestContext, timeout: int | None = None, **report: object) -> Result:
+def update_worker_node_gpu(ctx: RequestContext, *, timeout: int | None = None, **report: object) -> Result:
     """Upsert one kind of GPU of the node."""
     return ok(None, worker_nodes.update_worker_node_gpu(ctx.rt, report))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from pandawms.api.authz import ANYONE, SECURE
 from pandawms.api.context import RequestContext
 from pandawms.api.params import Param
 from pandawms.api.v1.registry import Result, V1Module, ok
@@ -13,14 +14,16 @@ from pandawms.model.working_groups import primary_working_group, production_work
 methods = V1Module("system")
 
 
-@methods.get("is_alive")
+@methods.get("is_alive", ANYONE)
 async def is_alive(ctx: RequestContext) -> Result:
     """Liveness for panda-client's hello and Harvester's check (on the event loop: no database)."""
     return ok()
 
 
-@methods.get("get_attributes", parameters=Param("extra", max_items=100))
-async def get_attributes(ctx: RequestContext, parameters: dict[str, Any]) -> Result:
+@methods.get("get_attributes", ANYONE)
+async def get_attributes(
+    ctx: RequestContext, *, parameters: Annotated[dict[str, Any], Param("extra", max_items=100)]
+) -> Result:
     """The caller as the server sees it, in the gridsite variables panda-client's get_cert_attributes reads.
 
     Any arguments are echoed back under ``parameters`` (as text), as the real server does.
@@ -54,7 +57,7 @@ def _environment(ctx: RequestContext) -> dict[str, Any]:
     return env
 
 
-@methods.get("get_voms_attributes")
+@methods.get("get_voms_attributes", SECURE)
 async def get_voms_attributes(ctx: RequestContext) -> Result:
     """The caller's ``GRST_CRED_*`` credentials: ``KEY : value`` lines as the message, the dict as data."""
     creds = _grst_credentials(ctx.who)
@@ -62,7 +65,7 @@ async def get_voms_attributes(ctx: RequestContext) -> Result:
     return ok(creds, text)
 
 
-@methods.get("get_user_attributes")
+@methods.get("get_user_attributes", SECURE)
 async def get_user_attributes(ctx: RequestContext) -> Result:
     """How the server sees the caller: DN forms, FQANs, production role and working groups.
 

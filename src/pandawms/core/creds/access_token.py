@@ -10,7 +10,7 @@ make one issuer request each.
 from __future__ import annotations
 
 import logging
-import threading
+import math
 import time
 import urllib.error
 import urllib.parse
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from pandawms.config import Settings
+from pandawms.core.runtime import Runtime
 from pandawms.model.errors import PandaError
 
 log = logging.getLogger("pandawms.access_token")
@@ -42,10 +43,6 @@ class _Cached:
     expires: float
 
 
-_lock = threading.Lock()
-_cache: dict[tuple[str, str, str], _Cached] = {}
-
-
 def _settings_ok(settings: Settings) -> None:
     missing = [
         name
@@ -60,23 +57,25 @@ def _settings_ok(settings: Settings) -> None:
         raise TokenRefused(f"no token issuer configured: set {', '.join(missing)}")
 
 
-def access_token(settings: Settings, client_name: str | None) -> str:
-    """An access token for ``client_name`` (the configured ``token_client_name``)."""
+def access_token(rt: Runtime, client_name: str | None) -> str:
+    """An access token for ``client_name`` (the configured ``token_client_name``).
+
+    The token is kept by the runtime until :data:`RENEW_MARGIN` seconds before it expires.
+    """
+    settings = rt.settings
     _settings_ok(settings)
     if client_name and client_name != settings.token_client_name:
         raise TokenRefused(
             f"'token' not found for {client_name[:100]}: this server issues tokens only for "
             f"client_name={settings.token_client_name} (PANDA_TOKEN_CLIENT_NAME)"
         )
-    cache_key = (settings.token_endpoint, settings.token_client_id, settings.token_scope)
+    cache_key = ("access_token", settings.token_endpoint, settings.token_client_id, settings.token_scope)
     now = time.monotonic()
-    with _lock:
-        cached = _cache.get(cache_key)
-        if cached is not None and cached.expires - RENEW_MARGIN > now:
-            return cached.token
+    cached = rt.remembered(cache_key, math.inf)
+    if isinstance(cached, _Cached) and cached.expires - RENEW_MARGIN > now:
+        return cached.token
     token, lifetime = _request(settings)
-    with _lock:
-        _cache[cache_key] = _Cached(token, now + lifetime)
+    rt.remember(cache_key, _Cached(token, now + lifetime))
     return token
 
 

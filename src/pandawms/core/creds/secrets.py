@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,6 @@ MAX_TOTAL_BYTES = 2 * 1024 * 1024
 #: Prefix pbook gives a secret uploaded from a file (its value is the file in base64).
 FILE_PREFIX = "___file___:"
 
-_key_lock = threading.Lock()
-_fernets: dict[str, Fernet] = {}
-
 
 class SecretsUnavailable(PandaError):
     """The server key cannot be read or does not open the stored secrets."""
@@ -48,26 +44,24 @@ def _key_file(rt: Runtime) -> Path:
 
 
 def _fernet(rt: Runtime) -> Fernet:
-    """The cipher of the configured key, or of ``<data_dir>/secrets.key`` (made once, mode 0600)."""
+    """The cipher of the configured key, or of ``<data_dir>/secrets.key`` (made once, mode 0600).
+
+    Kept by the runtime: made once per runtime, whoever asks first.
+    """
     configured = rt.settings.secrets_key.strip()
     cache_key = configured or str(_key_file(rt).absolute())
-    with _key_lock:
-        found = _fernets.get(cache_key)
-        if found is not None:
-            return found
-        if configured:
-            key = configured.encode()
-        else:
-            key = _local_key(_key_file(rt))
+
+    def make() -> Fernet:
+        key = configured.encode() if configured else _local_key(_key_file(rt))
         try:
-            fernet = Fernet(key)
+            return Fernet(key)
         except ValueError:
             raise SecretsUnavailable(
                 "user secrets are unavailable: the server key (PANDA_SECRETS_KEY or "
                 "PANDA_SECRETS_KEY_FILE) is not a Fernet key (urlsafe base64 of 32 bytes)"
             ) from None
-        _fernets[cache_key] = fernet
-        return fernet
+
+    return rt.kept(("secrets.fernet", cache_key), make)
 
 
 def _local_key(path: Path) -> bytes:

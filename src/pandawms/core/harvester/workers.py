@@ -240,7 +240,7 @@ def _fail_jobs_of_ended_worker(
             )
             .values(status="failed", modificationTime=now)
         )
-        retry_if_possible(conn, job["PandaID"], now, rt.node)
+        retry_if_possible(conn, job["PandaID"], now, rt.node, rules=rt.retry_rules)
         failed += 1
     return failed
 

@@ -226,13 +226,15 @@ def _dispatch_batch(_key: Hashable, items: Sequence[tuple[Runtime, DispatchReque
     return _acquire_batch(rt, [req for _, req, _ in items], who)
 
 
-_RUNNER: GroupRunner[tuple[Runtime, DispatchRequest, Identity], list[dict[str, Any]]] = GroupRunner(
-    _dispatch_batch,
-    max_batch=MAX_BATCH,
-    weight=lambda item: item[1].n_jobs,
-    max_weight=MAX_JOBS_PER_BATCH,
-    runtime_of=lambda item: item[0],
-)
+def _new_runner() -> GroupRunner[tuple[Runtime, DispatchRequest, Identity], list[dict[str, Any]]]:
+    """The group commit of a runtime's getJobs (kept by the runtime: one per runtime)."""
+    return GroupRunner(
+        _dispatch_batch,
+        max_batch=MAX_BATCH,
+        weight=lambda item: item[1].n_jobs,
+        max_weight=MAX_JOBS_PER_BATCH,
+        runtime_of=lambda item: item[0],
+    )
 
 
 async def acquire_jobs_async(rt: Runtime, req: DispatchRequest, who: Identity) -> list[dict[str, Any]]:
@@ -244,7 +246,8 @@ async def acquire_jobs_async(rt: Runtime, req: DispatchRequest, who: Identity) -
     _validate(rt, req)
     # With SKIP LOCKED two batches of one queue take different rows without waiting on each other.
     parallel = 2 if rt.skip_locked_if_known else 1  # never connect on the event loop
-    return await _RUNNER.submit((id(rt), *_batch_key(req, who)), (rt, req, who), parallel)
+    runner = rt.kept("dispatch.group_commit", _new_runner)
+    return await runner.submit(_batch_key(req, who), (rt, req, who), parallel)
 
 
 _SENT_TTL = 5.0

@@ -234,9 +234,9 @@ def _in_item_order(order: list[int], outcomes: list[Any]) -> list[Any]:
     return out
 
 
-_PLAIN_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None] = GroupRunner(
-    _plain_batch, runtime_of=lambda item: item[0]
-)
+def _new_plain_runner() -> GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult | None]:
+    """The group commit of a runtime's plain heartbeats (kept by the runtime)."""
+    return GroupRunner(_plain_batch, runtime_of=lambda item: item[0])
 
 
 def update_job(rt: Runtime, upd: PilotUpdate, fast: bool = True) -> UpdateResult:
@@ -323,7 +323,7 @@ def _apply_update(
     status = target
     if upd.state in FINAL_REPORTS:
         job.update(values, jobStatus=JobStatus.HOLDING.value)
-        status = finalize(conn, job, upd.state, upd.report, now)
+        status = finalize(conn, job, upd.state, upd.report, now, rt.retry_rules)
         if clone_mode is not None:
             cloning.after_final(conn, job, status, now)
     consume_once(conn, upd.panda_id, job.get("commandToPilot"))
@@ -396,9 +396,9 @@ def _refusal_as_outcome(
         return exc
 
 
-_FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunner(
-    _full_batch, runtime_of=lambda item: item[0]
-)
+def _new_full_runner() -> GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult]:
+    """The group commit of a runtime's state changes and final reports (kept by the runtime)."""
+    return GroupRunner(_full_batch, runtime_of=lambda item: item[0])
 
 
 async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
@@ -412,8 +412,9 @@ async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
     if _is_plain(rt, upd):
-        plain = await _PLAIN_RUNNER.submit(id(rt), (rt, upd))
+        plain = await rt.kept("heartbeat.plain_group_commit", _new_plain_runner).submit("plain", (rt, upd))
         if plain is not None:
             return plain
     parallel = 1 if rt.backend == "sqlite" else 2
-    return await _FULL_RUNNER.submit(id(rt), (rt, upd), parallel)
+    runner = rt.kept("heartbeat.full_group_commit", _new_full_runner)
+    return await runner.submit("full", (rt, upd), parallel)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -20,6 +21,7 @@ from pandawms.core.jobs.retry import retry_if_possible
 from pandawms.core.jobs.transitions import move_job
 from pandawms.db.schema import files
 from pandawms.model.errors import DdmError, TaskBufferError
+from pandawms.model.retry_rules import RetryRule
 from pandawms.model.states import JobStatus
 
 FileInfo = dict[str, Any]
@@ -85,8 +87,12 @@ def finalize(
     reported: str,
     report_text: str | None,
     now: dt.datetime,
+    rules: Sequence[RetryRule],
 ) -> str:
-    """Move a ``holding`` job to its final state from the pilot's report; return that state."""
+    """Move a ``holding`` job to its final state from the pilot's report; return that state.
+
+    A failed job is retried when one of ``rules`` (the runtime's retry rules) says so.
+    """
     panda_id = job["PandaID"]
     job_files = [dict(r) for r in conn.execute(select(files).where(files.c.PandaID == panda_id)).mappings()]
     values: dict[str, Any] = {}
@@ -137,5 +143,5 @@ def finalize(
         values["endTime"] = now
     move_job(conn, job, final, now, values, reason=f"pilot reported {reported}")
     if final == JobStatus.FAILED.value:
-        retry_if_possible(conn, panda_id, now, job.get("modificationHost") or "")
+        retry_if_possible(conn, panda_id, now, job.get("modificationHost") or "", rules=rules)
     return final

@@ -1,7 +1,7 @@
 """Server-side retry: a failed job with attempts left comes back as a new PandaID.
 
-Whether it comes back is decided by the retry rules (:mod:`pandawms.model.retry_rules`): only an
-error a new attempt can fix earns one. The rule that decided is written to the failed job's
+Whether it comes back is decided by the runtime's retry rules (``Runtime.retry_rules``, see
+:mod:`pandawms.model.retry_rules`): only an error a new attempt can fix earns one. The rule that decided is written to the failed job's
 status history, retried or not, so the monitor's job page says why.
 
 The new job is a copy with ``attemptNr + 1``, ``parentID`` = the failed PandaID, cleared errors
@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -87,9 +88,9 @@ def retry_candidate(job: dict[str, Any]) -> bool:
     )
 
 
-def should_retry(job: dict[str, Any]) -> bool:
-    """A candidate whose errors a retry rule calls recoverable."""
-    rule = decide(job) if retry_candidate(job) else None
+def should_retry(job: dict[str, Any], rules: Sequence[RetryRule]) -> bool:
+    """A candidate whose errors one of ``rules`` calls recoverable."""
+    rule = decide(job, rules) if retry_candidate(job) else None
     return rule is not None and rule.action == "retry"
 
 
@@ -115,13 +116,18 @@ def _renamed(lfn: str, attempt: int) -> str:
     return f"{_ATTEMPT_SUFFIX.sub('', lfn)}.{attempt}"[:4000]
 
 
-def retry_if_possible(conn: Connection, panda_id: int, now: dt.datetime, node: str) -> int | None:
-    """Clone the failed job ``panda_id`` for another attempt; returns the new PandaID or None."""
+def retry_if_possible(
+    conn: Connection, panda_id: int, now: dt.datetime, node: str, *, rules: Sequence[RetryRule]
+) -> int | None:
+    """Clone the failed job ``panda_id`` for another attempt; returns the new PandaID or None.
+
+    ``rules``: the runtime's retry rules (``rt.retry_rules``), which decide whether it may.
+    """
     row = conn.execute(select(jobs).where(jobs.c.PandaID == panda_id)).mappings().first()
     if row is None or not retry_candidate(dict(row)):
         return None
     old = dict(row)
-    rule: RetryRule | None = decide(old)
+    rule: RetryRule | None = decide(old, rules)
     if rule is None or rule.action != "retry":
         why = f"retry rule {rule.name}" if rule is not None else "no retry rule matches"
         _record(conn, old, f"{why}: final, not retried")

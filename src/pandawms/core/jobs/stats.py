@@ -4,15 +4,13 @@ Harvester polls the per-site counts every few minutes from every instance, and m
 the others; at a million live jobs a full count on every call would cost a table scan each
 time. So each answer is one GROUP BY (the per-site/status count is served from the dispatch
 index, which starts with computingSite and jobStatus; final jobs of the time window come from
-the archive through its modificationTime index) and is kept for :data:`CACHE_SECONDS` in the
-process: a minute-old count is what these callers expect.
+the archive through its modificationTime index) and is kept for :data:`CACHE_SECONDS` by the
+runtime: a minute-old count is what these callers expect.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -32,27 +30,15 @@ PRODUCTION_LABELS = ("managed", "ptest", "prod_test", "test", "rc_test", "rc_tes
 ANALYSIS_LABELS = ("user", "panda")
 _FINAL = sorted(str(s) for s in TERMINAL)
 
-_cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
-_lock = threading.Lock()
-
 
 def _cached(rt: Runtime, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    key = (str(rt.engine.url), *key)
-    now = time.monotonic()
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-    value = compute()
-    with _lock:
-        _cache[key] = (now + CACHE_SECONDS, value)
-    return value
+    """``compute()``, reused by the runtime for :data:`CACHE_SECONDS` (one computation at a time)."""
+    return rt.cached(("job_stats", *key), compute, CACHE_SECONDS)
 
 
-def clear_cache() -> None:
-    """Forget every cached answer (tests, and after bulk changes)."""
-    with _lock:
-        _cache.clear()
+def clear_cache(rt: Runtime) -> None:
+    """Forget every cached answer of ``rt`` (tests, and after bulk changes)."""
+    rt.forget_kind("job_stats")
 
 
 def _counts(

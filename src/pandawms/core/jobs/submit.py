@@ -19,6 +19,7 @@ from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import files, job_metadata, job_params, jobs
+from pandawms.db.schema_tasks import tasks
 from pandawms.model.errors import Forbidden, PandaError, TooLarge
 from pandawms.model.identity import Identity, clean_user_id
 from pandawms.model.jobspec import (
@@ -32,6 +33,7 @@ from pandawms.model.jobspec import (
     RETRY_RAISED_LABELS,
     USER_LABELS,
 )
+from pandawms.model.ownership import may_act
 from pandawms.model.states import JobStatus
 from pandawms.model.values import BadValue, coerce
 
@@ -244,8 +246,6 @@ def check_task_membership(conn: Connection, typed: Sequence[Mapping[str, Any]], 
     A job counted in someone else's task would change that task's progress and outputs, and
     be killed or retried with it. Checked inside the submission's transaction.
     """
-    from pandawms.db.schema_tasks import tasks
-    from pandawms.model.ownership import may_act
 
     wanted = sorted({int(job["jediTaskID"]) for job in typed if job.get("jediTaskID")})
     if not wanted:

@@ -125,7 +125,7 @@ def fail_stale_jobs(rt: Runtime, now: dt.datetime | None = None) -> dict[str, in
                     )
                     counts[final] = counts.get(final, 0) + 1
                     if final == JobStatus.FAILED.value and retry_if_possible(
-                        conn, job["PandaID"], now, rt.node
+                        conn, job["PandaID"], now, rt.node, rules=rt.retry_rules
                     ):
                         counts["retried"] = counts.get("retried", 0) + 1
             if len(stale) < BATCH:

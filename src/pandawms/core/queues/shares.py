@@ -1,14 +1,13 @@
 """Which global share goes first at dispatch, from what runs now (see :mod:`pandawms.model.shares`).
 
 Running jobs are counted by ``gshare`` over the whole live table (shares are fractions of the
-grid, not of one queue). The count is cached per process for :data:`USAGE_TTL` seconds: the
+grid, not of one queue). The count is kept by the runtime for :data:`USAGE_TTL` seconds: the
 order of shares changes slowly, and dispatch must not scan the running jobs on every getJob.
 Without ``global_shares`` nothing here runs and dispatch orders by priority alone.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 
 from sqlalchemy import func, select
@@ -25,7 +24,7 @@ BUSY = ("sent", "starting", "running")
 
 
 def running_by_share(rt: Runtime, fresh: bool = False) -> dict[str, int]:
-    """Jobs holding a slot, by gshare ("" for none); cached per process unless ``fresh``."""
+    """Jobs holding a slot, by gshare ("" for none); kept by the runtime unless ``fresh``."""
     key = ("running_by_share", rt.settings.global_shares)
     now = time.monotonic()
     hit = None if fresh else rt.remembered(key, USAGE_TTL)
@@ -42,22 +41,22 @@ def running_by_share(rt: Runtime, fresh: bool = False) -> dict[str, int]:
     return counts
 
 
-@functools.lru_cache(maxsize=8)
-def _targets(text: str) -> dict[str, float]:
-    """The parsed setting (dispatch asks on every getJob; the setting never changes in a process)."""
-    return parse_shares(text)
+def _targets(rt: Runtime) -> dict[str, float]:
+    """The parsed setting, kept by the runtime (dispatch asks on every getJob). Not to be changed."""
+    text = rt.settings.global_shares
+    return rt.kept(("shares.targets", text), lambda: parse_shares(text))
 
 
 def dispatch_order(rt: Runtime) -> list[str]:
     """Configured shares, furthest below target first; empty when no shares are configured."""
     if not rt.settings.global_shares:
         return []
-    return share_order(_targets(rt.settings.global_shares), running_by_share(rt))
+    return share_order(_targets(rt), running_by_share(rt))
 
 
 def usage(rt: Runtime) -> dict[str, dict[str, float]]:
     """Per configured share: target and current fraction of the busy jobs (for ``jobs why``)."""
-    targets = _targets(rt.settings.global_shares)
+    targets = _targets(rt)
     running = running_by_share(rt)
     total = sum(n for share, n in running.items() if share in targets)
     return {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +25,18 @@ from pandawms.core.jobs.submit import USER_JOB_PRIORITY, ordinary_caller
 from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks import sandbox as cache_files
+from pandawms.core.tasks.generate import advance_task
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.core.tasks.transitions import lock_task, log_task_status, move_task
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import jobs
 from pandawms.db.schema_tasks import task_files, task_params, tasks
+from pandawms.ddm import DDMNotConfigured
+from pandawms.ddm.rucio import RucioConfig
 from pandawms.model.errors import PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.ownership import may_act
-from pandawms.model.task_states import ACTIVE, FINAL, TaskStatus, super_status
+from pandawms.model.task_states import ACTIVE, ALLOWED_MOVES, FINAL, TaskStatus, super_status
 
 log = logging.getLogger("pandawms.tasks")
 
@@ -103,8 +106,6 @@ def _check_ddm(rt: Runtime, plan: TaskPlan) -> None:
     """A task over input datasets needs the data management system configured (no call is made)."""
     if not plan.input_streams:
         return
-    from pandawms.ddm import DDMNotConfigured
-    from pandawms.ddm.rucio import RucioConfig
 
     try:
         RucioConfig.from_settings(rt.settings)
@@ -214,7 +215,6 @@ def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None 
         conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(reqID=task_id))
         conn.execute(task_params.insert().values(jediTaskID=task_id, taskParams=json.dumps(stored)))
         log_task_status(conn, task_id, T.REGISTERED.value, None, now, f"submitted by {user}")
-    from pandawms.core.tasks.generate import advance_task
 
     try:
         advance_task(rt, task_id, contact_ddm=False)
@@ -265,52 +265,67 @@ def _registered(command: str, task_id: int) -> str:
     return f"command={command} is registered for jediTaskID={task_id}"
 
 
-def kill_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
-    """Abort a task: no new jobs, its jobs killed, aborted once they all ended."""
+def _command_move(
+    rt: Runtime,
+    task_id: int,
+    who: Identity,
+    command: str,
+    target: Callable[[Connection, Mapping[str, Any]], TaskStatus | None],
+    reason: str,
+    changes: Mapping[str, Any] | None = None,
+) -> Reply:
+    """The shape every task command shares: load the task for ``who`` (owner or production, under
+    lock), ask ``target`` where the command takes it from its status (None: the command does not
+    apply there), and move it, all in one transaction. The reply says the command is registered."""
     now = utcnow()
     with write_tx(rt.engine) as conn:
         task = _load_for_command(conn, task_id, who, rt)
         if isinstance(task, Reply):
             return task
-        if TaskStatus(task["status"]) in FINAL or task["status"] == T.ABORTING:
-            return _refused(task, "kill")
-        move_task(conn, task, T.ABORTING.value, now, reason=f"killed by {who.name}")
-    kill_task_jobs(rt, task_id, who)
-    return Reply(True, _registered("kill", task_id), OK)
+        to = target(conn, task)
+        if to is None:
+            return _refused(task, command)
+        move_task(conn, task, to.value, now, dict(changes or {}), reason=reason)
+    return Reply(True, _registered(command, task_id), OK)
+
+
+def kill_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
+    """Abort a task: no new jobs, its jobs killed, aborted once they all ended."""
+
+    def target(conn: Connection, task: Mapping[str, Any]) -> TaskStatus | None:
+        status = TaskStatus(task["status"])
+        return None if status in FINAL or status == T.ABORTING else T.ABORTING
+
+    reply = _command_move(rt, task_id, who, "kill", target, f"killed by {who.name}")
+    if reply.success:
+        kill_task_jobs(rt, task_id, who)
+    return reply
 
 
 def finish_task(rt: Runtime, task_id: int, who: Identity, soft: bool) -> Reply:
     """Finish a task: no new jobs; running jobs are killed unless ``soft``, which lets them end."""
-    now = utcnow()
-    with write_tx(rt.engine) as conn:
-        task = _load_for_command(conn, task_id, who, rt)
-        if isinstance(task, Reply):
-            return task
-        if TaskStatus(task["status"]) in FINAL or task["status"] in (T.FINISHING, T.ABORTING):
-            return _refused(task, "finish")
-        how = "soft " if soft else ""
-        move_task(conn, task, T.FINISHING.value, now, reason=f"{how}finish by {who.name}")
-    if not soft:
+
+    def target(conn: Connection, task: Mapping[str, Any]) -> TaskStatus | None:
+        status = TaskStatus(task["status"])
+        return None if status in FINAL or status in (T.FINISHING, T.ABORTING) else T.FINISHING
+
+    how = "soft " if soft else ""
+    reply = _command_move(rt, task_id, who, "finish", target, f"{how}finish by {who.name}")
+    if reply.success and not soft:
         kill_task_jobs(rt, task_id, who)
-    return Reply(True, _registered("finish", task_id), OK)
+    return reply
 
 
 def pause_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
     """Stop making jobs for a task (its running jobs go on)."""
-    now = utcnow()
-    with write_tx(rt.engine) as conn:
-        task = _load_for_command(conn, task_id, who, rt)
-        if isinstance(task, Reply):
-            return task
-        if T.PAUSED not in _allowed(task["status"]):
-            return _refused(task, "pause")
-        move_task(conn, task, T.PAUSED.value, now, reason=f"paused by {who.name}")
-    return Reply(True, _registered("pause", task_id), OK)
+
+    def target(conn: Connection, task: Mapping[str, Any]) -> TaskStatus | None:
+        return T.PAUSED if T.PAUSED in _allowed(task["status"]) else None
+
+    return _command_move(rt, task_id, who, "pause", target, f"paused by {who.name}")
 
 
 def _allowed(status: str) -> frozenset[TaskStatus]:
-    from pandawms.model.task_states import ALLOWED_MOVES
-
     return ALLOWED_MOVES.get(TaskStatus(status), frozenset())
 
 
@@ -324,20 +339,17 @@ def _running_files(conn: Connection, task_id: int) -> int:
 
 def resume_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
     """Take a paused (or exhausted) task back to work."""
-    now = utcnow()
-    with write_tx(rt.engine) as conn:
-        task = _load_for_command(conn, task_id, who, rt)
-        if isinstance(task, Reply):
-            return task
+
+    def target(conn: Connection, task: Mapping[str, Any]) -> TaskStatus | None:
         if task["status"] not in (T.PAUSED, T.EXHAUSTED):
-            return _refused(task, "resume")
+            return None
         # An exhausted task may only go back to ready (the state table): the task manager takes
         # it on from there, to running as soon as its jobs are.
-        target = T.RUNNING if task["status"] == T.PAUSED and _running_files(conn, task_id) else T.READY
         if task["status"] == T.PAUSED and task["oldStatus"] in (T.REGISTERED, T.DEFINED):
-            target = TaskStatus(task["oldStatus"])
-        move_task(conn, task, target.value, now, {"frozenTime": None}, reason=f"resumed by {who.name}")
-    return Reply(True, _registered("resume", task_id), OK)
+            return TaskStatus(task["oldStatus"])
+        return T.RUNNING if task["status"] == T.PAUSED and _running_files(conn, task_id) else T.READY
+
+    return _command_move(rt, task_id, who, "resume", target, f"resumed by {who.name}", {"frozenTime": None})
 
 
 def _reset_failed_files(

@@ -33,6 +33,7 @@ from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, queues
 from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
+from pandawms.ddm.interface import DDMError, DDMNotConfigured, DIDNotFound
 from pandawms.model.errors import Conflict, PandaError
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
@@ -592,7 +593,6 @@ def _contents(rt: Runtime, task_id: int) -> InputFiles | None:
     shown on the task and the next pass tries again). A dataset that does not exist, or a
     server without data management, breaks the task with the reason.
     """
-    from pandawms.ddm.interface import DDMError, DDMNotConfigured, DIDNotFound
 
     with read_tx(rt.engine) as conn:
         row = conn.execute(

@@ -10,13 +10,12 @@ the task manager runs it in its own thread, before it locks the task.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks.params import MAX_INPUT_FILES, InputStream, TaskPlan
+from pandawms.ddm import make_ddm
 from pandawms.ddm.interface import DDM, DDMError, FileInfo
 
 
@@ -32,23 +31,11 @@ class StreamFiles:
 #: Each input stream with the files it contributes, in dataset then file-name order.
 InputFiles = list[StreamFiles]
 
-_DDMS: dict[int, tuple[Any, DDM]] = {}
-_LOCK = threading.Lock()
-
 
 def ddm_for(rt: Runtime) -> DDM:
-    """The DDM of this Runtime's settings, made once (its clients and token cache are reused)."""
-    key = id(rt.settings)
-    with _LOCK:
-        hit = _DDMS.get(key)
-        if hit is not None and hit[0] is rt.settings:
-            return hit[1]
-    from pandawms.ddm import make_ddm
+    """The DDM of this Runtime's settings, made once per runtime (its clients and token cache are reused)."""
 
-    ddm = make_ddm(rt.settings)
-    with _LOCK:
-        _DDMS[key] = (rt.settings, ddm)
-    return ddm
+    return rt.kept("ddm", lambda: make_ddm(rt.settings))
 
 
 def _patterns(text: str | None) -> list[re.Pattern[str]]:

@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.tasks.commands import kill_task_jobs
+from pandawms.core.tasks.generate import advance_task, owner
 from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -194,8 +196,6 @@ def active_task_ids(rt: Runtime, limit: int = 1000) -> list[int]:
 
 def manage_tasks(rt: Runtime) -> dict[str, int]:
     """One pass of the task manager over every active task: follow jobs, make jobs, conclude."""
-    from pandawms.core.tasks.commands import kill_task_jobs
-    from pandawms.core.tasks.generate import advance_task
 
     counts: Counter[str] = Counter()
     for task_id in active_task_ids(rt):
@@ -205,7 +205,6 @@ def manage_tasks(rt: Runtime) -> dict[str, int]:
                 counts["jobs"] += advance_task(rt, task_id)
             elif status == T.ABORTING:
                 # Jobs made before the kill or whose kill did not take yet are killed again.
-                from pandawms.core.tasks.generate import owner
 
                 with read_tx(rt.engine) as conn:
                     row = conn.execute(select(tasks).where(tasks.c.jediTaskID == task_id)).mappings().first()

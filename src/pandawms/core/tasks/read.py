@@ -20,13 +20,13 @@ from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_tasks import task_datasets, task_files, task_params, tasks
 from pandawms.model.errors import PandaError
-from pandawms.model.identity import Identity
+from pandawms.model.identity import Identity, clean_user_id
 
 #: Task columns pbook may filter on with plain equality.
 FILTERABLE = frozenset(
     {"jediTaskID", "reqID", "status", "superStatus", "taskName", "userName", "prodSourceLabel", "vo", "site"}
 )
-_REGEX_META = set(r"^$*+?\|()[]{}")
+_REGEX_META = frozenset(r"^$*+?\|()[]{}")
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d")
 INPUT_TYPES = ("pseudo_input", "input")
 UNSUCCESSFUL = ("failed", "cancelled", "closed")
@@ -240,7 +240,6 @@ def modified_since(
     rt: Runtime, who: Identity, since: str, dn: str | None, full: bool, min_task_id: int | None, label: str
 ) -> dict[str, dict[str, Any]]:
     """get_tasks_modified_since: the user's tasks changed since ``since``, keyed by reqID (as JEDI)."""
-    from pandawms.model.identity import clean_user_id
 
     start = parse_since("since", since)
     if start is None:

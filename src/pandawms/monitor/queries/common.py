@@ -1,15 +1,10 @@
-"""Shared pieces of the monitor's read models: status order, list columns, the process cache."""
+"""Shared pieces of the monitor's read models: status order, list columns, cache lifetimes."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypeVar
 
-from pandawms.core.runtime import Runtime
-from pandawms.infra.ttlcache import TTLCache
 from pandawms.monitor.codes import ERROR_COLUMNS
-
-T = TypeVar("T")
 
 #: Statuses in the order a job lives through them (tables and charts use this order).
 STATUS_ORDER: tuple[str, ...] = (
@@ -51,7 +46,8 @@ LIST_COLUMNS: tuple[str, ...] = (
 )
 
 #: Seconds a whole-table count is served without asking again; and how long a stale one may
-#: still be served while it is refreshed in the background.
+#: still be served while it is refreshed in the background (both by the runtime's cache,
+#: ``Runtime.cached``: two runtimes in one process never share an answer).
 SUMMARY_TTL = 10.0
 SUMMARY_STALE = 600.0
 #: Live tables at least this big are summarised from the rollup's counts (see _live_snapshot),
@@ -66,14 +62,6 @@ PROBE_ROWS = 20000
 BUCKET_GRACE = dt.timedelta(seconds=120)
 #: Bucket sizes the chart may use, seconds.
 BUCKET_SIZES = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
-
-
-#: The monitor's per-process answers (whole-table counts, daemon totals), stale-while-revalidate.
-CACHE = TTLCache()
-
-
-def db_key(rt: Runtime) -> str:
-    return rt.engine.url.render_as_string(hide_password=True)
 
 
 def status_sort_key(status: str) -> tuple[int, str]:

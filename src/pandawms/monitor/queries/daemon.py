@@ -14,16 +14,16 @@ from sqlalchemy import (
 )
 
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.daemon.catalog import TASKS
+from pandawms.daemon.leases import holders
+from pandawms.daemon.runner import enabled_tasks
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import daemon_runs
-from pandawms.monitor.queries.common import db_key
 
 
 def daemon_overview(rt: Runtime, failures: int = 20) -> dict[str, Any]:
     """Each daemon task: schedule, last run and outcome, lease holder, runs and failures in the
     last 24 h; plus the most recent failed runs."""
-    from pandawms.daemon.leases import holders
-    from pandawms.daemon.runner import enabled_tasks
 
     now = utcnow()
     day = now - dt.timedelta(hours=24)
@@ -31,8 +31,6 @@ def daemon_overview(rt: Runtime, failures: int = 20) -> dict[str, Any]:
     try:
         enabled = enabled_tasks(rt.settings)
     except Exception:  # noqa: BLE001 - a bad daemon_tasks setting must not hide the page
-        from pandawms.daemon.catalog import TASKS
-
         enabled = list(TASKS.values())
     leases = holders(rt)
     runs = daemon_runs
@@ -89,12 +87,11 @@ def daemon_overview(rt: Runtime, failures: int = 20) -> dict[str, Any]:
 
 @dataclass
 class _RunCounts:
+    """Counts of the settled runs (ids up to ``settled_id``), kept by the runtime."""
+
     settled_id: int = 0
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
-_RUN_COUNTS: dict[str, _RunCounts] = {}
-_RUN_LOCK = threading.Lock()
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def daemon_run_totals(rt: Runtime) -> dict[tuple[str, str], int]:
@@ -103,10 +100,9 @@ def daemon_run_totals(rt: Runtime) -> dict[tuple[str, str], int]:
     Rows up to the oldest still-running one never change again, so their counts are kept and
     only newer rows are read on each scrape; the table grows forever and is never rescanned.
     """
-    key = db_key(rt)
     runs = daemon_runs
-    with _RUN_LOCK:
-        state = _RUN_COUNTS.setdefault(key, _RunCounts())
+    state = rt.kept("monitor.daemon_run_counts", _RunCounts)
+    with state.lock:
         with read_tx(rt.engine) as conn:
             rows = conn.execute(
                 select(runs.c.id, runs.c.task, runs.c.outcome)
@@ -133,7 +129,6 @@ def daemon_run_totals(rt: Runtime) -> dict[tuple[str, str], int]:
 def daemon_last_runs(rt: Runtime) -> dict[str, tuple[dt.datetime | None, str | None]]:
     """(start, outcome) of each registered task's newest run (one index probe per task)."""
     # The runner module registers the tasks; the bare registry is empty in an httpd worker.
-    from pandawms.daemon.catalog import TASKS
 
     runs = daemon_runs
     out: dict[str, tuple[dt.datetime | None, str | None]] = {}

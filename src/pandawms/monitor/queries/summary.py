@@ -20,12 +20,10 @@ from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_monitor import monitor_live_counts
 from pandawms.monitor.queries.common import (
-    CACHE,
     SNAPSHOT_MIN_JOBS,
     SNAPSHOT_STALE,
     SUMMARY_STALE,
     SUMMARY_TTL,
-    db_key,
     status_sort_key,
 )
 
@@ -97,7 +95,7 @@ def _live_snapshot(conn: Connection) -> Summary | None:
 
 
 def live_summary(rt: Runtime, fresh: bool = False) -> Summary:
-    """Live jobs by (queue, status), cached per process (see :data:`SUMMARY_TTL`)."""
+    """Live jobs by (queue, status), cached by the runtime (see :data:`SUMMARY_TTL`)."""
 
     def compute() -> Summary:
         with read_tx(rt.engine) as conn:
@@ -108,7 +106,7 @@ def live_summary(rt: Runtime, fresh: bool = False) -> Summary:
 
     if fresh:
         return compute()
-    return CACHE.get(("summary", db_key(rt)), compute, SUMMARY_TTL, SUMMARY_STALE)
+    return rt.cached("monitor.summary", compute, SUMMARY_TTL, SUMMARY_STALE)
 
 
 def filtered_summary(

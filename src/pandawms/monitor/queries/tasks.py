@@ -15,13 +15,13 @@ from sqlalchemy import (
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
+from pandawms.db.schema_tasks import task_change_log, task_status_log, tasks
 from pandawms.model.states import TERMINAL
 from pandawms.monitor.queries.common import status_sort_key
 
 
 def _task_rows(conn: Any, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Status, name and owner of the tasks the task layer knows (tasks submitted by prun...)."""
-    from pandawms.db.schema_tasks import tasks
 
     if not task_ids:
         return {}
@@ -86,7 +86,6 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
 
 def task_history(conn: Any, task_id: int, limit: int = 200) -> list[dict[str, Any]]:
     """Status moves and operator changes of a task, newest first: what happened to it, and who did it."""
-    from pandawms.db.schema_tasks import task_change_log, task_status_log
 
     moves = conn.execute(
         select(task_status_log)

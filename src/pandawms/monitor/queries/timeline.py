@@ -22,18 +22,32 @@ from pandawms.db.schema_monitor import monitor_status_buckets
 from pandawms.monitor.queries.common import (
     BUCKET_GRACE,
     BUCKET_SIZES,
-    CACHE,
     ROLLUP_STALE,
     SUMMARY_STALE,
     SUMMARY_TTL,
-    db_key,
     status_sort_key,
 )
 from pandawms.monitor.queries.summary import live_summary
 
-#: Closed chart buckets: (database, bucket seconds, bucket start) -> {status: count}.
-_BUCKETS: dict[tuple[str, int, dt.datetime], dict[str, int]] = {}
-_BUCKETS_LOCK = threading.Lock()
+
+class ClosedBuckets:
+    """Chart buckets that can no longer change, counted once per runtime.
+
+    (bucket seconds, bucket start) -> {status: count}; kept by the runtime (:func:`closed_buckets`).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[int, dt.datetime], dict[str, int]] = {}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.counts.clear()
+
+
+def closed_buckets(rt: Runtime) -> ClosedBuckets:
+    """The runtime's closed chart buckets."""
+    return rt.kept("monitor.closed_buckets", ClosedBuckets)
 
 
 @dataclass
@@ -134,7 +148,7 @@ def _count_buckets(rt: Runtime, start: dt.datetime, seconds: int, n_buckets: int
 
 
 def timeline(rt: Runtime, hours: int, now: dt.datetime | None = None) -> Timeline:
-    """Status changes over the last ``hours``; closed buckets are counted once per process."""
+    """Status changes over the last ``hours``; closed buckets are counted once per runtime."""
     now = now or utcnow()
     seconds = bucket_size(hours)
     first = _floor_time(now - dt.timedelta(hours=hours), seconds)
@@ -146,28 +160,28 @@ def timeline(rt: Runtime, hours: int, now: dt.datetime | None = None) -> Timelin
     rolled = _rolled_buckets(rt, first, seconds, len(starts))
     if rolled is not None:
         return Timeline(seconds, starts, [dict(b) for b in rolled], hours)
-    db = db_key(rt)
-    with _BUCKETS_LOCK:
-        cached = [_BUCKETS.get((db, seconds, s)) for s in starts]
+    closed = closed_buckets(rt)
+    with closed.lock:
+        cached = [closed.counts.get((seconds, s)) for s in starts]
     missing = next((i for i, c in enumerate(cached) if c is None), len(starts))
     counts: list[dict[str, int]] = [dict(c) for c in cached[:missing] if c is not None]
     if missing < len(starts):
         fresh = _count_buckets(rt, starts[missing], seconds, len(starts) - missing)
-        with _BUCKETS_LOCK:
+        with closed.lock:
             for start, bucket in zip(starts[missing:], fresh, strict=True):
                 if start + dt.timedelta(seconds=seconds) <= now - BUCKET_GRACE:
-                    _BUCKETS[(db, seconds, start)] = dict(bucket)
+                    closed.counts[(seconds, start)] = dict(bucket)
             # Forget buckets that have left every window (72 h is the longest).
             horizon = now - dt.timedelta(hours=80)
-            for key in [k for k in _BUCKETS if k[2] < horizon]:
-                del _BUCKETS[key]
+            for key in [k for k in closed.counts if k[1] < horizon]:
+                del closed.counts[key]
         counts += [dict(b) for b in fresh]
     return Timeline(seconds, starts, counts, hours)
 
 
 def cached_timeline(rt: Runtime, hours: int) -> Timeline:
-    """:func:`timeline`, recomputed at most every few seconds per process."""
-    return CACHE.get(("timeline", db_key(rt), hours), lambda: timeline(rt, hours), SUMMARY_TTL, SUMMARY_STALE)
+    """:func:`timeline`, recomputed at most every few seconds per runtime."""
+    return rt.cached(("monitor.timeline", hours), lambda: timeline(rt, hours), SUMMARY_TTL, SUMMARY_STALE)
 
 
 def warm(rt: Runtime) -> None:

@@ -14,6 +14,8 @@ from sqlalchemy import (
 )
 
 from pandawms.core.queues.brokerage import misfit
+from pandawms.core.queues.catalogue import list_queues
+from pandawms.core.queues.shares import dispatch_order, usage
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -28,7 +30,6 @@ def _share_reasons(
     rt: Runtime, job_share: str | None, site: str, facts: dict[str, Any], reasons: list[str]
 ) -> None:
     """Say when jobs of shares further below target wait at the same queue (they go first)."""
-    from pandawms.core.queues.shares import dispatch_order, usage
 
     used = usage(rt)
     facts["global_shares"] = {
@@ -73,7 +74,6 @@ def why_not_running(rt: Runtime, panda_id: int, quiet_minutes: int = 10) -> dict
     does not fit it; other activated jobs at the queue come first (higher priority, or the same
     priority and older); no pilot has taken or updated a job at the queue recently.
     """
-    from pandawms.core.queues.catalogue import list_queues
 
     reasons: list[str] = []
     facts: dict[str, Any] = {}
