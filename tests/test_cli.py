@@ -78,3 +78,17 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
     settings = load_settings(str(ini))
     assert settings.port == 26000 and settings.auth_mode == "strict"
     assert load_settings(str(ini), {"port": 27000}).port == 27000
+
+
+def test_slots_set_list_and_remove(sqlite_rt) -> None:  # noqa: ANN001
+    url = str(sqlite_rt.engine.url)
+    done = _run("slots", "set", "CERN", "4000", "--share", "User Analysis", "--days", "3", "--db-url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "set numSlots=4000 for PQ=CERN gshare=User Analysis resource=None"
+    listed = _run("slots", "list", "--db-url", url).stdout.splitlines()
+    assert listed[1].split()[:4] == ["CERN", "User", "Analysis", "*"] and "4000" in listed[1]
+    assert _run("slots", "set", "CERN", "--db-url", url).returncode == 2
+    assert "is not a valid name" in _run("slots", "set", "../x", "5", "--db-url", url).stderr
+    removed = _run("slots", "remove", "CERN", "--share", "User Analysis", "--db-url", url)
+    assert removed.returncode == 0 and "numSlots=-1" in removed.stdout
+    assert len(_run("slots", "list", "--db-url", url).stdout.splitlines()) == 1

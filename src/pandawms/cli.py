@@ -166,6 +166,43 @@ def _cmd_queues(args: argparse.Namespace) -> int:
         rt.engine.dispose()
 
 
+def _cmd_slots(args: argparse.Namespace) -> int:
+    from pandawms.core.queues import slots
+    from pandawms.core.runtime import Runtime
+    from pandawms.db.engine import read_tx
+    from pandawms.model.errors import PandaError
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    rt = Runtime.from_settings(settings)
+    try:
+        if args.action in ("set", "remove"):
+            if not args.queue or (args.action == "set" and args.slots is None):
+                usage = "QUEUE SLOTS" if args.action == "set" else "QUEUE"
+                print(f"pandawms slots {args.action}: {usage} required", file=sys.stderr)
+                return 2
+            number = -1 if args.action == "remove" else args.slots
+            days = None if args.days is None else str(args.days)
+            try:
+                print(slots.set_slots(rt, args.queue, number, args.share, args.resource_type, days))
+            except PandaError as exc:
+                print(f"pandawms slots: {exc.message}", file=sys.stderr)
+                return 2
+            return 0
+        with read_tx(rt.engine) as conn:
+            rows = slots.list_slots(conn)
+        print(f"{'QUEUE':<32} {'SHARE':<20} {'RESOURCE':<14} {'SLOTS':>8}  EXPIRES")
+        for row in rows:
+            expires = f"{row['expirationTime']:%Y-%m-%d %H:%M}" if row["expirationTime"] else "never"
+            print(
+                f"{row['pandaQueueName']:<32} {row['gshare'] or '*':<20} {row['resourceType'] or '*':<14} "
+                f"{row['numSlots']:>8}  {expires}"
+            )
+        return 0
+    finally:
+        rt.engine.dispose()
+
+
 def _cmd_users(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -334,6 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     queues.add_argument("--data-dir")
     queues.add_argument("--db-url")
     queues.set_defaults(func=_cmd_queues)
+
+    slots = sub.add_parser(
+        "slots",
+        help="target slots of queues: job pressure brokerage builds up there (harvester/add_target_slots)",
+    )
+    slots.add_argument("action", choices=("list", "set", "remove"))
+    slots.add_argument("queue", nargs="?")
+    slots.add_argument("slots", nargs="?", type=int, help="cores to count as running at the queue")
+    slots.add_argument("--share", help="only for this global share")
+    slots.add_argument("--resource-type", help="only for this resource type (SCORE, MCORE...)")
+    slots.add_argument("--days", type=int, help="expire after this many days (default: never)")
+    slots.add_argument("--db-url")
+    slots.add_argument("--data-dir")
+    slots.set_defaults(func=_cmd_slots)
 
     users = sub.add_parser("users", help="ban, unban or list banned users (by compact name, e.g. 'Jane Doe')")
     users.add_argument("action", choices=("ban", "unban", "list"))

@@ -167,6 +167,13 @@ class Settings:
     #: Largest worker log Harvester may upload into ``<cache_dir>/jedilog`` (bytes, after
     #: decompression; later pieces of one log are appended up to this size).
     jedi_log_max_bytes: int = 100 * 1024 * 1024
+    #: Largest HPO checkpoint Harvester may upload (bytes; one upload is also bounded by
+    #: ``max_body_bytes``).
+    hpo_checkpoint_max_bytes: int = 500 * 1024 * 1024
+    #: Compact user names (``prodUserName`` form, comma separated) allowed to ask the servers to
+    #: grep their own logs (``async_process/submit_grep_request``, the real server's
+    #: ``allowAsyncRequest``). Empty: nobody.
+    async_request_users: str = ""
     #: Directory of the proxies, key pairs and token keys Harvester and pilots may fetch
     #: (``proxies/``, ``keys/``, ``token_keys/``; see core/creds/proxies.py). Empty: none are served.
     creds_dir: str = ""
@@ -402,6 +409,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "cache_max_bytes": (1024, 10 * 1024**3),
     "cache_lifetime": (60, 10**9),
     "jedi_log_max_bytes": (1024, 10 * 1024**3),
+    "hpo_checkpoint_max_bytes": (1024, 10 * 1024**3),
     "task_jobs_per_pass": (1, 100000),
     "ddm_rucio_timeout": (1, 3600),
     "carousel_max_staging": (0, 10**6),

@@ -175,6 +175,16 @@ class Driver:
             "token_key": [token_key, token_message],
         }
 
+    def upload_checkpoint(self, base_url: str, task_id: int, sub_id: str, text: str) -> Any:
+        """What the propagator does with an HPO job's checkpoint output file (lfn ``<task>_<sub>``)."""
+        path = self.work_dir / f"checkpoint-{sub_id}"
+        path.write_text(text)
+        return self.comm.upload_checkpoint(base_url, task_id, 1, f"{task_id}_{sub_id}", str(path))
+
+    def clear_checkpoint(self, base_url: str, task_id: int, sub_id: str) -> Any:
+        """What the event updater does once iDDS has a point's loss."""
+        return list(self.comm.clear_checkpoint(base_url, task_id, sub_id))
+
     def resource_types(self) -> Any:
         return list(self.comm.get_resource_types())
 

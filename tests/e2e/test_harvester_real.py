@@ -260,3 +260,21 @@ def test_the_real_communicator_pulls_pushes_and_fetches(setup: dict[str, Any]) -
     assert events["availability"][0] is False
     assert "event service is not enabled" in events["availability"][1]
     assert events["ranges"] == [False, {}]
+
+
+def test_the_real_communicator_keeps_and_clears_hpo_checkpoints(setup: dict[str, Any]) -> None:
+    """Harvester's propagator uploads a point's checkpoint; its event updater clears it.
+
+    The communicator joins its base URL (the job's ``sourceURL``) and ``file_server/...``; a
+    pandawms server's v1 base is ``<server>/api/v1``.
+    """
+    tmp, client, hv, server = setup["tmp"], setup["client"], setup["driver"], setup["server"]
+    base = f"{server.https}/api/v1"
+    assert hv.step("upload_checkpoint", base_url=base, task_id=4242, sub_id="17", text="weights-17") is True
+    assert (tmp / "cache" / "hpo_cp_4242_17").read_text() == "weights-17"
+    # what the communicator's download_checkpoint fetches
+    assert client.get("/cache/hpo_cp_4242_17").text == "weights-17"
+    assert hv.step("clear_checkpoint", base_url=base, task_id=4242, sub_id="17") == [True, ""]
+    assert not (tmp / "cache" / "hpo_cp_4242_17").exists()
+    cleared_again = hv.step("clear_checkpoint", base_url=base, task_id=4242, sub_id="17")
+    assert cleared_again[0] is False and "no checkpoint hpo_cp_4242_17" in cleared_again[1]

@@ -27,6 +27,8 @@ class Rule:
 
 
 ANYONE = Rule(secure=False)
+#: Any secure identity, whatever its roles (the caller's own attributes, for debugging).
+SECURE = Rule(secure=True)
 USER = Rule(secure=True, roles=frozenset({"user"}))
 USER_WRITE = Rule(secure=True, roles=frozenset({"user"}), audit=True)
 PILOT = Rule(secure=True, roles=frozenset({"pilot"}))

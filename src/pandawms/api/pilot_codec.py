@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pandawms.core.jobs.cloning import mode_of as clone_mode
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.pilot_binding import Caller
 from pandawms.model.errors import PandaError, TooLarge
@@ -139,6 +140,9 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
         reply["loopingCheck"] = False
     if "dm" in handling or "debug" in handling:
         reply["debug"] = "True"
+    mode = clone_mode(job.get("specialHandling"))
+    if mode:
+        reply["cloneJob"] = mode
     for tag, key in (
         ("nc", "noExecStrCnv"),
         ("po", "putLogToOS"),

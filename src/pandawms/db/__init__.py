@@ -6,6 +6,7 @@ module a caller imports first (``db init`` creates them all on every backend).
 
 from pandawms.db import (
     schema,
+    schema_async,
     schema_carousel,
     schema_meta,
     schema_monitor,
@@ -18,6 +19,7 @@ from pandawms.db import (
 TABLE_MODULES = (
     schema,
     schema_carousel,
+    schema_async,
     schema_meta,
     schema_monitor,
     schema_nodes,

@@ -286,3 +286,16 @@ schema_version = Table(
 )
 
 SCHEMA_COMPONENT = "pandawms"
+
+#: Job cloning (a task's ``enable_job_cloning``): the clone of a jobset that took its one
+#: semaphore. ``runonce``: the first clone to start running takes it and the others are ended;
+#: ``storeonce``: the first clone to finish takes it and only its output is kept.
+job_clone_semaphores = Table(
+    "job_clone_semaphores",
+    metadata,
+    Column("jediTaskID", BigInteger, primary_key=True, autoincrement=False),
+    Column("jobsetID", BigInteger, primary_key=True, autoincrement=False),
+    Column("PandaID", BigInteger, nullable=False),
+    Column("lockTime", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+)

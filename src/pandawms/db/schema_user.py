@@ -1,8 +1,8 @@
 """Tables of what users and pilots keep on the server besides jobs and tasks.
 
 User secrets (pbook set_secret, read back by the user and by the pilot of a debug job), the
-payload output a pilot streams for a job in debug mode, and lost-file recovery requests waiting
-for the service that acts on them.
+payload output a pilot streams for a job in debug mode, and the requests waiting for the
+service that acts on them (lost-file recovery, workflows, event picking).
 """
 
 from __future__ import annotations
@@ -49,6 +49,30 @@ file_recovery_requests = Table(
     Column("creationTime", Timestamp, nullable=False),
     Column("modificationTime", Timestamp, nullable=False),
     Index("ix_file_recovery_status", "status"),
+    sqlite_autoincrement=True,
+    mysql_engine="InnoDB",
+)
+
+#: Requests users leave for a service that acts on them later: workflow descriptions
+#: (``file_server/upload_workflow_request``, for the workflow processor) and event-picking
+#: requests (``file_server/upload_event_picking_request``, for the event picker). The real
+#: server writes each as a file in its cache directory; here they are rows the service takes.
+user_requests = Table(
+    "user_requests",
+    metadata,
+    Column("requestID", IdType, primary_key=True, autoincrement=True),
+    #: workflow or event_picking.
+    Column("kind", String(16), nullable=False),
+    Column("userName", String(128), nullable=False),
+    Column("dn", String(250), nullable=True),
+    #: pending (waiting for the service), then whatever the service records (done, failed...).
+    Column("status", String(16), nullable=False),
+    #: The request as JSON (what the real server's request file holds).
+    Column("payload", LongText, nullable=False),
+    Column("creationTime", Timestamp, nullable=False),
+    Column("modificationTime", Timestamp, nullable=False),
+    Index("ix_user_requests_kind_status", "kind", "status"),
+    Index("ix_user_requests_user", "userName", "status"),
     sqlite_autoincrement=True,
     mysql_engine="InnoDB",
 )

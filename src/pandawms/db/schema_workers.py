@@ -146,3 +146,20 @@ harvester_dialogs = Table(
     Index("ix_harvester_dialogs_time", "creationTime"),
     mysql_engine="InnoDB",
 )
+
+#: Target slots operators set for a queue to build up job pressure (``harvester/add_target_slots``,
+#: the real server's Harvester_Slots). Brokerage treats a queue with slots as if that many cores
+#: were already running there. An empty gshare or resourceType means the whole queue (the real
+#: table's NULL), so that one key names each target and the primary key keeps it unique.
+harvester_slots = Table(
+    "harvester_slots",
+    metadata,
+    Column("pandaQueueName", String(128), primary_key=True),
+    Column("gshare", String(32), primary_key=True),
+    Column("resourceType", String(56), primary_key=True),
+    Column("numSlots", Integer, nullable=False),
+    Column("modificationTime", Timestamp, nullable=False),
+    #: NULL: the target holds until changed.
+    Column("expirationTime", Timestamp, nullable=True),
+    mysql_engine="InnoDB",
+)

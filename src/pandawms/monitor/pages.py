@@ -745,6 +745,14 @@ def queue_page(data: Mapping[str, Any]) -> bytes:
         ("cloud / site", f"{esc(d.get('cloud'))} / {esc(d.get('site'))}"),
         ("definition updated", esc(d.get("updated"))),
         ("last heartbeat seen", f"{esc(data['last_heartbeat'])} ({ago(data['last_heartbeat'], now)})"),
+        (
+            "target slots",
+            ", ".join(
+                f"{int(t['numSlots'])} ({esc(t['gshare'] or 'any share')}, {esc(t['resourceType'] or 'any type')})"
+                for t in data.get("target_slots") or []
+            )
+            or "none",
+        ),
         ("activated", _jobs_link(str(counts.get("activated", 0)), queue=name, status="activated")),
         ("running", _jobs_link(str(counts.get("running", 0)), queue=name, status="running")),
         ("failed (live table)", _jobs_link(str(counts.get("failed", 0)), queue=name, status="failed")),

@@ -9,6 +9,7 @@ built from it and from nothing else.
 from __future__ import annotations
 
 from pandawms.api.v1 import (
+    async_process,
     creds,
     data_carousel,
     event,
@@ -40,6 +41,7 @@ MODULES: tuple[V1Module, ...] = (
     idds.methods,
     workflow.methods,
     data_carousel.methods,
+    async_process.methods,
 )
 
 #: Every v1 method by ``(module, method)``.

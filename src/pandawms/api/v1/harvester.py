@@ -21,6 +21,7 @@ from pandawms.core.harvester import workers
 from pandawms.core.harvester.reports import add_dialogs as store
 from pandawms.core.harvester.reports import add_metrics
 from pandawms.core.harvester.workers import update_workers as apply
+from pandawms.core.queues import slots as target_slots
 from pandawms.model.errors import PandaError
 
 methods = V1Module("harvester")
@@ -119,6 +120,24 @@ def add_sweep_command(
     if not found:
         return False, f"no Harvester instance has workers at {panda_queue[:128]}", None
     return ok(None, f"KILL_WORKERS queued for {', '.join(found)}")
+
+
+@methods.post("add_target_slots", PRODUCTION_WRITE)
+def add_target_slots(
+    ctx: RequestContext,
+    *,
+    panda_queue: str,
+    slots: int,
+    global_share: str | None = None,
+    resource_type: str | None = None,
+    expiration_date: str | None = None,
+) -> Result:
+    """Set a queue's target slots for brokerage (-1 removes them); ``expiration_date`` in days.
+
+    Target slots steer brokerage for everyone: production only, as on the real server.
+    """
+    message = target_slots.set_slots(ctx.rt, panda_queue, slots, global_share, resource_type, expiration_date)
+    return ok(None, message)
 
 
 @methods.post("update_service_metrics", HARVESTER)

@@ -11,7 +11,7 @@ from typing import Any
 from pandawms.api.authz import USER
 from pandawms.api.context import RequestContext
 from pandawms.api.v1.common import no_idds_message
-from pandawms.api.v1.registry import Result, V1Module
+from pandawms.api.v1.registry import Result, V1Module, ok
 
 methods = V1Module("idds")
 
@@ -36,3 +36,16 @@ def execute_idds_workflow_command(
 ) -> Result:
     """Refused: there is no iDDS behind this server (pbook *_workflow)."""
     return False, no_idds_message(ctx), None
+
+
+@methods.get_or_post("decode_idds_enum", USER)
+def decode_idds_enum(ctx: RequestContext, *, d: dict[str, Any] | None = None) -> Result:
+    """Decode an iDDS constant (``{"__idds_const__": "Enum.Member"}``); other objects come back as sent.
+
+    The real server answers every public function of its iDDS module, this JSON helper of its
+    relay included. Naming an iDDS constant needs iDDS's own definitions, so such a call is
+    refused with the setting that is missing; anything else is returned unchanged, as there.
+    """
+    if d is not None and "__idds_const__" in d:
+        return False, no_idds_message(ctx), None
+    return ok(d)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
-from pandawms.core.jobs import pilot_binding
+from pandawms.core.jobs import cloning, pilot_binding
 from pandawms.core.jobs.commands import consume_once
 from pandawms.core.jobs.output_report import finalize
 from pandawms.core.jobs.pilot_binding import Caller, NotDispatchedToYou
@@ -48,6 +48,7 @@ _READ_COLUMNS = (
     "endTime",
     "taskBufferErrorCode",
     "jobDispatcherErrorDiag",
+    *cloning.COLUMNS,
     *pilot_binding.COLUMNS,
 )
 
@@ -297,6 +298,11 @@ def _apply_update(
         if not override:
             consume_once(conn, upd.panda_id, job["commandToPilot"])
         return UpdateResult(StatusCode.SUCCESS, override or _command_for(job), job["jobStatus"])
+    clone_mode = cloning.mode_of(job.get("specialHandling"))
+    if clone_mode is not None:
+        lost = _lost_clone(conn, job, upd, target, clone_mode, now)
+        if lost is not None:
+            return lost
     values = dict(upd.values)
     if (
         target == JobStatus.RUNNING.value
@@ -318,8 +324,35 @@ def _apply_update(
     if upd.state in FINAL_REPORTS:
         job.update(values, jobStatus=JobStatus.HOLDING.value)
         status = finalize(conn, job, upd.state, upd.report, now, rt.retry_rules)
+        if clone_mode is not None:
+            cloning.after_final(conn, job, status, now)
     consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
+
+
+def _lost_clone(
+    conn: Connection, job: dict[str, Any], upd: PilotUpdate, target: str, mode: str, now: Any
+) -> UpdateResult | None:
+    """End a clone that did not get its jobset's semaphore (:mod:`pandawms.core.jobs.cloning`).
+
+    ``runonce``: taken when a clone starts running; ``storeonce``: when one finishes. None when
+    this clone holds it (or the moment is not one that takes it).
+    """
+    starts = (
+        mode == cloning.RUNONCE
+        and target == JobStatus.RUNNING.value
+        and job["jobStatus"] in ("sent", "starting")
+    )
+    # Finishing takes it in both modes (runonce: a clone that never reported running).
+    stores = upd.state == "finished"
+    if not (starts or stores):
+        return None
+    winner = cloning.take_semaphore(conn, job, now)
+    if winner == job["PandaID"]:
+        return None
+    _store_side_data(conn, upd, now)
+    cloning.close_loser(conn, job, winner, now)
+    return UpdateResult(StatusCode.SUCCESS, TOBEKILLED, JobStatus.CLOSED.value)
 
 
 def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) -> list[Any]:

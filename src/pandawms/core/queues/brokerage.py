@@ -4,7 +4,10 @@ A queue fits a job when it is online and active, of a type that takes the job's 
 has the job's number of cores, enough memory and a long enough wall-time limit. Among the
 fitting queues the job goes where work flows best: the highest (running + 1) / (queued + 1),
 counting the jobs this same call has already placed, so a batch spreads over equal queues.
-When nothing fits, the job waits in ``defined`` with a brokerage error that says why.
+A queue with target slots for the job's share and resource type (``harvester/add_target_slots``,
+:mod:`pandawms.core.queues.slots`) counts as running at least ``slots / corecount`` jobs, as
+the real brokerage uses its ``num_slots_map``: operators build up pressure on a queue whose
+workers are about to come. When nothing fits, the job waits in ``defined`` with a brokerage error that says why.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from pandawms.core.queues.catalogue import Queue
+from pandawms.core.queues.slots import SlotMap, active_slots, standby_slots
 from pandawms.db.schema import jobs
 from pandawms.model.jobspec import USER_LABELS
 
@@ -38,6 +42,25 @@ class Load:
     def weight(self) -> float:
         """Higher is better: a queue that runs much and has little waiting."""
         return (self.running + 1) / (self.queued + 1)
+
+    def weight_with(self, standby: int | None, corecount: int | None) -> float:
+        """:attr:`weight` with a queue's target slots (None: no target applies).
+
+        Running here counts starting jobs too, so a target of 0 (the real brokerage's "count
+        starting jobs as running") changes nothing.
+        """
+        if not standby:
+            return self.weight
+        running = max(standby // max(corecount or 1, 1), self.running)
+        return (running + 1) / (self.queued + 1)
+
+
+def _weight(loads: dict[str, Load], slots: SlotMap, queue: Queue, job: dict[str, Any]) -> float:
+    targets = slots.get(queue.name)
+    if not targets:
+        return loads[queue.name].weight
+    standby = standby_slots(targets, job.get("gshare") or None, job.get("resource_type") or None)
+    return loads[queue.name].weight_with(standby, queue.corecount)
 
 
 def queue_loads(conn: Connection, sites: Iterable[str]) -> dict[str, Load]:
@@ -89,18 +112,22 @@ def broker(
     conn: Connection, queue_list: Sequence[Queue], to_place: Sequence[dict[str, Any]]
 ) -> list[tuple[str | None, str]]:
     """For each job: (chosen queue, "") or (None, reason nothing fits)."""
-    loads = queue_loads(conn, [q.name for q in queue_list])
+    names = [q.name for q in queue_list]
+    loads = queue_loads(conn, names)
+    slots = active_slots(conn, names)
     results: list[tuple[str | None, str]] = []
     for job in to_place:
         reasons: Counter[str] = Counter()
         best: Queue | None = None
+        best_weight = 0.0
         for queue in queue_list:
             why = misfit(queue, job)
             if why:
                 reasons[why] += 1
                 continue
-            if best is None or loads[queue.name].weight > loads[best.name].weight:
-                best = queue
+            weight = _weight(loads, slots, queue, job)
+            if best is None or weight > best_weight:
+                best, best_weight = queue, weight
         if best is None:
             detail = ", ".join(f"{n} {why}" for why, n in reasons.most_common()) or "no queues are configured"
             results.append((None, f"no queue fits: {detail}"[:250]))

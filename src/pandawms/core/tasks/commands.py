@@ -118,6 +118,21 @@ def _check_ddm(rt: Runtime, plan: TaskPlan) -> None:
         ) from None
 
 
+def _cloning_setting(params: dict[str, Any]) -> str | None:
+    """``mode:multiplicity:sites`` from a task's ``useJobCloning`` parameter, as JEDI's refiner
+    reads it (``nSitesPerJob`` 2 and ``nEsConsumers`` as many by default)."""
+    mode = params.get("useJobCloning")
+    if mode not in ("runonce", "storeonce"):
+        return None
+
+    def number(key: str, default: int) -> int:
+        value = params.get(key)
+        return value if isinstance(value, int) and 1 <= value <= 100 else default
+
+    sites = number("nSitesPerJob", 2)
+    return f"{mode}:{number('nEsConsumers', sites)}:{sites}"
+
+
 def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None = None) -> Reply:
     """Register a task and start it; ``data`` is the new jediTaskID (or a refusal code)."""
     try:
@@ -187,6 +202,7 @@ def submit_task(rt: Runtime, params: Any, who: Identity, parent_tid: int | None 
                 transHome=plan.trans_home,
                 architecture=plan.architecture,
                 container_name=plan.container_name,
+                jobCloning=_cloning_setting(stored),
                 nextSerialNr=1,
                 creationDate=now,
                 modificationTime=now,

@@ -28,7 +28,7 @@ from pandawms.core.files import SAFE_NAME, cache_dir, check_name
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema_tasks import cache_files, task_params, tasks
-from pandawms.model.errors import Busy, Conflict, NotFound, PandaError, TooLarge
+from pandawms.model.errors import Busy, Conflict, Forbidden, NotFound, PandaError, TooLarge
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import ACTIVE
 
@@ -165,7 +165,10 @@ def find_reusable(rt: Runtime, who: Identity, size: int, checksum: str) -> str |
             .order_by(cache_files.c.creationTime.desc())
             .limit(1)
         ).first()
-        if row is None or not (cache_dir(rt.settings) / row[0]).is_file():
+        if row is None:
+            return None
+        local = row[1] in (None, "", public_host(rt.settings, rt.node))
+        if local and not (cache_dir(rt.settings) / row[0]).is_file():
             return None
         conn.execute(
             cache_files.update().where(cache_files.c.fileName == row[0]).values(modificationTime=now)
@@ -257,3 +260,81 @@ def expire(rt: Runtime, now: dt.datetime | None = None, batch: int = 500) -> int
         except OSError:
             log.warning("could not remove stale upload %s", path)
     return removed
+
+
+def _cache_name(file_name: str) -> str:
+    """The cached file a client names (clients may send a path or URL: its last part counts)."""
+    return check_name(file_name.replace("\\", "/").split("/")[-1])
+
+
+def touch_file(rt: Runtime, file_name: str) -> None:
+    """Keep a cached file another full lifetime (``file_server/touch_cache_file``).
+
+    The cleaner counts from the recorded last use, so that is what moves; the file's mtime too,
+    for operators who look at the directory. NotFound when the cache has no such file.
+    """
+    name = _cache_name(file_name)
+    now = utcnow()
+    with write_tx(rt.engine) as conn:
+        touched = conn.execute(
+            cache_files.update().where(cache_files.c.fileName == name).values(modificationTime=now)
+        ).rowcount
+    path = cache_dir(rt.settings) / name
+    if not touched and not path.is_file():
+        raise NotFound(f"Failed to touch file with: no cached file {name}")
+    if path.is_file():
+        os.utime(path, None)
+
+
+def release_file(rt: Runtime, who: Identity, file_name: str, open_mode: bool) -> bool:
+    """Let the cleaner take a cached file (``file_server/delete_cache_file``); False if unknown.
+
+    The real server keeps the file (a job may be rebrokered and need it again) and answers
+    success. Here the owner (or production) marks it unused, so the cleaner removes it on its
+    next pass unless an active task still refers to it: nothing that runs loses its sandbox.
+    """
+    name = _cache_name(file_name)
+    with write_tx(rt.engine) as conn:
+        owner = conn.execute(select(cache_files.c.userName).where(cache_files.c.fileName == name)).scalar()
+        if owner is None:
+            return False
+        if not (open_mode or who.is_production or owner == who.name[:128]):
+            raise Forbidden(f"{name} belongs to another user")
+        conn.execute(
+            cache_files.update()
+            .where(cache_files.c.fileName == name)
+            .values(modificationTime=dt.datetime(2000, 1, 1))
+        )
+    return True
+
+
+def register_file(
+    rt: Runtime, user_name: str, host_name: str, file_name: str, file_size: int, checksum: str
+) -> str:
+    """Record a file another cache server holds (``file_server/register_cache_file``).
+
+    ``OK`` when recorded, ``WARNING: file exist`` when the name is already known (the row is
+    left as it was), as the real server answers.
+    """
+    name = _cache_name(file_name)
+    if file_size < 0:
+        raise PandaError("Argument error: file_size must not be negative")
+    now = utcnow()
+    try:
+        with write_tx(rt.engine) as conn:
+            if conn.execute(select(cache_files.c.fileName).where(cache_files.c.fileName == name)).first():
+                return "WARNING: file exist"
+            conn.execute(
+                cache_files.insert().values(
+                    fileName=name,
+                    userName=user_name[:128],
+                    hostName=host_name[:128],
+                    fileSize=file_size,
+                    checksum=checksum[:32],
+                    creationTime=now,
+                    modificationTime=now,
+                )
+            )
+    except IntegrityError:
+        return "WARNING: file exist"
+    return "OK"

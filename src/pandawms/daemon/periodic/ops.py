@@ -1,9 +1,11 @@
-"""Periodic server bookkeeping: queue definitions, the message publisher and the monitor's rollup."""
+"""Periodic server bookkeeping: queue definitions, the message publisher, the monitor's rollup and
+the asynchronous requests operators send to each machine."""
 
 from __future__ import annotations
 
 import urllib.request
 
+from pandawms.core.ops.async_processor import run_pending
 from pandawms.core.ops.rollup import roll_up
 from pandawms.core.queues.catalogue import load_queues
 from pandawms.core.runtime import Runtime
@@ -40,3 +42,9 @@ def publisher(rt: Runtime) -> str:
 def monitor_rollup(rt: Runtime) -> str:
     """Fold status changes into the monitor's chart buckets and recount live jobs by queue."""
     return roll_up(rt)
+
+
+@periodic.task("async_requests", period=10, fleet_wide=False)
+def async_request_processor(rt: Runtime) -> str:
+    """Run the asynchronous requests (log grep, probes) addressed to this machine."""
+    return f"ran {run_pending(rt)} requests"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pandawms.core.harvester.logs import expire as expire_logs
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks import checkpoints
 from pandawms.core.tasks.carousel import run_carousel
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.core.tasks.sandbox import expire
@@ -36,5 +37,6 @@ def data_carousel(rt: Runtime) -> str:
 @periodic.task("cache_cleaner", period=3600)
 def cache_cleaner(rt: Runtime) -> str:
     """Delete sandbox files unused for cache_lifetime that no active task refers to, and worker
-    logs Harvester has not added to for as long."""
-    return f"removed {expire(rt)} cached files and {expire_logs(rt)} worker logs"
+    logs Harvester has not added to for as long, and HPO checkpoints nobody replaced for as long."""
+    files, logs, points = expire(rt), expire_logs(rt), checkpoints.expire(rt)
+    return f"removed {files} cached files, {logs} worker logs and {points} HPO checkpoints"

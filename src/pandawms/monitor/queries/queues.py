@@ -13,6 +13,7 @@ from sqlalchemy import (
 )
 
 from pandawms.core.queues.catalogue import Queue
+from pandawms.core.queues.slots import active_slots
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, queues
@@ -111,6 +112,7 @@ def queue_detail(rt: Runtime, name: str, failures: int = 10) -> dict[str, Any] |
         if definition is None and not counts:
             return None
         last = last_pilot_activity(conn, name, counts)
+        targets = active_slots(conn, [name]).get(name, {})
         recent = [
             dict(r)
             for r in conn.execute(
@@ -138,4 +140,10 @@ def queue_detail(rt: Runtime, name: str, failures: int = 10) -> dict[str, Any] |
         "last_heartbeat": last,
         "inactive_reason": reason,
         "recent_failures": recent,
+        #: Target slots brokerage counts (harvester/add_target_slots); None: the whole queue.
+        "target_slots": [
+            {"gshare": share, "resourceType": rtype, "numSlots": n}
+            for share, by_type in targets.items()
+            for rtype, n in by_type.items()
+        ],
     }
