@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pandawms.core.harvester.logs import expire as expire_logs
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks.outputs import process_outbox, watch_rules
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.core.tasks.sandbox import expire
 from pandawms.daemon.registry import PeriodicSet
@@ -20,6 +21,25 @@ def task_manager(rt: Runtime) -> str:
     made = counts.pop("jobs", 0)
     states = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     return f"{made} jobs made; tasks: {states}"
+
+
+@periodic.task("ddm_outbox", period=10)
+def ddm_outbox(rt: Runtime) -> str:
+    """Register finished jobs' outputs in the data management system and close ended tasks'
+    datasets (the outbox; retried with back-off while it is unavailable)."""
+    if not rt.settings.ddm_rucio_host:
+        return "no data management system configured"
+    counts = process_outbox(rt)
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing due"
+
+
+@periodic.task("ddm_rules", period=60)
+def ddm_rules(rt: Runtime) -> str:
+    """Finish transferring jobs whose outputs reached the destination the task asked for."""
+    if not rt.settings.ddm_rucio_host:
+        return "no data management system configured"
+    counts = watch_rules(rt)
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no job waits for a rule"
 
 
 @periodic.task("cache_cleaner", period=3600)
