@@ -116,10 +116,13 @@ def refine(
                     task_dataset_rses.insert(),
                     [{"datasetID": input_id, "rse": rse[:64], "jediTaskID": task_id} for rse in part.rses],
                 )
+            lost = set(part.lost)
             for f in part.files:
                 rows.append(
                     {
                         **common,
+                        # No replica left anywhere: the file fails, the task goes on without it.
+                        **({"status": "failed"} if f.name in lost else {}),
                         "datasetID": input_id,
                         "type": "input",
                         "lfn": f.name,
@@ -182,7 +185,11 @@ def refine(
         .where(task_datasets.c.jediTaskID == task_id)
         .values(status="ready", modificationTime=now)
     )
-    move_task(conn, task, T.DEFINED.value, now, reason=f"{len(rows)} input files")
+    lost_names = sorted({name for part in contents or [] for name in part.lost})
+    reason = f"{len(rows)} input files"
+    if lost_names:
+        reason += f"; {len(lost_names)} failed, no replica in the DDM: {', '.join(lost_names)}"
+    move_task(conn, task, T.DEFINED.value, now, reason=reason[:250])
     task["status"] = T.DEFINED.value
     move_task(conn, task, T.READY.value, now)
     task["status"] = T.READY.value
