@@ -17,6 +17,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tarfile
 import time
 import zlib
 from collections.abc import Callable
@@ -115,7 +116,15 @@ def rucio_data_server(
         timefloor=0,
         copytools={"rucio": {}},
         acopytools={"pr": ["rucio"], "pw": ["rucio"], "pl": ["rucio"], "default": ["rucio"]},
-        astorages={"pr": [READ_RSE], "pw": [WRITE_RSE], "pl": [WRITE_RSE]},
+        # The pilot writes a user job's outputs for the write_lan(_analysis) activity, its log
+        # for pl, and reads for pr/read_lan.
+        astorages={
+            "pr": [READ_RSE],
+            "read_lan": [READ_RSE],
+            "pw": [WRITE_RSE],
+            "pl": [WRITE_RSE],
+            "write_lan": [WRITE_RSE],
+        },
     )
     realpilot.load_queues(server.db_url, {QUEUE: queue})
     return server
@@ -196,7 +205,12 @@ def test_prun_over_rucio_with_the_real_pilot(
     ).json()["data"]
     assert job["jobStatus"] == "finished", job
     # The pilot staged the inputs in from the RSE with Rucio (not from a local copy).
-    pilot_log = "\n".join(p.read_text(errors="replace") for p in result.log_paths)
+    pilot_log = "\n".join(
+        p.read_text(errors="replace")
+        for run in result.runs
+        for p in (run.log_path, run.stdout_path)
+        if p.is_file()
+    )
     assert "rucio copytool, downloading file" in pilot_log, logs
     assert "rucio copytool, uploading file" in pilot_log, logs
 
@@ -221,10 +235,27 @@ def test_prun_over_rucio_with_the_real_pilot(
     ), (rows, outputs)
     # The human view of the same (what a user types).
     assert lfn in _rucio(rucio_server, cfg, "list-files", f"{container}.{task_id}")
+    # The files are on the queue's write RSE: the output holds what the payload wrote, the log
+    # tarball the payload's output.
+    (stored,) = rucio_server.rse_dirs[WRITE_RSE].rglob(lfn)
+    assert stored.read_bytes() == expected
+    log_lfn = next(f["lfn"] for f in job["Files"] if f["type"] == "log")
+    (tarball,) = rucio_server.rse_dirs[WRITE_RSE].rglob(log_lfn)
+    with tarfile.open(tarball) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/payload.stdout"))
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        assert "runGen: running cat " in extracted.read().decode(), log_lfn
     # The log went into the log dataset; the task's datasets are closed now it is done.
     logs_listed = _rucio(rucio_server, cfg, "list-files", f"user.jdoe:{out_ds}.log.{task_id}")
     assert ".log.tgz" in logs_listed, logs_listed
-    shown = _rucio(rucio_server, cfg, "get-metadata", f"{container}.{task_id}")
+    deadline = time.monotonic() + 60
+    shown = ""
+    while time.monotonic() < deadline:
+        shown = _rucio(rucio_server, cfg, "get-metadata", f"{container}.{task_id}")
+        if re.search(r"is_open:\s*False", shown):
+            break
+        time.sleep(2)
     assert re.search(r"is_open:\s*False", shown), shown
     pbook = run_cli("pbook -c 'show()'", server, home, workdir)
     row = next((line for line in pbook.splitlines() if out_ds in line), "")
