@@ -196,7 +196,7 @@ def finalize(
             update["status"] = "failed"
         conn.execute(files.update().where(files.c.rowID == f["rowID"]).values(**update))
     if register and final == JobStatus.FINISHED.value and job.get("jediTaskID"):
-        entries = _registration(job, outputs, report)
+        entries = _registration(outputs, report)
         if entries:
             ddm_outbox.enqueue(
                 conn,
