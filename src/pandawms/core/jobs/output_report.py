@@ -105,9 +105,7 @@ def _plain_checksums(info: FileInfo) -> tuple[str | None, str | None]:
     return adler, (str(md5) if md5 else None)
 
 
-def _registration(
-    job: dict[str, Any], outputs: list[dict[str, Any]], report: dict[str, FileInfo]
-) -> list[dict[str, Any]]:
+def _registration(outputs: list[dict[str, Any]], report: dict[str, FileInfo]) -> list[dict[str, Any]]:
     """The outputs to register: those with a dataset and an RSE, reported with size and checksum."""
     entries = []
     for f in outputs:
