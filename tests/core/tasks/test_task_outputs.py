@@ -52,11 +52,12 @@ JANE = Identity(dn="/DC=org/CN=Jane Doe", method="x509")
 def ddm_rt(
     rucio_server: RucioServer,  # noqa: F811 - the imported fixture
     make_runtime: Callable[..., Runtime],
-    tmp_path: Any,
+    db_url: str,
 ) -> Runtime:
+    """A Runtime with Rucio configured, on each database backend in turn."""
     pytest.importorskip("rucio.client", reason="rucio-clients is not installed (pip install -e '.[test]')")
     rt = make_runtime(
-        f"sqlite:///{tmp_path / 'adder.sqlite'}",
+        db_url,
         ddm_rucio_host=rucio_server.url,
         ddm_rucio_account=rucio_server.account,
         ddm_rucio_username=rucio_server.username,
