@@ -249,6 +249,10 @@ class DDM(Protocol):
         """Close a dataset: no file may be added any more."""
         ...
 
+    def reopen(self, did: DID | str) -> None:
+        """Open a closed dataset again (a task retried after it ended adds files to it)."""
+        ...
+
     def rse_info(self, rse: str) -> RSEInfo:
         """Whether an RSE is tape, and its attributes."""
         ...

@@ -445,6 +445,14 @@ class RucioDDM:
             ok=(self._exc.UnsupportedOperation,),  # already closed
         )
 
+    def reopen(self, did: DID | str) -> None:
+        parsed = as_did(did)
+        self._do(
+            f"reopen {parsed}",
+            lambda c: c.set_status(parsed.scope, parsed.name, open=True),
+            ok=(self._exc.UnsupportedOperation,),  # already open
+        )
+
 
 def _client_class(token_dir: str, thread: int) -> Any:
     """Rucio's Client with its token files in ``token_dir`` (one file per thread and account)."""

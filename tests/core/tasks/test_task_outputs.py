@@ -352,3 +352,40 @@ def test_an_input_without_replica_fails_the_file_not_the_task(
         (infile,) = [f for f in job["Files"] if f["type"] == "input"]
         assert infile["dispatchDBlockToken"] == "ddd:PANDAWMS_DISK_A"
     assert tasks_read.get_status(rt, task_id) == "running"
+
+
+def test_a_task_retried_after_it_ended_reopens_its_datasets(
+    ddm_rt: Runtime,
+    rucio_server: RucioServer,  # noqa: F811 - the imported fixture
+) -> None:
+    """One job fails for good, the task ends finished and its datasets are closed; pbook retry
+    reopens them before the new job's outputs are registered, and closes them again at the end."""
+    rt = ddm_rt
+    base = f"user.jdoe.again.{secrets.token_hex(4)}"
+    params = _params(base, max_attempt=1)
+    params.update(nEvents=2)
+    task_id = tasks.submit_task(rt, params, JANE).data
+    manage_tasks(rt)
+    got = acquire_jobs(rt, DispatchRequest(site=QUEUE, n_jobs=1, prod_source_label="user"), JANE)
+    (failed_job,) = got
+    update_job(rt, PilotUpdate(failed_job["PandaID"], "failed", failed_job["attemptNr"]))
+    _finish_one(rt)
+    up = _ddm(rucio_server)
+    assert process_outbox(rt, ddm=up) == {"finished": 1}
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "finished"
+    assert process_outbox(rt, ddm=up) == {"closed": 1}
+    dataset = f"user.jdoe:{base}_out.txt.{task_id}"
+    assert not up.dataset_info(dataset).is_open
+
+    assert tasks.retry_task(rt, task_id, JANE).success
+    manage_tasks(rt)  # the failed file's new job
+    job, _ = _finish_one(rt)
+    # The reopening comes first; the registration waits for it within the same pass.
+    assert process_outbox(rt, ddm=up) == {"reopened": 1, "finished": 1}
+    assert len(up.list_files(dataset)) == 2
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "done"
+    assert process_outbox(rt, ddm=up) == {"closed": 1}
+    assert not up.dataset_info(dataset).is_open
+    assert [o["status"] for o in _ops(rt)] == ["done"] * 5

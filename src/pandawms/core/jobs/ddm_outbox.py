@@ -18,6 +18,7 @@ from pandawms.db.schema_ddm import ddm_outbox
 
 REGISTER = "register"
 CLOSE = "close"
+REOPEN = "reopen"
 PENDING, DONE, FAILED = "pending", "done", "failed"
 
 #: jobSubStatus of a job the server holds while its outputs are registered, and while a

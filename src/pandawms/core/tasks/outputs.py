@@ -11,6 +11,8 @@ daemon carries the operations out:
   ``transferring`` until its files are at the destination (:func:`watch_rules`).
 * **close**: when a task has ended, its output and log datasets are closed, so that its
   containers are complete.
+* **reopen**: when such a task is retried or reactivated, they are opened again; its later
+  registrations wait for that.
 
 A call that fails for a reason that may pass (an outage, a timeout, a server error) is retried
 with back-off (``ddm_retry_base`` doubling up to ``ddm_retry_max``) and the job waits, its
@@ -34,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from pandawms.core.jobs import ddm_outbox
-from pandawms.core.jobs.ddm_outbox import CLOSE, DONE, FAILED, PENDING, REGISTER
+from pandawms.core.jobs.ddm_outbox import CLOSE, DONE, FAILED, PENDING, REGISTER, REOPEN
 from pandawms.core.jobs.retry import retry_if_possible
 from pandawms.core.jobs.transitions import MOVE_COLUMNS, move_job
 from pandawms.core.runtime import Runtime, utcnow
@@ -118,15 +120,18 @@ def _register(rt: Runtime, ddm: DDM, op: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "rules": rules}
 
 
-def _close(rt: Runtime, ddm: DDM, op: dict[str, Any]) -> None:
-    """Close every output and log dataset of a task that exists in Rucio."""
+def _close_or_reopen(rt: Runtime, ddm: DDM, op: dict[str, Any]) -> None:
+    """Close (or reopen) every output and log dataset of a task that exists in Rucio."""
     task_id = int(op["jediTaskID"])
     for name, row in sorted(_task_datasets(task_id, rt).items()):
         if row["type"] == "lib":
             continue
         _, dataset = rucio_names(name, row.get("containerName"), task_id)
         try:
-            ddm.close(dataset)
+            if op["kind"] == CLOSE:
+                ddm.close(dataset)
+            else:
+                ddm.reopen(dataset)
         except DIDNotFound:
             continue  # no job of the task registered anything in it
 
@@ -268,15 +273,22 @@ def _due(rt: Runtime, limit: int) -> list[dict[str, Any]]:
         ]
 
 
-def _registrations_pending(rt: Runtime, task_id: int, before: int) -> bool:
+#: What an operation waits for: earlier pending operations of the same task of these kinds.
+_WAITS_FOR = {REGISTER: (REOPEN,), CLOSE: (REGISTER, REOPEN), REOPEN: (CLOSE,)}
+
+
+def _must_wait(rt: Runtime, op: dict[str, Any]) -> bool:
+    """Whether an earlier operation of the same task must be carried out first."""
+    if op["jediTaskID"] is None:
+        return False
     with read_tx(rt.engine) as conn:
         row = conn.execute(
             select(outbox.c.id)
             .where(
-                outbox.c.jediTaskID == task_id,
-                outbox.c.kind == REGISTER,
+                outbox.c.jediTaskID == op["jediTaskID"],
+                outbox.c.kind.in_(_WAITS_FOR.get(op["kind"], ())),
                 outbox.c.status == PENDING,
-                outbox.c.id < before,
+                outbox.c.id < op["id"],
             )
             .limit(1)
         ).first()
@@ -291,18 +303,18 @@ def process_outbox(rt: Runtime, ddm: DDM | None = None, limit: int = 500) -> dic
         return {}
     source = ddm or ddm_for(rt)
     for op in ops:
+        if _must_wait(rt, op):
+            counts["waiting"] += 1
+            continue  # e.g. a task's datasets are closed once its last outputs are in
         try:
             if op["kind"] == REGISTER:
                 outcome = _register(rt, source, op)
                 counts[_registered(rt, op, outcome)] += 1
-            elif op["kind"] == CLOSE:
-                if _registrations_pending(rt, int(op["jediTaskID"]), int(op["id"])):
-                    counts["waiting"] += 1
-                    continue  # closed once the task's last outputs are in
-                _close(rt, source, op)
+            elif op["kind"] in (CLOSE, REOPEN):
+                _close_or_reopen(rt, source, op)
                 with write_tx(rt.engine) as conn:
                     _finish_op(conn, op, DONE, utcnow(), lastError=None)
-                counts["closed"] += 1
+                counts["closed" if op["kind"] == CLOSE else "reopened"] += 1
             else:
                 counts[_refused(rt, op, f"unknown operation {op['kind']!r}")] += 1
         except DDMRefused as exc:
@@ -323,6 +335,15 @@ def enqueue_close(conn: Connection, task_id: int, now: dt.datetime) -> None:
     ).first()
     if has_outputs is not None:
         ddm_outbox.enqueue(conn, CLOSE, {}, now, task_id=task_id)
+
+
+def enqueue_reopen(conn: Connection, task_id: int, now: dt.datetime) -> None:
+    """Queue the reopening of a task's datasets (retried after it ended), if they were closed."""
+    closed = conn.execute(
+        select(outbox.c.id).where(outbox.c.jediTaskID == task_id, outbox.c.kind == CLOSE).limit(1)
+    ).first()
+    if closed is not None:
+        ddm_outbox.enqueue(conn, REOPEN, {}, now, task_id=task_id)
 
 
 def _at_destination(ddm: DDM, rule: dict[str, Any]) -> tuple[bool, str]:
