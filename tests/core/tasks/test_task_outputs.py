@@ -142,7 +142,8 @@ def _finish_one(rt: Runtime) -> tuple[dict[str, Any], dict[str, Any]]:
     update_job(rt, PilotUpdate(job["PandaID"], "running", job["attemptNr"]))
     report = {
         f["lfn"]: {
-            "guid": f.get("GUID") or "",
+            # A malformed GUID from the pilot is left out of the catalogue, not an error.
+            "guid": f.get("GUID") or "not-a-guid'\"",
             "fsize": len(_content(f["lfn"])),
             "adler32": f"{zlib.adler32(_content(f['lfn'])) & 0xFFFFFFFF:08x}",
         }

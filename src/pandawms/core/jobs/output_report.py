@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -105,6 +106,14 @@ def _plain_checksums(info: FileInfo) -> tuple[str | None, str | None]:
     return adler, (str(md5) if md5 else None)
 
 
+def _guid(value: Any) -> str | None:
+    """A GUID in its canonical form, or None when ``value`` is not one."""
+    try:
+        return str(uuid.UUID(str(value))).upper() if value else None
+    except ValueError:
+        return None
+
+
 def _registration(outputs: list[dict[str, Any]], report: dict[str, FileInfo]) -> list[dict[str, Any]]:
     """The outputs to register: those with a dataset and an RSE, reported with size and checksum."""
     entries = []
@@ -129,7 +138,8 @@ def _registration(outputs: list[dict[str, Any]], report: dict[str, FileInfo]) ->
                 "fsize": size,
                 "adler32": adler32,
                 "md5": md5,
-                "guid": (str(info["guid"]) if info.get("guid") else f.get("GUID")) or None,
+                # Only a well-formed GUID goes to the catalogue (the pilot's, else the file's).
+                "guid": _guid(info.get("guid")) or _guid(f.get("GUID")),
             }
         )
     return entries
