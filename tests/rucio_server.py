@@ -45,7 +45,7 @@ START_TIMEOUT = 180
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
 ACCOUNT = "pandawms"
-SCOPES = ("user.pandawms", "panda", "tests")
+SCOPES = ("user.pandawms", "user.jdoe", "panda", "tests")
 #: RSEs every session gets: two disks and a tape, with distances between all of them.
 RSES = (
     ("PANDAWMS_DISK_A", "DISK", {"istape": False, "site": "SITE_A", "tier": 1}),

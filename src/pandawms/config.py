@@ -205,6 +205,10 @@ class Settings:
     #: list; empty: any disk RSE an active queue reads).
     carousel_max_staging: int = 100
     carousel_destinations: str = ""
+    #: Seconds before the first retry of a data-management operation that failed for a reason
+    #: that may pass (an outage); each retry waits twice as long, up to ddm_retry_max.
+    ddm_retry_base: int = 60
+    ddm_retry_max: int = 3600
     #: Key (Fernet, urlsafe base64 of 32 bytes) that encrypts user secrets at rest; best given
     #: as PANDA_SECRETS_KEY_FILE and the same on every node. Empty: ``<data_dir>/secrets.key``,
     #: made on first use (fine for one node only).
@@ -413,6 +417,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "task_jobs_per_pass": (1, 100000),
     "ddm_rucio_timeout": (1, 3600),
     "carousel_max_staging": (0, 10**6),
+    "ddm_retry_base": (1, 86400),
+    "ddm_retry_max": (1, 86400 * 7),
     "allow_open_remote": (0, 1),
 }
 

@@ -502,13 +502,16 @@ def run_one_pilot(
     extra_env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
     heartbeat: int = 60,
+    storage: dict[str, Any] | None = None,
 ) -> PilotRun:
     """Run one pilot process to its end (or kill its namespace after ``timeout`` seconds).
 
     ``version`` is ``"pypi"`` (the installed panda-pilot) or ``"3.11"`` (the source tarball);
-    ``pilot_user`` the pilot's ``--pilot-user`` plugin (``generic`` or ``atlas``).
+    ``pilot_user`` the pilot's ``--pilot-user`` plugin (``generic`` or ``atlas``);
+    ``storage`` the DDM endpoint list the pilot reads (default :func:`storage_definition`).
     """
     kind = flavour(version)
+    storage_data = storage
     host, port = _loopback(server_base_url)
     base = f"{host}:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -517,7 +520,7 @@ def run_one_pilot(
     output_dir = workdir / "se"
     output_dir.mkdir(exist_ok=True)
     storage = workdir / "ddmendpoints.json"
-    storage.write_text(json.dumps(storage_definition()))
+    storage.write_text(json.dumps(storage_definition() if storage_data is None else storage_data))
     cfg = write_pilot_config(workdir / "pilot.cfg", base, storage, heartbeat, default_cfg=kind.default_cfg)
     launcher = kind.launcher
     if kind.copy_launcher:
@@ -626,6 +629,7 @@ def run_pilot(
     pilot_user: str = "generic",
     extra_env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
+    storage: dict[str, Any] | None = None,
 ) -> PilotResult:
     """Run real pilots on ``queue`` until ``max_jobs`` jobs ran, one got no job, or time is up.
 
@@ -658,6 +662,7 @@ def run_pilot(
             pilot_user=pilot_user,
             extra_env=extra_env,
             extra_args=extra_args,
+            storage=storage,
         )
         result.runs.append(run)
         if not run.job_ids or run.timed_out or run.drained:

@@ -100,7 +100,8 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
         "fsize": ",".join(str(f.get("fsize") or 0) for f in inputs),
         "checksum": ",".join(_input_checksum(f) for f in inputs),
         "scopeIn": _join(inputs, "scope"),
-        "ddmEndPointIn": ",".join("" for _ in inputs),
+        # The RSE each input is read from (the generator keeps it as the file's ddd:<RSE> token).
+        "ddmEndPointIn": _join(inputs, "dispatchDBlockToken", _endpoint),
         "outFiles": _join(outputs, "lfn"),
         "destinationDblock": _join(outputs, "destinationDBlock"),
         "realDatasets": _join(outputs, "dataset"),

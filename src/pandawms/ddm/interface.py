@@ -31,7 +31,15 @@ class DDMNotConfigured(DDMError):
     """The server has no data management system configured, yet a task needs one."""
 
 
-class DIDNotFound(DDMError):
+class DDMRefused(DDMError):
+    """The data management system refused the call for a reason a retry will not change.
+
+    (An unknown scope, RSE or DID, no permission, an invalid name or checksum.) Any other
+    :class:`DDMError` may pass (an outage, a timeout, a server error): callers retry those.
+    """
+
+
+class DIDNotFound(DDMRefused):
     """A dataset, container or file that the data management system does not know."""
 
 
@@ -252,6 +260,10 @@ class DDM(Protocol):
 
     def close(self, did: DID | str) -> None:
         """Close a dataset: no file may be added any more."""
+        ...
+
+    def reopen(self, did: DID | str) -> None:
+        """Open a closed dataset again (a task retried after it ended adds files to it)."""
         ...
 
     def rse_info(self, rse: str) -> RSEInfo:

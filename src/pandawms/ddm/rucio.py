@@ -24,6 +24,7 @@ from pandawms.ddm.interface import (
     DatasetInfo,
     DDMError,
     DDMNotConfigured,
+    DDMRefused,
     DIDNotFound,
     FileInfo,
     FileReplicas,
@@ -142,6 +143,21 @@ class RucioDDM:
             ) from None
         self.config = config
         self._exc = rucio_exceptions
+        # Refusals a retry will not change; anything else (outage, server error) may pass.
+        self._refusals: tuple[type[BaseException], ...] = tuple(
+            getattr(rucio_exceptions, name)
+            for name in (
+                "ScopeNotFound",
+                "AccessDenied",
+                "InvalidObject",
+                "InvalidRSEExpression",
+                "InputValidationError",
+                "FileConsistencyMismatch",
+                "UnsupportedOperation",
+                "RuleNotFound",
+            )
+            if isinstance(getattr(rucio_exceptions, name, None), type)
+        )
         self._local = threading.local()
         # Rucio's client caches login tokens in files under /tmp shared by every client of the
         # same account; a private directory keeps this DDM from using a token it did not get
@@ -201,7 +217,9 @@ class RucioDDM:
         except exc.DataIdentifierNotFound as error:
             raise DIDNotFound(f"Rucio {what}: not found: {_message(error)}") from None
         except exc.RSENotFound as error:
-            raise DDMError(f"Rucio {what}: unknown RSE: {_message(error)}") from None
+            raise DDMRefused(f"Rucio {what}: unknown RSE: {_message(error)}") from None
+        except self._refusals as error:
+            raise DDMRefused(f"Rucio {what} refused: {type(error).__name__}: {_message(error)}") from None
         except exc.RucioException as error:
             raise DDMError(f"Rucio {what} failed: {type(error).__name__}: {_message(error)}") from None
         except OSError as error:  # requests' ConnectionError/Timeout derive from OSError
@@ -433,6 +451,14 @@ class RucioDDM:
             f"close {parsed}",
             lambda c: c.close(parsed.scope, parsed.name),
             ok=(self._exc.UnsupportedOperation,),  # already closed
+        )
+
+    def reopen(self, did: DID | str) -> None:
+        parsed = as_did(did)
+        self._do(
+            f"reopen {parsed}",
+            lambda c: c.set_status(parsed.scope, parsed.name, open=True),
+            ok=(self._exc.UnsupportedOperation,),  # already open
         )
 
 

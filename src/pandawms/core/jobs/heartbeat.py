@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, select
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.jobs import cloning, pilot_binding
 from pandawms.core.jobs.commands import consume_once
+from pandawms.core.jobs.ddm_outbox import SERVER_HELD
 from pandawms.core.jobs.output_report import finalize
 from pandawms.core.jobs.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.jobs.transitions import deferring, move_job, replace_row
@@ -49,6 +50,7 @@ _READ_COLUMNS = (
     "taskBufferErrorCode",
     "jobDispatcherErrorDiag",
     *cloning.COLUMNS,
+    "jobSubStatus",
     *pilot_binding.COLUMNS,
 )
 
@@ -111,6 +113,10 @@ def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
     target = JobStatus.HOLDING.value if final else state
     if old in TERMINAL:
         return None, ALREADYDONE if final else TOBEKILLED
+    if job.get("jobSubStatus") in SERVER_HELD and old in (JobStatus.HOLDING, JobStatus.TRANSFERRING):
+        # The pilot is done with it: the server registers its outputs (or waits for their
+        # replication); a repeated final report changes nothing.
+        return None, ALREADYDONE if final else None
     if old == JobStatus.HOLDING.value:
         # The pilot said "holding" earlier; its final report now closes the job. Anything
         # else (recovery heartbeats, a late "running") leaves the job as it is.
@@ -323,8 +329,11 @@ def _apply_update(
     status = target
     if upd.state in FINAL_REPORTS:
         job.update(values, jobStatus=JobStatus.HOLDING.value)
-        status = finalize(conn, job, upd.state, upd.report, now, rt.retry_rules)
-        if clone_mode is not None:
+        status = finalize(
+            conn, job, upd.state, upd.report, now, rt.retry_rules, register=bool(rt.settings.ddm_rucio_host)
+        )
+        # A clone whose outputs wait for registration (holding) keeps its semaphore until then.
+        if clone_mode is not None and status != JobStatus.HOLDING.value:
             cloning.after_final(conn, job, status, now)
     consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)

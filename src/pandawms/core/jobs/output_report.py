@@ -5,21 +5,28 @@ The job is first stored as ``holding``; this module checks that every expected o
 file is in the report with a size and checksum, records them on the files, and moves the job to
 its final state. It runs in the same transaction as the pilot's update, so a node that dies
 between the two leaves nothing half done.
+
+On a server with a data management system, a finished task job whose outputs were written to
+an RSE stays ``holding`` instead: the registration of its outputs in the task's datasets is
+queued in the DDM outbox (same transaction), and the daemon finishes the job once Rucio has
+them (:mod:`pandawms.core.tasks.outputs`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from pandawms.core.jobs import ddm_outbox
 from pandawms.core.jobs.retry import retry_if_possible
 from pandawms.core.jobs.transitions import move_job
-from pandawms.db.schema import files
+from pandawms.db.schema import files, jobs
 from pandawms.model.errors import DdmError, TaskBufferError
 from pandawms.model.retry_rules import RetryRule
 from pandawms.model.states import JobStatus
@@ -81,6 +88,65 @@ def _checksum(info: FileInfo) -> tuple[str | None, str | None]:
     return None, None
 
 
+def endpoint_of(token: str | None) -> str | None:
+    """The RSE a ``dst:<RSE>``/``ddd:<RSE>`` space token names (None for a plain token)."""
+    first = (token or "").split(",")[0]
+    for prefix in ("dst:", "ddd:"):
+        if first.startswith(prefix) and len(first) > len(prefix):
+            return first[len(prefix) :]
+    return None
+
+
+def _plain_checksums(info: FileInfo) -> tuple[str | None, str | None]:
+    """(adler32, md5) hex digits from a report entry, prefixes removed."""
+    adler = str(info.get("adler32") or info.get("checksum") or "") or None
+    if adler and adler.startswith("ad:"):
+        adler = adler[3:]
+    elif adler and adler.startswith("md5:"):
+        return None, adler[4:]
+    md5 = info.get("md5sum")
+    return adler, (str(md5) if md5 else None)
+
+
+def _guid(value: Any) -> str | None:
+    """A GUID in its canonical form, or None when ``value`` is not one."""
+    try:
+        return str(uuid.UUID(str(value))).upper() if value else None
+    except ValueError:
+        return None
+
+
+def _registration(outputs: list[dict[str, Any]], report: dict[str, FileInfo]) -> list[dict[str, Any]]:
+    """The outputs to register: those with a dataset and an RSE, reported with size and checksum."""
+    entries = []
+    for f in outputs:
+        info = report.get(f["lfn"])
+        rse = endpoint_of(f.get("destinationDBlockToken"))
+        dataset = f.get("destinationDBlock") or f.get("dataset")
+        if info is None or rse is None or not dataset:
+            continue
+        adler32, md5 = _plain_checksums(info)
+        try:
+            size = int(info.get("fsize") or 0)
+        except (TypeError, ValueError):
+            size = 0
+        entries.append(
+            {
+                "lfn": f["lfn"],
+                "type": f["type"],
+                "scope": f.get("scope"),
+                "dataset": dataset,
+                "rse": rse,
+                "fsize": size,
+                "adler32": adler32,
+                "md5": md5,
+                # Only a well-formed GUID goes to the catalogue (the pilot's, else the file's).
+                "guid": _guid(info.get("guid")) or _guid(f.get("GUID")),
+            }
+        )
+    return entries
+
+
 def finalize(
     conn: Connection,
     job: dict[str, Any],
@@ -88,12 +154,18 @@ def finalize(
     report_text: str | None,
     now: dt.datetime,
     rules: Sequence[RetryRule],
+    register: bool = False,
 ) -> str:
     """Move a ``holding`` job to its final state from the pilot's report; return that state.
 
     A failed job is retried when one of ``rules`` (the runtime's retry rules) says so.
+    ``register``: the server has a data management system; a finished task job's outputs are
+    then queued for registration and the job stays ``holding`` until they are registered.
     """
     panda_id = job["PandaID"]
+    if register and job.get("jediTaskID") and ddm_outbox.has_registration(conn, panda_id):
+        # A repeated final report: the registration is under way already.
+        return JobStatus.HOLDING.value
     job_files = [dict(r) for r in conn.execute(select(files).where(files.c.PandaID == panda_id)).mappings()]
     values: dict[str, Any] = {}
     final = JobStatus.FINISHED.value if reported == "finished" else JobStatus.FAILED.value
@@ -135,6 +207,23 @@ def finalize(
         else:
             update["status"] = "failed"
         conn.execute(files.update().where(files.c.rowID == f["rowID"]).values(**update))
+    if register and final == JobStatus.FINISHED.value and job.get("jediTaskID"):
+        entries = _registration(outputs, report)
+        if entries:
+            ddm_outbox.enqueue(
+                conn,
+                ddm_outbox.REGISTER,
+                {"files": entries},
+                now,
+                panda_id=panda_id,
+                task_id=int(job["jediTaskID"]),
+            )
+            values.update(jobSubStatus=ddm_outbox.REGISTERING, modificationTime=now)
+            if job.get("endTime") is None:
+                values["endTime"] = now
+            conn.execute(jobs.update().where(jobs.c.PandaID == panda_id).values(**values))
+            job.update(values)
+            return JobStatus.HOLDING.value
     if final == JobStatus.FAILED.value and job.get("commandToPilot") == "tobekilled":
         final = JobStatus.CANCELLED.value
         if not job.get("taskBufferErrorCode"):

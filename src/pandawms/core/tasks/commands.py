@@ -26,6 +26,7 @@ from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks import sandbox as cache_files
 from pandawms.core.tasks.generate import advance_task
+from pandawms.core.tasks.outputs import enqueue_reopen
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.core.tasks.transitions import lock_task, log_task_status, move_task
 from pandawms.db.engine import write_tx
@@ -463,6 +464,8 @@ def retry_task(rt: Runtime, task_id: int, who: Identity, new_parameters: Any = N
                 {"attemptNr": int(task["attemptNr"]) + 1, "errorDialog": None, "frozenTime": None},
                 reason=f"retried by {who.name} ({reset} files)",
             )
+            if rt.settings.ddm_rucio_host:
+                enqueue_reopen(conn, task_id, now)
             return Reply(True, _registered("retry", task_id), code)
         conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(modificationTime=now))
     return Reply(
@@ -490,6 +493,8 @@ def reactivate_task(rt: Runtime, task_id: int, who: Identity) -> Reply:
             {"attemptNr": int(task["attemptNr"]) + 1, "errorDialog": None},
             reason=f"reactivated by {who.name} ({reset} files)",
         )
+        if rt.settings.ddm_rucio_host:
+            enqueue_reopen(conn, task_id, now)
     return Reply(True, _registered("reactivate", task_id), OK)
 
 

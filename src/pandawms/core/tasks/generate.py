@@ -74,7 +74,14 @@ def refine(
     """
     task_id = int(task["jediTaskID"])
 
-    def dataset(name: str, kind: str, stream: str, template: str | None, container: str | None = None) -> int:
+    def dataset(
+        name: str,
+        kind: str,
+        stream: str,
+        template: str | None,
+        container: str | None = None,
+        destination: str | None = None,
+    ) -> int:
         result = conn.execute(
             task_datasets.insert().values(
                 jediTaskID=task_id,
@@ -83,6 +90,7 @@ def refine(
                 type=kind,
                 streamName=stream,
                 status="defined",
+                destination=destination,
                 template=template and template.replace("$JEDITASKID", str(task_id))[:1000],
                 allowNoOutput=0,
                 creationTime=now,
@@ -112,12 +120,16 @@ def refine(
                     task_dataset_rses.insert(),
                     [{"datasetID": input_id, "rse": rse[:64], "jediTaskID": task_id} for rse in part.rses],
                 )
+            lost = set(part.lost)
             for f in part.files:
                 rows.append(
                     {
                         **common,
+                        # No replica left anywhere: the file fails, the task goes on without it.
                         # On tape only: the data carousel makes it ready once it is on disk.
-                        "status": "staging" if part.needs_staging else "ready",
+                        "status": "failed"
+                        if f.name in lost
+                        else ("staging" if part.needs_staging else "ready"),
                         "datasetID": input_id,
                         "type": "input",
                         "lfn": f.name,
@@ -145,9 +157,11 @@ def refine(
     if rows:
         conn.execute(task_files.insert(), rows)
     for stream in plan.outputs:
-        dataset(stream.dataset, "output", stream.stream, stream.template, stream.container)
+        dataset(
+            stream.dataset, "output", stream.stream, stream.template, stream.container, stream.destination
+        )
     if plan.log is not None:
-        dataset(plan.log.dataset, "log", "LOG", plan.log.template, plan.log.container)
+        dataset(plan.log.dataset, "log", "LOG", plan.log.template, plan.log.container, plan.log.destination)
     if plan.build is not None:
         lib_name = f"{_base_name(plan)}.lib"
         lib_template = f"{_base_name(plan)}.$JEDITASKID.lib._${{SN/P}}.lib.tgz"
@@ -178,7 +192,11 @@ def refine(
         .where(task_datasets.c.jediTaskID == task_id)
         .values(status="ready", modificationTime=now)
     )
-    move_task(conn, task, T.DEFINED.value, now, reason=f"{len(rows)} input files")
+    lost_names = sorted({name for part in contents or [] for name in part.lost})
+    reason = f"{len(rows)} input files"
+    if lost_names:
+        reason += f"; {len(lost_names)} failed, no replica in the DDM: {', '.join(lost_names)}"
+    move_task(conn, task, T.DEFINED.value, now, reason=reason[:250])
     task["status"] = T.DEFINED.value
     staging = request_staging(conn, task, contents or [], now) if plan.input_streams else []
     if staging:
@@ -205,6 +223,32 @@ def _endpoint(conn: Connection, site: str) -> str | None:
     except (ValueError, AttributeError, TypeError):
         return None
     return None
+
+
+def _input_endpoints(conn: Connection, task_id: int, site: str) -> dict[int, str]:
+    """For each input dataset of the task, the RSE the queue reads it from (ddmEndPointIn).
+
+    The first of the queue's read RSEs that holds every file the task uses of the dataset.
+    """
+    data = conn.execute(select(queues.c.data).where(queues.c.name == site)).scalar_one_or_none()
+    try:
+        spec = json.loads(data) if data else {}
+    except ValueError:
+        spec = {}
+    reads = storage_of(site, spec if isinstance(spec, dict) else {}).read
+    held: dict[int, set[str]] = {}
+    for dataset_id, rse in conn.execute(
+        select(task_dataset_rses.c.datasetID, task_dataset_rses.c.rse).where(
+            task_dataset_rses.c.jediTaskID == task_id
+        )
+    ):
+        held.setdefault(int(dataset_id), set()).add(str(rse))
+    found = {}
+    for dataset_id, rses in held.items():
+        rse = next((r for r in reads if r in rses), None)
+        if rse is not None:
+            found[dataset_id] = rse
+    return found
 
 
 def _scope(dataset: str) -> str:
@@ -267,11 +311,15 @@ def _job(
     outputs: list[tuple[str, str, str]],
     endpoint: str | None,
     inputs: Sequence[dict[str, Any]] = (),
+    input_endpoints: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """A job as an attribute dict (``Files`` included); outputs are (lfn, type, dataset).
 
-    ``inputs`` are the task's input file rows (with ``dataset``, their dataset's name).
+    ``inputs`` are the task's input file rows (with ``dataset``, their dataset's name);
+    ``input_endpoints`` the RSE each input dataset is read from (by datasetID), which the
+    pilot gets as ddmEndPointIn (kept as the file's ``ddd:<RSE>`` dispatch token).
     """
+    where = input_endpoints or {}
     token = f"dst:{endpoint}" if endpoint else None
     files = [
         {
@@ -279,6 +327,9 @@ def _job(
             "type": "input",
             "dataset": f["dataset"],
             "prodDBlock": f["dataset"],
+            "dispatchDBlockToken": (
+                f"ddd:{where[int(f['datasetID'])]}" if f.get("datasetID") in where else None
+            ),
             "scope": f.get("scope"),
             "GUID": f.get("GUID"),
             "fsize": f.get("fsize"),
@@ -415,6 +466,7 @@ def _make_jobs(
             conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(**values))
         return 0
     endpoint = _endpoint(conn, site)
+    input_endpoints = _input_endpoints(conn, task_id, site) if plan.input_streams else {}
     log_ds = sets["log"][0] if sets.get("log") else None
     made: list[tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, str, int]]]] = []
     if lib_row is not None and plan.build is not None:
@@ -473,6 +525,7 @@ def _make_jobs(
                 outputs,
                 endpoint,
                 real_inputs,
+                input_endpoints,
             )
             made.append((job, group, records))
     cloning = _cloning(task) if lib_row is None else None

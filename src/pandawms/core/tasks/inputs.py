@@ -22,12 +22,17 @@ from pandawms.ddm.interface import DDM, DDMError, FileInfo
 @dataclass(frozen=True)
 class StreamFiles:
     """One input stream's chosen files, the disk RSEs that hold every one of them, and the tape
-    RSEs that do (the data carousel stages from one of those when no disk holds them all)."""
+    RSEs that do (the data carousel stages from one of those when no disk holds them all).
+
+    ``lost`` names the chosen files of which no replica is left anywhere: they fail (with the
+    reason in the task's log) instead of leaving the whole task without a place to run.
+    """
 
     stream: InputStream
     files: list[FileInfo]
     rses: tuple[str, ...]
     tapes: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()
 
     @property
     def needs_staging(self) -> bool:
@@ -72,8 +77,8 @@ def resolve_inputs(rt: Runtime, plan: TaskPlan, ddm: DDM | None = None) -> Input
     for stream in plan.input_streams:
         chosen = select_files(stream, source.list_files(stream.dataset))[:budget]
         budget -= len(chosen)
-        disks, tapes = _complete_at(source, stream, chosen, tape)
-        result.append(StreamFiles(stream, chosen, disks, tapes))
+        disks, tapes, lost = _complete_at(source, stream, chosen, tape)
+        result.append(StreamFiles(stream, chosen, disks, tapes, lost))
     if not any(s.files for s in result):
         names = ", ".join(s.dataset for s in plan.input_streams)[:300]
         raise NoInputFiles(f"no input file to process in {names} (after --match/--antiMatch/--nSkipFiles)")
@@ -82,23 +87,28 @@ def resolve_inputs(rt: Runtime, plan: TaskPlan, ddm: DDM | None = None) -> Input
 
 def _complete_at(
     source: DDM, stream: InputStream, files: list[FileInfo], tape: dict[str, bool]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Disk RSEs holding every chosen file of the stream (a job cannot read from tape), and tape
-    RSEs holding every one."""
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Disk RSEs holding every chosen file of the stream that still has a replica (a job cannot
+    read from tape), tape RSEs holding every one, and the names of the chosen files without any
+    replica."""
     if not files:
-        return (), ()
+        return (), (), ()
     wanted = {(f.scope, f.name) for f in files}
     where: set[str] | None = None
+    found: set[tuple[str, str]] = set()
     for replica in source.list_replicas([stream.dataset]):
-        if (replica.file.scope, replica.file.name) not in wanted:
+        key = (replica.file.scope, replica.file.name)
+        if key not in wanted or not replica.rses:
             continue
+        found.add(key)
         here = set(replica.rses)
         where = here if where is None else where & here
+    lost = tuple(sorted(name for scope, name in wanted - found))
     for rse in sorted(where or ()):
         if rse not in tape:
             tape[rse] = source.rse_info(rse).is_tape
     complete = sorted(where or ())
-    return tuple(r for r in complete if not tape[r]), tuple(r for r in complete if tape[r])
+    return tuple(r for r in complete if not tape[r]), tuple(r for r in complete if tape[r]), lost
 
 
 class NoInputFiles(DDMError):

@@ -46,6 +46,8 @@ class OutputStream:
     template: str
     stream: str
     container: str | None = None
+    #: RSE (expression) the user wants the files replicated to (prun --destSE); None: none.
+    destination: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,13 @@ def build_template(items: Any) -> tuple[str, list[OutputStream], list[str], list
             if not isinstance(dataset, str) or not dataset:
                 raise BadTaskParameter(f"{where}.dataset", "an output needs its dataset name")
             outputs.append(
-                OutputStream(dataset, value, f"OUTPUT{len(outputs)}", _str(item, "container", None, 255))
+                OutputStream(
+                    dataset,
+                    value,
+                    f"OUTPUT{len(outputs)}",
+                    _str(item, "container", None, 255),
+                    _str(item, "destination", None, 128) or None,
+                )
             )
         if item.get("hidden") is True:
             continue
@@ -251,7 +259,9 @@ def _log_stream(params: Mapping[str, Any]) -> OutputStream | None:
         raise BadTaskParameter("log.dataset", "must be a dataset name")
     if not isinstance(value, str) or "${SN" not in value:
         raise BadTaskParameter("log.value", "must be an LFN template with ${SN}")
-    return OutputStream(dataset, value, "LOG", _str(log, "container", None, 255))
+    return OutputStream(
+        dataset, value, "LOG", _str(log, "container", None, 255), _str(log, "destination", None, 128) or None
+    )
 
 
 def _inputs(

@@ -23,6 +23,7 @@ from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks.carousel import wake_task
 from pandawms.core.tasks.commands import kill_task_jobs
 from pandawms.core.tasks.generate import advance_task, owner
+from pandawms.core.tasks.outputs import enqueue_close
 from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -159,7 +160,11 @@ def sync_task(rt: Runtime, task_id: int) -> str | None:
             return None if task is None else str(task["status"])
         if _propagate(conn, task, now):
             conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(modificationTime=now))
-        return _conclude(conn, task, now) or str(task["status"])
+        ended = _conclude(conn, task, now)
+        if ended is not None and rt.settings.ddm_rucio_host:
+            # Its output datasets are complete: closed once their last files are registered.
+            enqueue_close(conn, task_id, now)
+        return ended or str(task["status"])
 
 
 def active_task_ids(rt: Runtime, limit: int = 1000) -> list[int]:

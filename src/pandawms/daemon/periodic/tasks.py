@@ -7,6 +7,7 @@ from pandawms.core.harvester.logs import expire as expire_logs
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks import checkpoints
 from pandawms.core.tasks.carousel import run_carousel
+from pandawms.core.tasks.outputs import process_outbox, watch_rules
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.core.tasks.sandbox import expire
 from pandawms.daemon.registry import PeriodicSet
@@ -32,6 +33,25 @@ def data_carousel(rt: Runtime) -> str:
     if not counts:
         return "no staging requests"
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+
+
+@periodic.task("ddm_outbox", period=10)
+def ddm_outbox(rt: Runtime) -> str:
+    """Register finished jobs' outputs in the data management system and close ended tasks'
+    datasets (the outbox; retried with back-off while it is unavailable)."""
+    if not rt.settings.ddm_rucio_host:
+        return "no data management system configured"
+    counts = process_outbox(rt)
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing due"
+
+
+@periodic.task("ddm_rules", period=60)
+def ddm_rules(rt: Runtime) -> str:
+    """Finish transferring jobs whose outputs reached the destination the task asked for."""
+    if not rt.settings.ddm_rucio_host:
+        return "no data management system configured"
+    counts = watch_rules(rt)
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no job waits for a rule"
 
 
 @periodic.task("cache_cleaner", period=3600)
