@@ -104,11 +104,12 @@ V1_RULES: dict[tuple[str, str], Rule] = {
     ("file_server", "upload_jedi_log"): PRODUCTION_WRITE,
     ("file_server", "update_jedi_log"): PRODUCTION_WRITE,
     ("file_server", "download_jedi_log"): USER,
-    # The event service is not enabled; the refusals still need the roles the real server asks.
-    ("event", "acquire_event_ranges"): HARVESTER,
-    ("event", "update_event_ranges"): HARVESTER,
-    ("event", "update_single_event_range"): HARVESTER,
-    ("event", "get_available_event_range_count"): HARVESTER,
+    # The event service: pilots and production (Harvester) take and report ranges, bound to the
+    # jobs they took (core/jobs/pilot_binding.py); owners read the ranges of their jobs.
+    ("event", "acquire_event_ranges"): PILOT,
+    ("event", "update_event_ranges"): PILOT,
+    ("event", "update_single_event_range"): PILOT,
+    ("event", "get_available_event_range_count"): PILOT,
     ("event", "get_event_range_statuses"): USER,
     # pbook's other calls: owners act on their own jobs and tasks (checked in the core).
     ("job", "set_debug_mode"): USER_WRITE,
@@ -156,6 +157,8 @@ LEGACY_RULES: dict[str, Rule] = {
     "updateJobsInBulk": PILOT,
     "getEventRanges": PILOT,
     "updateEventRanges": PILOT,
+    "updateEventRange": PILOT,
+    "checkEventsAvailability": PILOT,
     "updateWorkerPilotStatus": PILOT,
     # Credentials go to production identities only (a pilot credential sits on every worker node).
     "getKeyPair": HARVESTER,

@@ -6,6 +6,7 @@ module a caller imports first (``db init`` creates them all on every backend).
 
 from pandawms.db import (
     schema,
+    schema_events,
     schema_meta,
     schema_monitor,
     schema_nodes,
@@ -14,4 +15,13 @@ from pandawms.db import (
     schema_workers,
 )
 
-TABLE_MODULES = (schema, schema_meta, schema_monitor, schema_nodes, schema_tasks, schema_user, schema_workers)
+TABLE_MODULES = (
+    schema,
+    schema_events,
+    schema_meta,
+    schema_monitor,
+    schema_nodes,
+    schema_tasks,
+    schema_user,
+    schema_workers,
+)
