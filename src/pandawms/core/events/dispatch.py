@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import ColumnElement, Connection, select, update
 
 from pandawms.core.jobs import pilot_binding
 from pandawms.core.runtime import Runtime, utcnow
@@ -49,6 +49,17 @@ def consumer_job(conn: Connection, panda_id: int) -> dict[str, Any] | None:
         .first()
     )
     return dict(row) if row is not None else None
+
+
+def pool_of(job: dict[str, Any]) -> ColumnElement[bool]:
+    """The ranges a consumer job takes from: its job set's (every job set of the task for a jumbo
+    job). A job made outside a task (no ``jediTaskID``) takes from its job set alone."""
+    if job["eventService"] == EventServiceFlag.JUMBO:
+        return event_ranges.c.jediTaskID == job["jediTaskID"]
+    pool = event_ranges.c.jobsetID == (job["jobsetID"] or job["PandaID"])
+    if job["jediTaskID"] is not None:
+        pool = pool & (event_ranges.c.jediTaskID == job["jediTaskID"])
+    return pool
 
 
 def for_consumer(row: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +98,7 @@ def acquire_ranges(rt: Runtime, panda_id: int, n_ranges: int, who: Identity) -> 
             return []
         if job["eventService"] not in (EventServiceFlag.CONSUMER, EventServiceFlag.JUMBO):
             return []
-        pool = event_ranges.c.jediTaskID == job["jediTaskID"]
-        if job["eventService"] != EventServiceFlag.JUMBO:
-            pool = pool & (event_ranges.c.jobsetID == (job["jobsetID"] or panda_id))
+        pool = pool_of(job)
         pick = (
             select(event_ranges.c.rangeID)
             .where(pool, event_ranges.c.status.in_(CLAIMABLE))

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, insert, select
 
+from pandawms.core.events.dispatch import pool_of
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -187,18 +188,18 @@ def statuses_for_jobs(conn: Connection, pairs: Sequence[tuple[int, int]]) -> dic
 
 
 def available_for(rt: Runtime, panda_id: int, jobset_id: int, task_id: int) -> int:
-    """Ranges a consumer could take now: of its job's pool when the job is known (all pools of
-    the task for a jumbo job), else of the pool the caller names (``jobset_id``, ``task_id``)."""
-    from_job = select(jobs.c.jobsetID, jobs.c.jediTaskID, jobs.c.eventService).where(
+    """Ranges a consumer could take now: of its job's pool when the job is known (see
+    :func:`pandawms.core.events.dispatch.pool_of`), else of the pool the caller names."""
+    from_job = select(jobs.c.PandaID, jobs.c.jobsetID, jobs.c.jediTaskID, jobs.c.eventService).where(
         jobs.c.PandaID == panda_id
     )
     with read_tx(rt.engine) as conn:
-        job = conn.execute(from_job).first() if panda_id >= 0 else None
+        job = conn.execute(from_job).mappings().first() if panda_id >= 0 else None
         where: list[ColumnElement[bool]] = [event_ranges.c.status.in_(CLAIMABLE)]
-        if job is not None and job.jediTaskID is not None:
-            where.append(event_ranges.c.jediTaskID == job.jediTaskID)
-            if job.eventService != EventServiceFlag.JUMBO:
-                where.append(event_ranges.c.jobsetID == (job.jobsetID or panda_id))
+        if job is not None:
+            if job["eventService"] not in (EventServiceFlag.CONSUMER, EventServiceFlag.JUMBO):
+                return 0
+            where.append(pool_of(dict(job)))
         else:
             if jobset_id < 0:
                 return 0
