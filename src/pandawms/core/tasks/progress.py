@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.core.tasks.eventservice import follow_pools, pools_of
 from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -30,6 +31,7 @@ log = logging.getLogger("pandawms.tasks")
 
 T = TaskStatus
 JOB_FINAL = ("finished", "failed", "cancelled", "closed")
+INPUTS = ("input", "pseudo_input")
 #: Statuses in which failed files come back for another attempt.
 RETRYING = (T.READY, T.RUNNING, T.PAUSED, T.EXHAUSTED)
 
@@ -60,6 +62,9 @@ def _propagate(conn: Connection, task: dict[str, Any], now: dt.datetime) -> int:
             )
         ).mappings()
     ]
+    # Input files of event-service job sets follow their ranges and merge job (eventservice.py).
+    pools = pools_of(conn, task_id)
+    running = [f for f in running if not (f["type"] in INPUTS and f["PandaID"] in pools)]
     states = _job_states(conn, sorted({int(f["PandaID"]) for f in running if f["PandaID"] is not None}))
     retrying = TaskStatus(task["status"]) in RETRYING
     changed = 0
@@ -150,7 +155,8 @@ def sync_task(rt: Runtime, task_id: int) -> str | None:
         task = lock_task(conn, task_id, skip_locked=rt.skip_locked)
         if task is None or TaskStatus(task["status"]) not in ACTIVE:
             return None if task is None else str(task["status"])
-        if _propagate(conn, task, now):
+        wanting = TaskStatus(task["status"]) in (T.READY, T.RUNNING)
+        if _propagate(conn, task, now) + follow_pools(conn, rt, task, now, wanting):
             conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(modificationTime=now))
         return _conclude(conn, task, now) or str(task["status"])
 
