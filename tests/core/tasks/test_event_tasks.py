@@ -11,12 +11,12 @@ from sqlalchemy import select
 from pandawms.core.events import dispatch as events_dispatch
 from pandawms.core.events import release
 from pandawms.core.events import update as events_update
+from pandawms.core.events.store import task_event_counts as event_progress
 from pandawms.core.jobs.dispatch import DispatchRequest, acquire_jobs
 from pandawms.core.jobs.heartbeat import PilotUpdate, update_job
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks import commands as tasks
 from pandawms.core.tasks import read as tasks_read
-from pandawms.core.tasks.eventservice import event_progress
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.db.schema import jobs
 from tests.core.tasks.test_tasks import JANE, QUEUE, _queue, prun_params

@@ -225,3 +225,28 @@ def statuses_for(rt: Runtime, pairs: Sequence[tuple[int, int]], who: Identity) -
             if panda_id in owners and not may_kill(who, {"prodUserID": owners[panda_id]}, open_mode):
                 raise Forbidden(f"PandaID={panda_id} is not yours: only its owner may read its event ranges")
         return statuses_for_jobs(conn, pairs)
+
+
+def task_event_counts(conn: Connection, task_id: int) -> dict[str, int]:
+    """A task's events by range status (``nEventsFinished``, ``nEventsReady``...) and in all
+    (``nEvents``): the progress of an event-service task, in events."""
+    size = event_ranges.c.lastEvent - event_ranges.c.startEvent + 1
+    rows = conn.execute(
+        select(event_ranges.c.status, func.sum(size))
+        .where(event_ranges.c.jediTaskID == task_id)
+        .group_by(event_ranges.c.status)
+    ).all()
+    out = {f"nEvents{str(status).capitalize()}": int(n or 0) for status, n in rows}
+    if rows:
+        out["nEvents"] = sum(int(n or 0) for _status, n in rows)
+    return out
+
+
+def job_range_counts(conn: Connection, panda_id: int) -> dict[str, int]:
+    """Ranges per status that a job holds or held, or of the pool it names."""
+    stmt = (
+        select(event_ranges.c.status, func.count())
+        .where((event_ranges.c.PandaID == panda_id) | (event_ranges.c.jobsetID == panda_id))
+        .group_by(event_ranges.c.status)
+    )
+    return {str(status): int(n) for status, n in conn.execute(stmt)}

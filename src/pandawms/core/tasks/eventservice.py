@@ -18,7 +18,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Connection, func, select, union_all, update
+from sqlalchemy import Connection, select, union_all, update
 
 from pandawms.core.events.store import status_counts
 from pandawms.core.runtime import Runtime
@@ -142,16 +142,3 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
             _end_file(conn, f, "failed", now)
         changed += len(group)
     return changed
-
-
-def event_progress(conn: Connection, task_id: int) -> dict[str, int]:
-    """A task's events by range status (``nEventsFinished``...), and their total (``nEvents``)."""
-    size = event_ranges.c.lastEvent - event_ranges.c.startEvent + 1
-    rows = conn.execute(
-        select(event_ranges.c.status, func.sum(size))
-        .where(event_ranges.c.jediTaskID == task_id)
-        .group_by(event_ranges.c.status)
-    ).all()
-    out = {f"nEvents{str(status).capitalize()}": int(n or 0) for status, n in rows}
-    out["nEvents"] = sum(int(n or 0) for _status, n in rows)
-    return out

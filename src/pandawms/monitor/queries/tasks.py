@@ -12,6 +12,7 @@ from sqlalchemy import (
     select,
 )
 
+from pandawms.core.events.store import task_event_counts
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
@@ -63,6 +64,7 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
                     last = modified
         known = _task_rows(conn, [task_id]).get(task_id, {})
         history = task_history(conn, task_id)
+        events = task_event_counts(conn, task_id)
     total = sum(by_status.values())
     if not total:
         return None
@@ -81,6 +83,7 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
         "status": known.get("status"),
         "taskName": known.get("taskName"),
         "history": history,
+        "events": events,
     }
 
 
