@@ -158,3 +158,39 @@ def test_event_service_parameters_are_checked(rt: Runtime) -> None:
     for name, params in cases.items():
         reply = tasks.submit_task(rt, params, JANE)
         assert not reply.success and f"task parameter {name}" in reply.message, (name, reply)
+
+
+def test_jumbo_jobs_take_ranges_from_every_job_set(rt: Runtime) -> None:
+    from pandawms.core.tasks import changes as task_changes
+    from pandawms.model.identity import Identity
+
+    boss = Identity(dn="/DC=org/CN=Boss", method="x509", roles=frozenset({"production"}))
+    _queue(rt)
+    plain = tasks.submit_task(rt, prun_params("user.jdoe.plain/"), JANE).data
+    refused = task_changes.enable_jumbo_jobs(rt, plain, boss, 1, None)
+    assert refused.success and "does not use the event service" in refused.message
+    task_id = tasks.submit_task(rt, _es_params(nEsConsumers=1), JANE).data
+    consumers = [j for j in _take(rt) if j["jediTaskID"] == task_id]
+    assert len(consumers) == 2
+    enabled = task_changes.enable_jumbo_jobs(rt, task_id, boss, 1, None)
+    assert (
+        enabled.success
+        and enabled.message == f"jumbo jobs enabled for jediTaskID={task_id} (at most 1 at a time)"
+    )
+    manage_tasks(rt)
+    jumbo = [j for j in _take(rt) if j["jediTaskID"] == task_id]
+    assert [j["eventService"] for j in jumbo] == [4]
+    got = events_dispatch.acquire_ranges(rt, jumbo[0]["PandaID"], 100, JANE)
+    assert len(got) == 8 and len({r["eventRangeID"].split("-")[2] for r in got}) == 2  # both job sets' files
+    assert all(events_dispatch.acquire_ranges(rt, c["PandaID"], 5, JANE) == [] for c in consumers)
+    assert _done(rt, got) == [True] * 8
+    # every range finished: the merge jobs come at once, and no second jumbo job (nothing waits)
+    manage_tasks(rt)
+    merges = _take(rt)
+    assert sorted((m["eventService"], m["jobsetID"]) for m in merges) == sorted(
+        (2, c["jobsetID"]) for c in consumers
+    )
+    for job in [*consumers, *jumbo, *merges]:
+        _finish(rt, job)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "done"

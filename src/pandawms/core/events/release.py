@@ -8,7 +8,9 @@ range that kills every pilot that takes it does not circulate for ever.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, exists, select, update
+import datetime as dt
+
+from sqlalchemy import Connection, and_, exists, select, update
 
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import write_tx
@@ -62,11 +64,16 @@ def release_lost(rt: Runtime) -> tuple[int, int]:
             ).rowcount
 
 
+def cancel_ranges(conn: Connection, jedi_task_id: int, now: dt.datetime) -> int:
+    """Cancel every range of a task not yet final; joins the caller's transaction."""
+    return conn.execute(
+        update(event_ranges)
+        .where(event_ranges.c.jediTaskID == jedi_task_id, event_ranges.c.status.not_in(FINAL))
+        .values(status=RangeStatus.CANCELLED.value, modificationTime=now)
+    ).rowcount
+
+
 def cancel_task_ranges(rt: Runtime, jedi_task_id: int) -> int:
     """Cancel every range of a task not yet final (the task was killed or aborted)."""
     with write_tx(rt.engine) as conn:
-        return conn.execute(
-            update(event_ranges)
-            .where(event_ranges.c.jediTaskID == jedi_task_id, event_ranges.c.status.not_in(FINAL))
-            .values(status=RangeStatus.CANCELLED.value, modificationTime=utcnow())
-        ).rowcount
+        return cancel_ranges(conn, jedi_task_id, utcnow())

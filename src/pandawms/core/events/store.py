@@ -250,3 +250,12 @@ def job_range_counts(conn: Connection, panda_id: int) -> dict[str, int]:
         .group_by(event_ranges.c.status)
     )
     return {str(status): int(n) for status, n in conn.execute(stmt)}
+
+
+def has_event_ranges(rt: Runtime, jedi_task_id: int) -> bool:
+    """Whether a task has event ranges (it is an event-service task that made jobs)."""
+    with read_tx(rt.engine) as conn:
+        found = conn.execute(
+            select(event_ranges.c.rangeID).where(event_ranges.c.jediTaskID == jedi_task_id).limit(1)
+        )
+        return found.first() is not None

@@ -10,6 +10,11 @@ job set whose file is running:
 * ranges are left but every consumer has ended (lost, failed, or finished early): one more
   consumer is made, while the job set has had fewer than ``nEsConsumers * maxAttempt``; after
   that the remaining ranges are cancelled and the file fails.
+
+With jumbo jobs enabled (task/enable_jumbo_jobs) the task also keeps up to ``numJumboJobs``
+jumbo jobs alive while any range waits: each takes ranges from every job set of the task
+(core/events/dispatch.py), so a few long jobs on a big resource drain many job sets. While a
+jumbo job runs, a job set whose own consumers ended gets no new consumer.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Connection, select, union_all, update
+from sqlalchemy import Connection, func, select, union_all, update
 
 from pandawms.core.events.store import status_counts
 from pandawms.core.runtime import Runtime
-from pandawms.core.tasks.generate import make_consumer, make_merge_job
+from pandawms.core.tasks.generate import make_consumer, make_jumbo_jobs, make_merge_job
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_events import event_ranges
@@ -93,11 +98,12 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
             )
         ).mappings()
     ]
+    changed = _keep_jumbo_jobs(conn, rt, task, now) if wanting and task.get("numJumboJobs") else 0
+    jumbo_alive = _alive_jumbo(conn, task_id) > 0
     by_jobset: dict[int, list[dict[str, Any]]] = {}
     for f in files:
         by_jobset.setdefault(int(f["PandaID"]), []).append(f)
     plan: TaskPlan | None = None
-    changed = 0
     counts = status_counts(conn, sorted(by_jobset))
     for jobset, group in sorted(by_jobset.items()):
         merges = _jobs_of(conn, jobset, int(EventServiceFlag.MERGE))
@@ -123,7 +129,7 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
                 changed += len(group)
             continue
         consumers = _jobs_of(conn, jobset, int(EventServiceFlag.CONSUMER))
-        if any(state not in JOB_FINAL for _pid, state in consumers):
+        if jumbo_alive or any(state not in JOB_FINAL for _pid, state in consumers):
             continue
         if sum(ranges.get(s, 0) for s in HELD):
             continue  # the lost consumers' ranges return to the pool first (daemon: event_ranges)
@@ -142,3 +148,34 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
             _end_file(conn, f, "failed", now)
         changed += len(group)
     return changed
+
+
+def _alive_jumbo(conn: Connection, task_id: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(jobs)
+            .where(
+                jobs.c.jediTaskID == task_id,
+                jobs.c.eventService == int(EventServiceFlag.JUMBO),
+                jobs.c.jobStatus.not_in(JOB_FINAL),
+            )
+        ).scalar_one()
+    )
+
+
+def _keep_jumbo_jobs(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.datetime) -> int:
+    """Make jumbo jobs up to the task's ``numJumboJobs`` while ranges wait to be taken."""
+    task_id = int(task["jediTaskID"])
+    waiting = conn.execute(
+        select(func.count())
+        .select_from(event_ranges)
+        .where(event_ranges.c.jediTaskID == task_id, event_ranges.c.status.in_(CLAIMABLE))
+    ).scalar_one()
+    missing = int(task["numJumboJobs"] or 0) - _alive_jumbo(conn, task_id)
+    if not waiting or missing < 1:
+        return 0
+    plan = _plan(conn, rt, task_id)
+    if plan is None or plan.event_service is None:
+        return 0
+    return make_jumbo_jobs(conn, rt, task, plan, min(missing, int(waiting)), now)

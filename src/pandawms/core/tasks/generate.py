@@ -654,6 +654,51 @@ def make_consumer(
     return int(panda_id)
 
 
+def make_jumbo_jobs(
+    conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, count: int, now: dt.datetime
+) -> int:
+    """``count`` jumbo jobs for an event-service task (task/enable_jumbo_jobs): each takes ranges
+    from every job set of the task, alongside the job sets' own consumers. How many were made."""
+    es = plan.event_service
+    assert es is not None
+    task_id = int(task["jediTaskID"])
+    probe = {
+        "prodSourceLabel": plan.label,
+        "coreCount": plan.core_count,
+        "minRamCount": plan.ram_count or 0,
+        "maxWalltime": plan.walltime or 0,
+    }
+    site, _why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
+    if site is None or count < 1:
+        return 0
+    sets = _datasets(conn, task_id)
+    log_ds = sets["log"][0] if sets.get("log") else None
+    template = conn.execute(
+        select(task_params.c.jobParamsTemplate).where(task_params.c.jediTaskID == task_id)
+    ).scalar_one()
+    endpoint = _endpoint(conn, site)
+    who = owner(task)
+    made = 0
+    for serial in _next_serials(conn, task, count):
+        outputs: list[tuple[str, str, str]] = []
+        records: list[tuple[str, str, int]] = []
+        if log_ds is not None:
+            lfn = output_lfn(log_ds["template"], task_id, serial)
+            outputs.append((lfn, "log", log_ds["datasetName"]))
+            records.append((lfn, "log", int(log_ds["datasetID"])))
+        params = job_parameters(template, serial, [], 0)
+        job = _job(task, plan, serial, 0, site, plan.trans_path, plan.label, params, outputs, endpoint)
+        job["eventService"] = int(EventServiceFlag.JUMBO)
+        job["processingType"] = es.processing_type or plan.processing_type
+        (typed,) = validate_jobs([job], who, rt)
+        _apply_defaults(typed, who, rt, now)
+        (panda_id,) = _insert(conn, [typed])
+        log_statuses(conn, [typed], None, now, reason=f"jumbo job of task {task_id}")
+        _record_outputs(conn, task_id, int(panda_id), records, now)
+        made += 1
+    return made
+
+
 def _record_outputs(
     conn: Connection, task_id: int, panda_id: int, records: list[tuple[str, str, int]], now: dt.datetime
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, union_all
 
+from pandawms.core.events.release import cancel_ranges
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks.eventservice import follow_pools, pools_of
 from pandawms.core.tasks.transitions import lock_task, move_task
@@ -128,6 +129,7 @@ def _conclude(conn: Connection, task: dict[str, Any], now: dt.datetime) -> str |
             .where(task_files.c.jediTaskID == task_id, task_files.c.status == "ready")
             .values(status="cancelled", modificationTime=now)
         )
+        cancel_ranges(conn, task_id, now)
         move_task(conn, task, T.ABORTED.value, now, reason="all jobs ended")
         return T.ABORTED.value
     if status in (T.READY, T.RUNNING) and (counts["ready"] or counts["lib:ready"]):
@@ -144,6 +146,7 @@ def _conclude(conn: Connection, task: dict[str, Any], now: dt.datetime) -> str |
     dialog = f"{finished}/{total} files finished" + (
         f", {counts['failed']} failed" if counts["failed"] else ""
     )
+    cancel_ranges(conn, task_id, now)
     move_task(conn, task, new.value, now, {"errorDialog": dialog[:510]}, reason=dialog)
     return new.value
 
