@@ -183,6 +183,8 @@ def test_event_service_task_runs_to_done_with_a_consumer_killed_mid_way(
     # the monitor shows each job's ranges, the task's events; the CLI lists them
     page = httpx.get(f"{base}/monitor/job/{survivor['PandaID']}", timeout=60)
     assert page.status_code == 200 and 'id="event-ranges"' in page.text and "finished: 4" in page.text
+    as_data = httpx.get(f"{base}/monitor/api/job/{survivor['PandaID']}", timeout=60).json()
+    assert as_data["event_range_counts"] == {"finished": 4} and len(as_data["event_ranges"]) == 4
     task_page = httpx.get(f"{base}/monitor/task/{task_id}", timeout=60)
     assert task_page.status_code == 200 and "40 of 40" in task_page.text
     listed = subprocess.run(
