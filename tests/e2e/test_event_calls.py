@@ -84,5 +84,34 @@ def test_bad_event_calls_are_refused_and_change_nothing(sqlite_server: ServerPro
         with read_tx(rt.engine) as conn:
             rows = conn.execute(event_ranges.select()).mappings().all()
         assert [(r["status"], r["attemptNr"]) for r in rows] == [("ready", 0), ("ready", 0)]
+        # out-of-range numbers in a report are dropped, the report itself applies
+        (one,) = post("getEventRanges", pandaID=panda_id, nRanges=1).json()["eventRanges"]
+        wild = [
+            {
+                "eventRangeID": one["eventRangeID"],
+                "eventStatus": "failed",
+                "errorCode": 10**30,
+                "coreCount": "-99999999999",
+                "cpuConsumptionTime": "1e400",
+                "errorDiag": "x" * 10_000,
+            }
+        ]
+        assert post("updateEventRanges", eventRanges=json.dumps(wild)).json()["Returns"] == [True]
+        single = post(
+            "updateEventRange",
+            eventRangeID=one["eventRangeID"],
+            eventStatus="finished",
+            cpuConsumptionTime="nan",
+        )
+        assert single.json()["StatusCode"] == 30  # it failed already: no longer held
+        with read_tx(rt.engine) as conn:
+            row = conn.execute(event_ranges.select().where(event_ranges.c.rangeID == 1)).mappings().one()
+        assert (row["status"], row["errorCode"], row["coreCount"], row["cpuConsumptionTime"]) == (
+            "failed",
+            None,
+            None,
+            None,
+        )
+        assert len(row["errorDiag"]) == 500
     finally:
         rt.engine.dispose()

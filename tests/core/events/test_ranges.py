@@ -264,3 +264,26 @@ def test_strict_mode_binds_ranges_to_the_credential_that_took_the_job(db_url: st
     with pytest.raises(Forbidden):
         store.statuses_for(rt, [(TASK, a)], user)
     assert list(store.statuses_for(rt, [(TASK, a)], PROD)[a].values())[0]["status"] == "finished"
+
+
+def test_wild_numbers_in_a_report_are_dropped_on_every_backend(rt: Runtime) -> None:
+    (a,) = _consumers(rt, 1)
+    _pool(rt, events=20)
+    got = events_dispatch.acquire_ranges(rt, a, 2, PILOT)
+    wild = {
+        "errorCode": 10**30,
+        "coreCount": "-99999999999",
+        "cpuConsumptionTime": "nan",
+        "objstoreID": "o" * 300,
+    }
+    out = events_update.update_ranges(
+        rt, [{"eventRangeID": r["eventRangeID"], "eventStatus": "finished", **wild} for r in got], PILOT
+    )
+    assert out.returns == [True, True]
+    row = _rows(rt)[0]
+    assert (row["errorCode"], row["coreCount"], row["cpuConsumptionTime"], len(row["objstoreID"])) == (
+        None,
+        None,
+        None,
+        64,
+    )

@@ -10,6 +10,7 @@ A failed range goes back to the pool until it has failed ``maxAttempt`` times, t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,18 +62,26 @@ def flatten(items: Any, version: int) -> list[dict[str, Any]]:
     return flat
 
 
+#: The integer columns of a range are 32-bit: a larger reported value is dropped, not refused.
+_INT32 = 2**31 - 1
+
+
 def _int_or_none(value: Any) -> int | None:
+    """A reported whole number, or None when it is missing, not a number or out of range."""
     try:
-        return int(value) if value is not None and str(value).strip() != "" else None
-    except (TypeError, ValueError):
+        number = int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and -_INT32 <= number <= _INT32 else None
 
 
 def _float_or_none(value: Any) -> float | None:
+    """A reported time, or None when it is missing, not a number, infinite or NaN."""
     try:
-        return float(value) if value is not None and str(value).strip() != "" else None
-    except (TypeError, ValueError):
+        number = float(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and math.isfinite(number) and abs(number) < 1e15 else None
 
 
 def _details(report: dict[str, Any]) -> dict[str, Any]:
