@@ -15,10 +15,12 @@ from pandawms.core.events.store import task_event_counts as event_progress
 from pandawms.core.jobs.dispatch import DispatchRequest, acquire_jobs
 from pandawms.core.jobs.heartbeat import PilotUpdate, update_job
 from pandawms.core.runtime import Runtime
+from pandawms.core.tasks import changes as task_changes
 from pandawms.core.tasks import commands as tasks
 from pandawms.core.tasks import read as tasks_read
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.db.schema import jobs
+from pandawms.model.identity import Identity
 from tests.core.tasks.test_tasks import JANE, QUEUE, _queue, prun_params
 
 
@@ -161,9 +163,6 @@ def test_event_service_parameters_are_checked(rt: Runtime) -> None:
 
 
 def test_jumbo_jobs_take_ranges_from_every_job_set(rt: Runtime) -> None:
-    from pandawms.core.tasks import changes as task_changes
-    from pandawms.model.identity import Identity
-
     boss = Identity(dn="/DC=org/CN=Boss", method="x509", roles=frozenset({"production"}))
     _queue(rt)
     plain = tasks.submit_task(rt, prun_params("user.jdoe.plain/"), JANE).data
