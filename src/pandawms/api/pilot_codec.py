@@ -15,7 +15,7 @@ from typing import Any
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.pilot_binding import Caller
 from pandawms.model.errors import PandaError, TooLarge
-from pandawms.model.event_states import EventServiceFlag
+from pandawms.model.event_states import TAKES_RANGES, EventServiceFlag
 from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
 from pandawms.model.values import FLOAT_MAX, NULL, BadValue, coerce, parse_datetime
 
@@ -151,7 +151,7 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
             reply[key] = "True"
     # Event service: a consumer (or jumbo job) takes event ranges; a merge job merges their outputs.
     flag = job.get("eventService")
-    if flag in (EventServiceFlag.CONSUMER, EventServiceFlag.JUMBO):
+    if flag in TAKES_RANGES:
         reply["eventService"] = "True"
     elif flag == EventServiceFlag.MERGE:
         reply["eventServiceMerge"] = "True"

@@ -41,6 +41,15 @@ class EventServiceFlag(IntEnum):
     MERGE = 2
     #: A jumbo job: takes ranges from every pool of its task.
     JUMBO = 4
+    #: A consumer of a task with jumbo jobs (co-jumbo): takes ranges from its job set's pool,
+    #: which the task's jumbo jobs drain as well.
+    CO_JUMBO = 5
+
+
+#: Flags of jobs that take event ranges (and that getJob marks ``eventService=True``).
+TAKES_RANGES = (EventServiceFlag.CONSUMER, EventServiceFlag.JUMBO, EventServiceFlag.CO_JUMBO)
+#: Flags of the consumers of one job set.
+CONSUMERS = (EventServiceFlag.CONSUMER, EventServiceFlag.CO_JUMBO)
 
 
 #: Attempts a range gets before it is fatal, unless the task says otherwise.

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from pandawms.api.pilot_codec import job_for_pilot
 from pandawms.core.events import dispatch as events_dispatch
 from pandawms.core.events import release
 from pandawms.core.events import update as events_update
@@ -193,3 +194,25 @@ def test_jumbo_jobs_take_ranges_from_every_job_set(rt: Runtime) -> None:
         _finish(rt, job)
     manage_tasks(rt)
     assert tasks_read.get_status(rt, task_id) == "done"
+
+
+def test_consumers_made_after_jumbo_jobs_are_enabled_are_co_jumbo(db_url: str, make_runtime: Any) -> None:
+    rt = make_runtime(db_url, task_jobs_per_pass=1)
+    boss = Identity(dn="/DC=org/CN=Boss", method="x509", roles=frozenset({"production"}))
+    _queue(rt)
+    task_id = tasks.submit_task(rt, _es_params(nEsConsumers=1), JANE).data
+    (first,) = _take(rt)  # one job per pass: the first job set only
+    assert first["eventService"] == 1
+    assert task_changes.enable_jumbo_jobs(rt, task_id, boss, 1, None).success
+    manage_tasks(rt)
+    made = {j["eventService"]: j for j in _take(rt)}
+    assert sorted(made) == [4, 5]
+    co_jumbo = made[5]
+    assert co_jumbo["jobsetID"] != first["jobsetID"]
+    got = events_dispatch.acquire_ranges(rt, co_jumbo["PandaID"], 10, JANE)
+    assert [r["startEvent"] for r in got] == [20, 25, 30, 35]
+    assert job_for_pilot(co_jumbo)["eventService"] == "True"
+    assert job_for_pilot(made[4])["eventService"] == "True"
+    # the jumbo job takes what is left anywhere in the task: the first job set's ranges
+    rest = events_dispatch.acquire_ranges(rt, made[4]["PandaID"], 10, JANE)
+    assert [r["startEvent"] for r in rest] == [0, 5, 10, 15]

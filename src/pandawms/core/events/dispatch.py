@@ -21,7 +21,7 @@ from pandawms.db.engine import write_tx
 from pandawms.db.schema import jobs
 from pandawms.db.schema_events import event_ranges
 from pandawms.model.errors import TooLarge
-from pandawms.model.event_states import CLAIMABLE, EventServiceFlag, RangeStatus
+from pandawms.model.event_states import CLAIMABLE, TAKES_RANGES, EventServiceFlag, RangeStatus
 from pandawms.model.identity import Identity
 
 #: Ranges one request may take (Harvester asks in chunks of a few thousand).
@@ -96,7 +96,7 @@ def acquire_ranges(rt: Runtime, panda_id: int, n_ranges: int, who: Identity) -> 
         pilot_binding.check(job, caller)
         if job["jobStatus"] not in CONSUMING or job["commandToPilot"] == "tobekilled":
             return []
-        if job["eventService"] not in (EventServiceFlag.CONSUMER, EventServiceFlag.JUMBO):
+        if job["eventService"] not in TAKES_RANGES:
             return []
         pool = pool_of(job)
         pick = (

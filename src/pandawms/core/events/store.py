@@ -20,7 +20,7 @@ from pandawms.db.engine import read_tx
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_events import event_ranges
 from pandawms.model.errors import Forbidden, PandaError, TooLarge
-from pandawms.model.event_states import CLAIMABLE, DEFAULT_MAX_ATTEMPT, EventServiceFlag, RangeStatus
+from pandawms.model.event_states import CLAIMABLE, DEFAULT_MAX_ATTEMPT, TAKES_RANGES, RangeStatus
 from pandawms.model.identity import Identity
 from pandawms.model.ownership import may_kill
 
@@ -197,7 +197,7 @@ def available_for(rt: Runtime, panda_id: int, jobset_id: int, task_id: int) -> i
         job = conn.execute(from_job).mappings().first() if panda_id >= 0 else None
         where: list[ColumnElement[bool]] = [event_ranges.c.status.in_(CLAIMABLE)]
         if job is not None:
-            if job["eventService"] not in (EventServiceFlag.CONSUMER, EventServiceFlag.JUMBO):
+            if job["eventService"] not in TAKES_RANGES:
                 return 0
             where.append(pool_of(dict(job)))
         else:

@@ -32,7 +32,7 @@ from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_events import event_ranges
 from pandawms.db.schema_tasks import task_files, task_params
-from pandawms.model.event_states import CLAIMABLE, FINAL, HELD, EventServiceFlag, RangeStatus
+from pandawms.model.event_states import CLAIMABLE, CONSUMERS, FINAL, HELD, EventServiceFlag, RangeStatus
 
 JOB_FINAL = ("finished", "failed", "cancelled", "closed")
 
@@ -47,13 +47,14 @@ def pools_of(conn: Connection, task_id: int) -> set[int]:
     }
 
 
-def _jobs_of(conn: Connection, jobset: int, flag: int) -> list[tuple[int, str]]:
+def _jobs_of(conn: Connection, jobset: int, *flags: int) -> list[tuple[int, str]]:
+    wanted = [int(f) for f in flags]
     stmt = union_all(
         select(jobs.c.PandaID, jobs.c.jobStatus).where(
-            jobs.c.jobsetID == jobset, jobs.c.eventService == flag
+            jobs.c.jobsetID == jobset, jobs.c.eventService.in_(wanted)
         ),
         select(jobs_archive.c.PandaID, jobs_archive.c.jobStatus).where(
-            jobs_archive.c.jobsetID == jobset, jobs_archive.c.eventService == flag
+            jobs_archive.c.jobsetID == jobset, jobs_archive.c.eventService.in_(wanted)
         ),
     )
     return sorted((int(pid), str(status)) for pid, status in conn.execute(stmt))
@@ -128,7 +129,7 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
                     _end_file(conn, f, "failed", now)
                 changed += len(group)
             continue
-        consumers = _jobs_of(conn, jobset, int(EventServiceFlag.CONSUMER))
+        consumers = _jobs_of(conn, jobset, *CONSUMERS)
         if jumbo_alive or any(state not in JOB_FINAL for _pid, state in consumers):
             continue
         if sum(ranges.get(s, 0) for s in HELD):

@@ -576,7 +576,10 @@ def _consumer_jobs(
                 endpoint,
                 real_inputs,
             )
-            job["eventService"] = int(EventServiceFlag.CONSUMER)
+            # consumers of a task with jumbo jobs are co-jumbo, as JEDI makes them
+            job["eventService"] = int(
+                EventServiceFlag.CO_JUMBO if task.get("useJumbo") else EventServiceFlag.CONSUMER
+            )
             job["processingType"] = es.processing_type or plan.processing_type
             made.append((job, group if index == 0 else [], records))
     return made
