@@ -216,3 +216,18 @@ def test_consumers_made_after_jumbo_jobs_are_enabled_are_co_jumbo(db_url: str, m
     # the jumbo job takes what is left anywhere in the task: the first job set's ranges
     rest = events_dispatch.acquire_ranges(rt, made[4]["PandaID"], 10, JANE)
     assert [r["startEvent"] for r in rest] == [0, 5, 10, 15]
+
+
+def test_killing_an_event_service_task_cancels_its_ranges(rt: Runtime) -> None:
+    _queue(rt)
+    task_id = tasks.submit_task(rt, _es_params(nEvents=10, nEventsPerJob=10, nEsConsumers=1), JANE).data
+    (consumer,) = _take(rt)
+    events_dispatch.acquire_ranges(rt, consumer["PandaID"], 1, JANE)
+    assert tasks.kill_task(rt, task_id, JANE).success
+    _finish(rt, consumer, "failed")  # the pilot heard the kill and ended
+    release.release_lost(rt)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "aborted"
+    with rt.engine.connect() as conn:
+        assert event_progress(conn, task_id) == {"nEventsCancelled": 10, "nEvents": 10}
+    assert events_dispatch.acquire_ranges(rt, consumer["PandaID"], 1, JANE) == []
