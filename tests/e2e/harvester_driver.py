@@ -191,15 +191,49 @@ class Driver:
     def job_stats(self) -> dict[str, Any]:
         return {"stats": list(self.comm.get_job_stats()), "stats_new": list(self.comm.get_job_stats_new())}
 
-    def events(self, site: str, panda_id: int) -> dict[str, Any]:
+    def events(
+        self, site: str, panda_id: int, n_ranges: int = 2, task_id: int = 1, jobset_id: int = 1
+    ) -> dict[str, Any]:
+        """What the job fetcher and the event feeder do: availability, then ranges in chunks."""
         spec = self._job_spec(panda_id, site, "running")
-        spec.jobsetID = spec.jobsetID or 1
+        spec.jobsetID = spec.jobsetID or jobset_id
         return {
             "availability": list(self.comm.check_event_availability(spec)),
             "ranges": list(
-                self.comm.get_event_ranges({panda_id: {"nRanges": 2, "taskID": 1, "jobsetID": 1}}, False, "")
+                self.comm.get_event_ranges(
+                    {panda_id: {"nRanges": n_ranges, "taskID": task_id, "jobsetID": jobset_id}}, False, ""
+                )
             ),
         }
+
+    def report_events(
+        self, site: str, panda_id: int, statuses: dict[str, str], zip_lfn: str | None = None
+    ) -> dict[str, Any]:
+        """What the propagator does for a job whose ranges ended: its events (zipped to an object
+        store when ``zip_lfn``) go with the job's heartbeat through ``update_jobs``."""
+        from pandaharvester.harvestercore.event_spec import EventSpec
+        from pandaharvester.harvestercore.file_spec import FileSpec
+
+        spec = self._job_spec(panda_id, site, "running")
+        zip_spec = None
+        if zip_lfn:
+            zip_spec = FileSpec()
+            zip_spec.fileID = 1
+            zip_spec.lfn = zip_lfn
+            zip_spec.status = "finished"
+            zip_spec.objstoreID = 1234
+            zip_spec.pathConvention = 1000
+            zip_spec.fsize = 4096
+            zip_spec.chksum = "ad:0badcafe"
+        for range_id, status in statuses.items():
+            event = EventSpec()
+            event.eventRangeID = range_id
+            event.eventStatus = status
+            event.subStatus = status if status in ("finished", "failed") else "running"
+            event.PandaID = panda_id
+            spec.add_event(event, zip_spec)
+        results = self.comm.update_jobs([spec], "hv-propagator")
+        return {"jobs": results, "subStatus": {e.eventRangeID: e.subStatus for e in spec.events}}
 
 
 def main() -> None:

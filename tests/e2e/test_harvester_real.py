@@ -25,6 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
+from pandawms.config import load_settings
+from pandawms.core.events import store
+from pandawms.core.runtime import Runtime
+from pandawms.db.engine import write_tx
 from tests.certs import make_pki
 from tests.e2e import harvester_env
 from tests.e2e.httpd_proc import Httpd
@@ -255,11 +259,10 @@ def test_the_real_communicator_pulls_pushes_and_fetches(setup: dict[str, Any]) -
     }
     assert {"mincore", "maxcore", "minrampercore", "maxrampercore"} <= set(types[0])
 
-    # the event service is not enabled: a plain refusal, not an unknown method
+    # a job that is not an event-service consumer has no ranges
     events = hv.step("events", site=SITE, panda_id=ids[1])
-    assert events["availability"][0] is False
-    assert "event service is not enabled" in events["availability"][1]
-    assert events["ranges"] == [False, {}]
+    assert events["availability"] == [True, 0]
+    assert events["ranges"] == [True, {str(ids[1]): []}]
 
 
 def test_the_real_communicator_keeps_and_clears_hpo_checkpoints(setup: dict[str, Any]) -> None:
@@ -278,3 +281,90 @@ def test_the_real_communicator_keeps_and_clears_hpo_checkpoints(setup: dict[str,
     assert not (tmp / "cache" / "hpo_cp_4242_17").exists()
     cleared_again = hv.step("clear_checkpoint", base_url=base, task_id=4242, sub_id="17")
     assert cleared_again[0] is False and "no checkpoint hpo_cp_4242_17" in cleared_again[1]
+
+
+def test_the_real_communicator_drives_event_ranges(setup: dict[str, Any]) -> None:
+    """Event-service jobs through Harvester: availability, ranges in chunks, reports with a zip
+    file through the propagator, a failed range back to the pool and taken again."""
+    tmp, client, hv = setup["tmp"], setup["client"], setup["driver"]
+    jobset, task = 777, 31
+    jobs = [make_job(site=SITE, prodSourceLabel="managed", eventService=1, jobsetID=jobset) for _ in range(2)]
+    reply = client.post("/api/v1/job/submit", json={"jobs": json.dumps([state_list(j) for j in jobs])}).json()
+    assert reply["success"], reply
+    ids = [a[0] for a in reply["data"]]
+    assert sorted(hv.step("get_jobs", site=SITE, n=5)["ids"]) == sorted(ids)
+    own = Runtime.from_settings(
+        load_settings(None, {"db_url": f"sqlite:///{tmp / 'server' / 'db.sqlite'}", "data_dir": str(tmp)})
+    )
+    try:
+        with write_tx(own.engine) as conn:
+            made = store.create_ranges(
+                conn,
+                task,
+                jobset,
+                [store.InputFile(5, "EVNT.pool.root.1", 0, 59, guid="G-1", scope="mc")],
+                10,
+            )
+        assert made == 6
+    finally:
+        own.engine.dispose()
+
+    first = hv.step("events", site=SITE, panda_id=ids[0], n_ranges=4, task_id=task, jobset_id=jobset)
+    assert first["availability"] == [True, 6]
+    ok, got = first["ranges"]
+    assert ok is True and list(got) == [str(ids[0])]
+    ranges = got[str(ids[0])]
+    assert [(r["startEvent"], r["lastEvent"]) for r in ranges] == [(0, 9), (10, 19), (20, 29), (30, 39)]
+    assert ranges[0] == {
+        "eventRangeID": f"{task}-{ids[0]}-5-1-1",
+        "startEvent": 0,
+        "lastEvent": 9,
+        "LFN": "EVNT.pool.root.1",
+        "GUID": "G-1",
+        "scope": "mc",
+    }
+    second = hv.step("events", site=SITE, panda_id=ids[1], n_ranges=4, task_id=task, jobset_id=jobset)
+    assert second["availability"] == [True, 2]
+    assert [r["startEvent"] for r in second["ranges"][1][str(ids[1])]] == [40, 50]
+
+    # the propagator reports three finished in a zip file, one failed
+    statuses = {r["eventRangeID"]: "finished" for r in ranges[:3]} | {ranges[3]["eventRangeID"]: "failed"}
+    reported = hv.step(
+        "report_events", site=SITE, panda_id=ids[0], statuses=statuses, zip_lfn="premerge.1.tar"
+    )
+    assert reported["jobs"][0]["StatusCode"] == 0
+    assert set(reported["subStatus"].values()) == {"done"}
+    with _db(tmp) as conn:
+        rows = conn.execute(
+            "SELECT job_processID, status, zipLFN, objstoreID, pathConvention FROM event_ranges"
+            " WHERE jobsetID=? ORDER BY job_processID",
+            (jobset,),
+        ).fetchall()
+        n_events = conn.execute("SELECT nEvents FROM jobs WHERE PandaID=?", (ids[0],)).fetchone()
+    assert rows[:4] == [
+        (1, "finished", "premerge.1.tar", "1234/1000", None),
+        (2, "finished", "premerge.1.tar", "1234/1000", None),
+        (3, "finished", "premerge.1.tar", "1234/1000", None),
+        (4, "failed", "premerge.1.tar", "1234/1000", None),
+    ]
+    assert n_events == (30,)
+    # the failed range is back in the pool: the other consumer takes it in its second attempt
+    again = hv.step("events", site=SITE, panda_id=ids[1], n_ranges=4, task_id=task, jobset_id=jobset)
+    assert again["availability"] == [True, 1]
+    assert [r["eventRangeID"] for r in again["ranges"][1][str(ids[1])]] == [f"{task}-{ids[1]}-5-4-2"]
+    # a report on the range under its first attempt is refused; Harvester still ends it locally
+    stale = hv.step(
+        "report_events", site=SITE, panda_id=ids[0], statuses={ranges[3]["eventRangeID"]: "finished"}
+    )
+    assert stale["subStatus"] == {ranges[3]["eventRangeID"]: "done"}
+    with _db(tmp) as conn:
+        assert conn.execute("SELECT status, PandaID FROM event_ranges WHERE job_processID=4").fetchone() == (
+            "sent",
+            ids[1],
+        )
+    owner = client.get(
+        "/api/v1/event/get_event_range_statuses",
+        params={"job_task_ids": json.dumps([{"task_id": task, "job_id": ids[0]}])},
+    ).json()
+    assert owner["success"] is True
+    assert sorted(v["status"] for v in owner["data"][str(ids[0])].values()) == ["finished"] * 3

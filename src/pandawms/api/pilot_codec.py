@@ -16,6 +16,7 @@ from pandawms.core.jobs.cloning import mode_of as clone_mode
 from pandawms.core.jobs.heartbeat import PilotUpdate
 from pandawms.core.jobs.pilot_binding import Caller
 from pandawms.model.errors import PandaError, TooLarge
+from pandawms.model.event_states import TAKES_RANGES, EventServiceFlag
 from pandawms.model.jobspec import JOB_ATTRIBUTE_BY_NAME
 from pandawms.model.values import FLOAT_MAX, NULL, BadValue, coerce, parse_datetime
 
@@ -153,6 +154,12 @@ def job_for_pilot(job: dict[str, Any], n_sent: int = 0) -> dict[str, Any]:
     ):
         if tag in handling:
             reply[key] = "True"
+    # Event service: a consumer (or jumbo job) takes event ranges; a merge job merges their outputs.
+    flag = job.get("eventService")
+    if flag in TAKES_RANGES:
+        reply["eventService"] = "True"
+    elif flag == EventServiceFlag.MERGE:
+        reply["eventServiceMerge"] = "True"
     no_output = [f["lfn"] for f in outputs if "an" in (f.get("dispatchDBlockToken") or "").split(",")]
     if no_output:
         reply["allowNoOutput"] = ",".join(no_output)

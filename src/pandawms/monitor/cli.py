@@ -396,6 +396,68 @@ def _cmd_why(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+RANGE_COLOURS = {
+    "ready": "36",
+    "sent": "35",
+    "running": "32",
+    "finished": "34",
+    "failed": "33",
+    "fatal": "31;1",
+    "cancelled": "90",
+}
+
+
+def render_ranges(counts: Mapping[str, int], ranges: Sequence[Mapping[str, Any]], paint: Painter) -> str:
+    """An event-service job's ranges, one line each, after a line of counts per status."""
+    total = sum(counts.values())
+    lines = [
+        ", ".join(f"{paint(s, RANGE_COLOURS.get(s, ''))} {n}" for s, n in sorted(counts.items()))
+        + f"  ({total} ranges)"
+    ]
+    if len(ranges) < total:
+        lines.append(f"(first {len(ranges)} shown)")
+    header = (
+        f"{'EVENT RANGE ID':<40} {'STATUS':<10} {'EVENTS':>15} {'OUT':>4} {'FAIL':>6} {'HELD BY':>12}  LFN"
+    )
+    lines.append(header)
+    for r in ranges:
+        status = str(r["status"])
+        events = f"{r['startEvent']}-{r['lastEvent']}"
+        fails = f"{r['failedAttempt']}/{r['maxAttempt']}"
+        lines.append(
+            f"{r['eventRangeID']:<40} {paint(f'{status:<10}', RANGE_COLOURS.get(status, ''))} {events:>15} "
+            f"{r['attemptNr']:>4} {fails:>6} {r['PandaID'] or '-':>12}  {r['LFN']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_ranges(args: argparse.Namespace) -> int:
+    from pandawms.core.events.store import job_range_counts, ranges_of_job
+    from pandawms.db.engine import read_tx
+
+    def body(rt: Any, paint: Painter) -> int:
+        with read_tx(rt.engine) as conn:
+            counts = job_range_counts(conn, args.panda_id)
+            ranges = ranges_of_job(conn, args.panda_id, args.limit) if counts else []
+        if args.status:
+            wanted = set(args.status.split(","))
+            ranges = [r for r in ranges if r["status"] in wanted]
+        if args.json:
+            from pandawms.monitor.web import to_json
+
+            sys.stdout.write(
+                to_json({"PandaID": args.panda_id, "counts": counts, "ranges": ranges}).decode() + "\n"
+            )
+            return 0
+        if not counts:
+            print(f"pandawms jobs ranges: job {args.panda_id} has no event ranges", file=sys.stderr)
+            return 1
+        sys.stdout.write(render_ranges(counts, ranges, paint))
+        return 0
+
+    return _run(args, body)
+
+
 # --- pandawms tasks -----------------------------------------------------------------------
 
 
@@ -522,7 +584,7 @@ def configure(sub: Any) -> None:
         help="refresh every SECONDS (default 5) until Ctrl-C",
     )
     jobs.set_defaults(func=_cmd_jobs)
-    actions = jobs.add_subparsers(dest="jobs_action", metavar="{show,why,reassign}")
+    actions = jobs.add_subparsers(dest="jobs_action", metavar="{show,why,ranges,reassign}")
     show = actions.add_parser("show", help="one job: attributes, files, history, errors explained")
     show.add_argument("panda_id", type=int, metavar="PANDAID")
     show.add_argument("--json", action="store_true", help="print the monitor's JSON instead")
@@ -533,6 +595,13 @@ def configure(sub: Any) -> None:
     why.add_argument("--json", action="store_true", help="print the analysis as JSON")
     _db_options(why, suppress=True)
     why.set_defaults(func=_cmd_why)
+    ranges = actions.add_parser("ranges", help="an event-service job's event ranges and their states")
+    ranges.add_argument("panda_id", type=int, metavar="PANDAID")
+    ranges.add_argument("--status", help="only these range statuses (comma-separated)")
+    ranges.add_argument("--limit", type=int, default=10000, help="at most this many ranges (default 10000)")
+    ranges.add_argument("--json", action="store_true", help="print the ranges as JSON")
+    _db_options(ranges, suppress=True)
+    ranges.set_defaults(func=_cmd_ranges)
     reassign = actions.add_parser(
         "reassign", help="send jobs no pilot holds yet back to brokerage, or to a queue with --site"
     )

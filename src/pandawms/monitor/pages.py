@@ -428,6 +428,40 @@ def why_block(why: Mapping[str, Any]) -> str:
 <p class="verdict">{esc(why.get("verdict"))}</p><ul>{reasons}</ul>{fact_rows}</section>"""
 
 
+def event_ranges_block(counts: Mapping[str, int], ranges: Sequence[Mapping[str, Any]]) -> str:
+    """An event-service job's ranges: how many in each state, and each one with its attempts."""
+    total = sum(counts.values())
+    shown = "" if len(ranges) >= total else f' <span class="note">(first {len(ranges)} of {total})</span>'
+    rows = [
+        [
+            esc(r["eventRangeID"]),
+            badge(r["status"]),
+            esc(r["LFN"]),
+            f"{esc(r['startEvent'])}&ndash;{esc(r['lastEvent'])}",
+            esc(r["attemptNr"]),
+            f"{esc(r['failedAttempt'])} of {esc(r['maxAttempt'])}",
+            job_link(r["PandaID"]) if r["PandaID"] else "",
+            esc(r["holder"]),
+            esc(r["errorDiag"] or r["errorCode"]),
+        ]
+        for r in ranges
+    ]
+    return (
+        '<section id="event-ranges"><h2>Event ranges</h2>'
+        + hbar(counts, total)
+        + '<p class="range-counts">'
+        + ", ".join(f"{esc(status)}: {n}" for status, n in sorted(counts.items()))
+        + "</p>"
+        + shown
+        + table(
+            ["range", "status", "file", "events", "handed out", "failed", "held by", "holder", "error"],
+            rows,
+            "event-ranges",
+        )
+        + "</section>"
+    )
+
+
 def job_page(data: Mapping[str, Any]) -> bytes:
     job = data["job"]
     status = job.get("jobStatus")
@@ -529,6 +563,8 @@ def job_page(data: Mapping[str, Any]) -> bytes:
             )
             + "</section>"
         )
+    if data.get("event_range_counts"):
+        extra += event_ranges_block(data["event_range_counts"], data.get("event_ranges") or [])
     if data.get("pilot_log_tail"):
         extra += (
             f"<details><summary>pilot log (tail)</summary><pre>{esc(data['pilot_log_tail'])}</pre></details>"
@@ -613,6 +649,12 @@ def task_page(data: Mapping[str, Any]) -> bytes:
         ("first created", esc(data["first_created"])),
         ("last modified", esc(data["last_modified"])),
     ]
+    events = data.get("events") or {}
+    if events.get("nEvents"):
+        done = events.get("nEventsFinished", 0)
+        key.insert(
+            3, ("events finished", f"{done} of {events['nEvents']} " + _progress(done / events["nEvents"]))
+        )
     tiles = "".join(
         f'<a class="tile {status_class(s)}" href="{url("/jobs", {"task": tid, "status": s, "table": "all"})}">'
         f'<span class="n">{n}</span><span class="l">{esc(s)}</span></a>'

@@ -1,7 +1,7 @@
 """Legacy ``/server/panda`` calls of the job cycle: what pilots and Harvester call to take work.
 
 getJob, updateJob and updateJobsInBulk (on the event loop, through the worker's group commit),
-the status reads, the event-range calls (no event service here), the Harvester worker's pilot
+the status reads, the event-range calls, the Harvester worker's pilot
 status, credentials for Harvester and the resource types for the pilot's memory monitor.
 """
 
@@ -18,6 +18,9 @@ from pandawms.api.legacy.registry import LegacyCalls, Reply
 from pandawms.api.pilot_codec import job_for_pilot, parse_update
 from pandawms.core.creds import proxies as creds
 from pandawms.core.dbthreads import run_db
+from pandawms.core.events import dispatch as events_dispatch
+from pandawms.core.events import store as events_store
+from pandawms.core.events import update as events_update
 from pandawms.core.harvester.workers import link_dispatched, set_pilot_status
 from pandawms.core.jobs import dispatch, heartbeat, pilot_binding
 from pandawms.core.jobs import read as jobs_read
@@ -29,6 +32,9 @@ from pandawms.model.errors import PandaError, StatusCode, TooLarge
 from pandawms.model.values import BadValue, whole_number
 
 calls = LegacyCalls()
+
+#: Largest ``eventRanges`` text one report may carry.
+MAX_EVENT_REPORT_BYTES = 16 * 1024 * 1024
 
 
 def _int_param(params: dict[str, Any], name: str, default: int = 0) -> int:
@@ -232,34 +238,71 @@ def check_job_status(ctx: RequestContext, params: dict[str, Any]) -> Reply:
 
 @calls.method("getEventRanges", PILOT)
 def get_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """No job has event ranges until the event service exists: an empty list, said plainly."""
+    """Event ranges for an event-service job: ``eventRanges`` is the list the pilot processes
+    (empty when the pool is exhausted or the job is not a consumer, as with the real server)."""
     panda_id = _int_param(params, "pandaID", -1)
     if panda_id < 0:
         raise PandaError("pandaID is required")
-    pilot_binding.require_bound(ctx.rt, panda_id, ctx.who)
-    return Reply(
-        {"StatusCode": 0, "eventRanges": [], "errorDialog": "no event ranges: event service not enabled"}
-    )
+    n_ranges = _int_param(params, "nRanges", 10)
+    found = events_dispatch.acquire_ranges(ctx.rt, panda_id, n_ranges, ctx.who)
+    return Reply({"StatusCode": 0, "eventRanges": found})
+
+
+def _event_reports(params: dict[str, Any]) -> tuple[list[Any], int]:
+    raw = params.get("eventRanges")
+    if raw is None:
+        raise PandaError("eventRanges is required")
+    if isinstance(raw, str) and len(raw) > MAX_EVENT_REPORT_BYTES:
+        raise TooLarge(f"eventRanges is larger than {MAX_EVENT_REPORT_BYTES} bytes")
+    try:
+        ranges = orjson.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        raise PandaError("eventRanges is not valid JSON") from None
+    version = _int_param(params, "version", 0)
+    if version not in (0, 1, 2):
+        raise PandaError(f"version {version} is not one of 0, 1, 2")
+    return events_update.flatten(ranges, version), version
 
 
 @calls.method("updateEventRanges", PILOT)
 def update_event_ranges(ctx: RequestContext, params: dict[str, Any]) -> Reply:
-    """Every range is refused (False): this server has no event ranges to update."""
-    raw = params.get("eventRanges")
-    try:
-        ranges = orjson.loads(raw) if isinstance(raw, str) else (raw or [])
-    except ValueError:
-        raise PandaError("eventRanges is not valid JSON") from None
-    if not isinstance(ranges, list):
-        raise PandaError("eventRanges must be a JSON list")
-    return Reply(
-        {
-            "StatusCode": 0,
-            "Returns": [False] * len(ranges),
-            "Command": {},
-            "errorDialog": "event service not enabled",
-        }
-    )
+    """Reports on event ranges in both shapes the pilot sends (``version`` 0: a flat list;
+    1 and 2: chunks with their zip file). ``Returns`` has one entry per range (True applied,
+    False refused, None not stored), ``Command`` a command per PandaID."""
+    reports, _version = _event_reports(params)
+    out = events_update.update_ranges(ctx.rt, reports, ctx.who)
+    return Reply({"StatusCode": 0, "Returns": out.returns, "Command": out.commands})
+
+
+@calls.method("updateEventRange", PILOT)
+def update_event_range(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """One range's report (the older single form): ``Command`` for its job, or StatusCode 30."""
+    range_id = str(params.get("eventRangeID") or "")
+    status = str(params.get("eventStatus") or "")
+    if not range_id or not status:
+        raise PandaError("eventRangeID and eventStatus are required")
+    report = {
+        "eventRangeID": range_id,
+        "eventStatus": status,
+        "coreCount": params.get("coreCount"),
+        "cpuConsumptionTime": params.get("cpuConsumptionTime"),
+        "objstoreID": params.get("objstoreID"),
+    }
+    out = events_update.update_ranges(ctx.rt, [report], ctx.who)
+    if out.returns[0] is False:
+        return Reply({"StatusCode": int(StatusCode.FAILED), "errorDialog": "event range not updated"})
+    command = next(iter(out.commands.values()), None)
+    return Reply({"StatusCode": 0, "Command": command})
+
+
+@calls.method("checkEventsAvailability", PILOT)
+def check_events_availability(ctx: RequestContext, params: dict[str, Any]) -> Reply:
+    """How many ranges the job set's pool still has: ``nEventRanges``."""
+    panda_id = _int_param(params, "pandaID", -1)
+    jobset_id = _int_param(params, "jobsetID", -1)
+    task_id = _int_param(params, "taskID", -1)
+    n = events_store.available_for(ctx.rt, panda_id, jobset_id, task_id)
+    return Reply({"StatusCode": 0, "nEventRanges": n}, "json")
 
 
 @calls.method("updateWorkerPilotStatus", PILOT)

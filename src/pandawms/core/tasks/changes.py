@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from pandawms.core.events.store import has_event_ranges
 from pandawms.core.jobs.kill import kill_jobs
 from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
@@ -405,7 +406,8 @@ def _store(rt: Runtime, task_id: int, who: Identity, values: Mapping[str, Any], 
 
 
 def enable_jumbo_jobs(rt: Runtime, task_id: int, who: Identity, total: int, per_site: int | None) -> Reply:
-    """Store the jumbo-job setting; jumbo jobs need the event service, which this server lacks."""
+    """Store the jumbo-job setting: the task manager keeps up to ``total`` jumbo jobs of an
+    event-service task alive (core/tasks/eventservice.py); other tasks only keep the setting."""
     per_site = per_site or total
     for name, value in (("jumbo_jobs_total", total), ("jumbo_jobs_per_site", per_site)):
         if not 0 <= value <= 10**5:
@@ -424,12 +426,14 @@ def enable_jumbo_jobs(rt: Runtime, task_id: int, who: Identity, total: int, per_
         }
         _set(conn, task, values, who, now)
     state = "enabled" if total > 0 else "disabled"
-    return Reply(
-        True,
-        f"jumbo jobs {state} for jediTaskID={task_id} (setting stored; no jumbo jobs are made: "
-        "they need the event service, which this server does not provide)",
-        OK,
-    )
+    if total > 0 and not has_event_ranges(rt, task_id):
+        return Reply(
+            True,
+            f"jumbo jobs {state} for jediTaskID={task_id} (setting stored; no jumbo jobs are made: "
+            "the task does not use the event service)",
+            OK,
+        )
+    return Reply(True, f"jumbo jobs {state} for jediTaskID={task_id} (at most {total} at a time)", OK)
 
 
 def jumbo_job_datasets(rt: Runtime, from_offset: int, to_offset: int) -> dict[int, list[str]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from pandawms.core.events.store import InputFile, create_ranges
 from pandawms.core.jobs import cloning as clone_rules
 from pandawms.core.jobs.submit import _apply_defaults, _insert, validate_jobs
 from pandawms.core.jobs.transitions import log_statuses
@@ -29,13 +30,22 @@ from pandawms.core.queues.storages import storage_of
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks.carousel import request_staging
 from pandawms.core.tasks.inputs import InputFiles, NoInputFiles, resolve_inputs
-from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, job_parameters, output_lfn, plan_task
+from pandawms.core.tasks.params import (
+    BadTaskParameter,
+    EventService,
+    TaskPlan,
+    job_parameters,
+    output_lfn,
+    plan_task,
+)
 from pandawms.core.tasks.transitions import lock_task, move_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs, queues
+from pandawms.db.schema_events import event_ranges
 from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
 from pandawms.ddm.interface import DDMError, DDMNotConfigured, DIDNotFound
 from pandawms.model.errors import Conflict, PandaError
+from pandawms.model.event_states import EventServiceFlag
 from pandawms.model.identity import Identity
 from pandawms.model.task_states import GENERATING, TaskStatus
 
@@ -493,6 +503,8 @@ def _make_jobs(
             endpoint,
         )
         made.append((job, [lib_row], [(str(lib_row["lfn"]), "lib", int(lib_ds["datasetID"]))]))
+    elif plan.event_service is not None:
+        made = _consumer_jobs(conn, task, plan, sets, groups, site, endpoint, template, lib_lfn)
     else:
         names = {int(ds["datasetID"]): str(ds["datasetName"]) for ds in sets.get("input", [])}
         serials = _next_serials(conn, task, len(groups))
@@ -568,6 +580,10 @@ def _make_jobs(
             )
     if out_rows:
         conn.execute(task_files.insert(), out_rows)
+    if plan.event_service is not None and lib_row is None:
+        _make_pools(
+            conn, task, plan.event_service, [(pid, m[1]) for pid, m in zip(panda_ids, made, strict=True)]
+        )
     values = {"errorDialog": None, "frozenTime": None}
     if task["status"] == T.READY:
         move_task(conn, task, T.RUNNING.value, now, values, reason=f"{len(panda_ids)} jobs made")
@@ -613,6 +629,272 @@ def _set_jobsets(conn: Connection, panda_ids: list[int], multiplicity: int) -> N
     for start in range(0, len(panda_ids), multiplicity):
         group = panda_ids[start : start + multiplicity]
         conn.execute(jobs.update().where(jobs.c.PandaID.in_(group)).values(jobsetID=group[0]))
+
+
+def _consumer_jobs(
+    conn: Connection,
+    task: dict[str, Any],
+    plan: TaskPlan,
+    sets: dict[str, list[dict[str, Any]]],
+    groups: list[list[dict[str, Any]]],
+    site: str,
+    endpoint: str | None,
+    template: str,
+    lib_lfn: str | None,
+    count: int | None = None,
+) -> list[tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, str, int]]]]:
+    """An event-service task's jobs: ``consumers`` jobs per group of input files, each with its
+    log only (the outputs are the merge job's). The first consumer of a group carries its files;
+    the group's job set is that consumer (:func:`_make_pools`)."""
+    es = plan.event_service
+    assert es is not None
+    task_id = int(task["jediTaskID"])
+    log_ds = sets["log"][0] if sets.get("log") else None
+    names = {int(ds["datasetID"]): str(ds["datasetName"]) for ds in sets.get("input", [])}
+    made: list[tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, str, int]]]] = []
+    per_group = count or es.consumers
+    serials = iter(_next_serials(conn, task, len(groups) * per_group))
+    for group in groups:
+        attempt = max(int(f["attemptNr"]) for f in group)
+        real_inputs = [
+            {**f, "dataset": names.get(int(f["datasetID"]), "")} for f in group if f["type"] == "input"
+        ]
+        for index in range(per_group):
+            serial = next(serials)
+            outputs: list[tuple[str, str, str]] = []
+            records: list[tuple[str, str, int]] = []
+            if log_ds is not None:
+                lfn = output_lfn(log_ds["template"], task_id, serial)
+                outputs.append((lfn, "log", log_ds["datasetName"]))
+                records.append((lfn, "log", int(log_ds["datasetID"])))
+            inputs = [(str(f["lfn"]), f["startEvent"], f["endEvent"]) for f in group]
+            params = job_parameters(template, serial, inputs, attempt, lib_lfn)
+            job = _job(
+                task,
+                plan,
+                serial,
+                attempt,
+                site,
+                plan.trans_path,
+                plan.label,
+                params,
+                outputs,
+                endpoint,
+                real_inputs,
+            )
+            # consumers of a task with jumbo jobs are co-jumbo, as JEDI makes them
+            job["eventService"] = int(
+                EventServiceFlag.CO_JUMBO if task.get("useJumbo") else EventServiceFlag.CONSUMER
+            )
+            job["processingType"] = es.processing_type or plan.processing_type
+            made.append((job, group if index == 0 else [], records))
+    return made
+
+
+def _make_pools(
+    conn: Connection,
+    task: dict[str, Any],
+    es: EventService,
+    consumers: list[tuple[int, list[dict[str, Any]]]],
+) -> None:
+    """Give each group of consumers its job set (the first consumer's PandaID) and its ranges."""
+    task_id = int(task["jediTaskID"])
+    jobset: int | None = None
+    members: dict[int, list[int]] = {}
+    for panda_id, group in consumers:
+        if group:
+            jobset = panda_id
+            files = [
+                InputFile(
+                    file_id=int(f["fileID"]),
+                    lfn=str(f["lfn"]),
+                    first_event=int(f["startEvent"] or 0),
+                    last_event=int(f["endEvent"])
+                    if f["endEvent"] is not None
+                    else int(f["startEvent"] or 0) + int(es.events_per_file or 1) - 1,
+                    guid=f.get("GUID"),
+                    scope=f.get("scope"),
+                    dataset_id=int(f["datasetID"]),
+                )
+                for f in group
+            ]
+            create_ranges(conn, task_id, panda_id, files, es.events_per_range, es.max_attempt)
+        assert jobset is not None
+        members.setdefault(jobset, []).append(panda_id)
+    for jobset_id, ids in members.items():
+        conn.execute(jobs.update().where(jobs.c.PandaID.in_(ids)).values(jobsetID=jobset_id))
+
+
+def make_consumer(
+    conn: Connection,
+    rt: Runtime,
+    task: dict[str, Any],
+    plan: TaskPlan,
+    group: list[dict[str, Any]],
+    jobset: int,
+    now: dt.datetime,
+) -> int | None:
+    """One more consumer for a job set whose consumers all ended with ranges left (they were
+    lost, or failed); None while no queue fits."""
+    task_id = int(task["jediTaskID"])
+    probe = {
+        "prodSourceLabel": plan.label,
+        "coreCount": plan.core_count,
+        "minRamCount": plan.ram_count or 0,
+        "maxWalltime": plan.walltime or 0,
+    }
+    site, _why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
+    if site is None:
+        return None
+    template = conn.execute(
+        select(task_params.c.jobParamsTemplate).where(task_params.c.jediTaskID == task_id)
+    ).scalar_one()
+    sets = _datasets(conn, task_id)
+    ((job, _group, records),) = _consumer_jobs(
+        conn, task, plan, sets, [group], site, _endpoint(conn, site), template, None, count=1
+    )
+    job["jobsetID"] = jobset
+    who = owner(task)
+    (typed,) = validate_jobs([job], who, rt)
+    _apply_defaults(typed, who, rt, now)
+    (panda_id,) = _insert(conn, [typed])
+    log_statuses(conn, [typed], None, now, reason=f"consumer of job set {jobset} of task {task_id}")
+    _record_outputs(conn, task_id, int(panda_id), records, now)
+    return int(panda_id)
+
+
+def make_jumbo_jobs(
+    conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, count: int, now: dt.datetime
+) -> int:
+    """``count`` jumbo jobs for an event-service task (task/enable_jumbo_jobs): each takes ranges
+    from every job set of the task, alongside the job sets' own consumers. How many were made."""
+    es = plan.event_service
+    assert es is not None
+    task_id = int(task["jediTaskID"])
+    probe = {
+        "prodSourceLabel": plan.label,
+        "coreCount": plan.core_count,
+        "minRamCount": plan.ram_count or 0,
+        "maxWalltime": plan.walltime or 0,
+    }
+    site, _why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
+    if site is None or count < 1:
+        return 0
+    sets = _datasets(conn, task_id)
+    log_ds = sets["log"][0] if sets.get("log") else None
+    template = conn.execute(
+        select(task_params.c.jobParamsTemplate).where(task_params.c.jediTaskID == task_id)
+    ).scalar_one()
+    endpoint = _endpoint(conn, site)
+    who = owner(task)
+    made = 0
+    for serial in _next_serials(conn, task, count):
+        outputs: list[tuple[str, str, str]] = []
+        records: list[tuple[str, str, int]] = []
+        if log_ds is not None:
+            lfn = output_lfn(log_ds["template"], task_id, serial)
+            outputs.append((lfn, "log", log_ds["datasetName"]))
+            records.append((lfn, "log", int(log_ds["datasetID"])))
+        params = job_parameters(template, serial, [], 0)
+        job = _job(task, plan, serial, 0, site, plan.trans_path, plan.label, params, outputs, endpoint)
+        job["eventService"] = int(EventServiceFlag.JUMBO)
+        job["processingType"] = es.processing_type or plan.processing_type
+        (typed,) = validate_jobs([job], who, rt)
+        _apply_defaults(typed, who, rt, now)
+        (panda_id,) = _insert(conn, [typed])
+        log_statuses(conn, [typed], None, now, reason=f"jumbo job of task {task_id}")
+        _record_outputs(conn, task_id, int(panda_id), records, now)
+        made += 1
+    return made
+
+
+def _record_outputs(
+    conn: Connection, task_id: int, panda_id: int, records: list[tuple[str, str, int]], now: dt.datetime
+) -> None:
+    if not records:
+        return
+    conn.execute(
+        task_files.insert(),
+        [
+            {
+                "jediTaskID": task_id,
+                "datasetID": dataset_id,
+                "type": kind,
+                "lfn": lfn,
+                "status": "defined",
+                "attemptNr": 0,
+                "maxAttempt": 1,
+                "failedAttempt": 0,
+                "maxFailure": 1,
+                "PandaID": panda_id,
+                "creationDate": now,
+                "modificationTime": now,
+            }
+            for lfn, kind, dataset_id in records
+        ],
+    )
+
+
+def make_merge_job(
+    conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, jobset: int, now: dt.datetime
+) -> int | None:
+    """The merge job of a job set whose ranges all finished: the task's outputs, made from the
+    ranges' outputs (``${IN}``: their zip files), run by a pilot like any job. None while no
+    queue fits (the next pass tries again)."""
+    es = plan.event_service
+    assert es is not None
+    task_id = int(task["jediTaskID"])
+    sets = _datasets(conn, task_id)
+    probe = {
+        "prodSourceLabel": plan.label,
+        "coreCount": plan.core_count,
+        "minRamCount": plan.ram_count or 0,
+        "maxWalltime": plan.walltime or 0,
+    }
+    site, _why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
+    if site is None:
+        return None
+    endpoint = _endpoint(conn, site)
+    (serial,) = _next_serials(conn, task, 1)
+    outputs: list[tuple[str, str, str]] = []
+    records: list[tuple[str, str, int]] = []
+    for ds in sets.get("output", []) + sets.get("log", []):
+        kind = "log" if ds["type"] == "log" else "output"
+        lfn = output_lfn(ds["template"], task_id, serial)
+        outputs.append((lfn, kind, ds["datasetName"]))
+        records.append((lfn, kind, int(ds["datasetID"])))
+    zips = sorted(
+        {
+            str(z)
+            for z in conn.execute(
+                select(event_ranges.c.zipLFN).where(
+                    event_ranges.c.jediTaskID == task_id,
+                    event_ranges.c.jobsetID == jobset,
+                    event_ranges.c.zipLFN.is_not(None),
+                )
+            ).scalars()
+        }
+    )
+    template = (
+        es.merge_job_parameters
+        or conn.execute(
+            select(task_params.c.jobParamsTemplate).where(task_params.c.jediTaskID == task_id)
+        ).scalar_one()
+    )
+    params = job_parameters(template.replace("$JEDITASKID", str(task_id)), serial, [], 0).replace(
+        "${IN}", ",".join(zips)
+    )
+    trans = es.merge_trans_path or plan.trans_path
+    job = _job(task, plan, serial, 0, site, trans, plan.label, params, outputs, endpoint)
+    job["eventService"] = int(EventServiceFlag.MERGE)
+    job["jobsetID"] = jobset
+    who = owner(task)
+    (typed,) = validate_jobs([job], who, rt)
+    _apply_defaults(typed, who, rt, now)
+    (merge_id,) = _insert(conn, [typed])
+    log_statuses(conn, [typed], None, now, reason=f"merge of job set {jobset} of task {task_id}")
+    _record_outputs(conn, task_id, int(merge_id), records, now)
+    return int(merge_id)
 
 
 def advance_task(rt: Runtime, task_id: int, contact_ddm: bool = True) -> int:

@@ -78,6 +78,23 @@ class BuildStep:
     label: str
 
 
+@dataclass(frozen=True)
+class EventService:
+    """How an event-service task runs (JEDI's nEventsPerWorker, nEventsPerRange, nEsConsumers,
+    maxAttemptES, esmergeSpec): each job's events are cut into ranges of ``events_per_range``
+    that ``consumers`` jobs share; a merge job collects their outputs."""
+
+    events_per_range: int
+    consumers: int = 1
+    #: Times a range may fail (or be lost with its consumer) before it is fatal.
+    max_attempt: int = 3
+    #: Events of each input file when the input files do not say (nEventsPerFile).
+    events_per_file: int | None = None
+    processing_type: str | None = None
+    merge_trans_path: str | None = None
+    merge_job_parameters: str | None = None
+
+
 @dataclass
 class TaskPlan:
     """What a task will do, from its checked parameters."""
@@ -114,6 +131,8 @@ class TaskPlan:
     #: refined (``inputs`` is then empty); at most ``max_files`` of them (nFiles) are used.
     input_streams: list[InputStream] = field(default_factory=list)
     max_files: int | None = None
+    #: Set for an event-service task (its jobs consume event ranges).
+    event_service: EventService | None = None
 
 
 def _str(params: Mapping[str, Any], name: str, default: str | None = None, limit: int = 250) -> str | None:
@@ -305,6 +324,45 @@ def _inputs(
     return files, 1, events
 
 
+#: Task parameters that make a task event-service (as prun --eventService and JEDI take them).
+EVENT_SERVICE_KEYS = ("nEventsPerRange", "nEventsPerWorker", "esProcessingType")
+#: Consumer jobs one job set may have.
+MAX_ES_CONSUMERS = 100
+
+
+def _event_service(
+    params: Mapping[str, Any], events_per_job: int | None, streams: list[InputStream]
+) -> EventService | None:
+    if not any(key in params for key in EVENT_SERVICE_KEYS):
+        return None
+    per_range = (
+        _int(params, "nEventsPerRange", 1, 10**9, None) or _int(params, "nEventsPerWorker", 1, 10**9, 1) or 1
+    )
+    per_file = _int(params, "nEventsPerFile", 1, 10**9, None)
+    uses_files = bool(streams) or params.get("pfnList") is not None
+    if uses_files and per_file is None:
+        raise BadTaskParameter(
+            "nEventsPerFile", "an event-service task over input files must say how many events each has"
+        )
+    if not uses_files and events_per_job is None:
+        raise BadTaskParameter(
+            "nEvents", "an event-service task without input files needs nEvents (its events to split)"
+        )
+    merge = params.get("esmergeSpec")
+    if merge is not None and not isinstance(merge, dict):
+        raise BadTaskParameter("esmergeSpec", "must be an object with transPath and jobParameters")
+    merge = merge or {}
+    return EventService(
+        events_per_range=per_range,
+        consumers=_int(params, "nEsConsumers", 1, MAX_ES_CONSUMERS, 1) or 1,
+        max_attempt=_int(params, "maxAttemptES", 1, MAX_ATTEMPTS, 3) or 3,
+        events_per_file=per_file,
+        processing_type=_str(params, "esProcessingType", None, 64),
+        merge_trans_path=_str(merge, "transPath", None, 250),
+        merge_job_parameters=_str(merge, "jobParameters", None, 4000),
+    )
+
+
 def _build_step(params: Mapping[str, Any], base_url: str) -> BuildStep | None:
     spec = params.get("buildSpec")
     if spec is None:
@@ -391,6 +449,7 @@ def plan_task(params: Any, base_url: str) -> TaskPlan:
         cache_files=archives,
         input_streams=streams,
         max_files=_int(params, "nFiles", 1, MAX_INPUT_FILES, None) if streams else None,
+        event_service=_event_service(params, events_per_job, streams),
     )
     if "${LIB}" in template and build is None:
         raise BadTaskParameter("jobParameters", "uses ${LIB} but the task has no buildSpec")

@@ -19,9 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, union_all
 
+from pandawms.core.events.release import cancel_ranges
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.core.tasks.carousel import wake_task
 from pandawms.core.tasks.commands import kill_task_jobs
+from pandawms.core.tasks.eventservice import follow_pools, pools_of
 from pandawms.core.tasks.generate import advance_task, owner
 from pandawms.core.tasks.outputs import enqueue_close
 from pandawms.core.tasks.transitions import lock_task, move_task
@@ -34,6 +36,7 @@ log = logging.getLogger("pandawms.tasks")
 
 T = TaskStatus
 JOB_FINAL = ("finished", "failed", "cancelled", "closed")
+INPUTS = ("input", "pseudo_input")
 #: Statuses in which failed files come back for another attempt.
 RETRYING = (T.READY, T.RUNNING, T.PAUSED, T.EXHAUSTED)
 
@@ -64,6 +67,9 @@ def _propagate(conn: Connection, task: dict[str, Any], now: dt.datetime) -> int:
             )
         ).mappings()
     ]
+    # Input files of event-service job sets follow their ranges and merge job (eventservice.py).
+    pools = pools_of(conn, task_id)
+    running = [f for f in running if not (f["type"] in INPUTS and f["PandaID"] in pools)]
     states = _job_states(conn, sorted({int(f["PandaID"]) for f in running if f["PandaID"] is not None}))
     retrying = TaskStatus(task["status"]) in RETRYING
     changed = 0
@@ -127,6 +133,7 @@ def _conclude(conn: Connection, task: dict[str, Any], now: dt.datetime) -> str |
             .where(task_files.c.jediTaskID == task_id, task_files.c.status.in_(("ready", "staging")))
             .values(status="cancelled", modificationTime=now)
         )
+        cancel_ranges(conn, task_id, now)
         move_task(conn, task, T.ABORTED.value, now, reason="all jobs ended")
         return T.ABORTED.value
     # Files still on their way from tape (the data carousel) keep the task going.
@@ -147,6 +154,7 @@ def _conclude(conn: Connection, task: dict[str, Any], now: dt.datetime) -> str |
     dialog = f"{finished}/{total} files finished" + (
         f", {counts['failed']} failed" if counts["failed"] else ""
     )
+    cancel_ranges(conn, task_id, now)
     move_task(conn, task, new.value, now, {"errorDialog": dialog[:510]}, reason=dialog)
     return new.value
 
@@ -158,7 +166,8 @@ def sync_task(rt: Runtime, task_id: int) -> str | None:
         task = lock_task(conn, task_id, skip_locked=rt.skip_locked)
         if task is None or TaskStatus(task["status"]) not in ACTIVE:
             return None if task is None else str(task["status"])
-        if _propagate(conn, task, now):
+        wanting = TaskStatus(task["status"]) in (T.READY, T.RUNNING)
+        if _propagate(conn, task, now) + follow_pools(conn, rt, task, now, wanting):
             conn.execute(tasks.update().where(tasks.c.jediTaskID == task_id).values(modificationTime=now))
         ended = _conclude(conn, task, now)
         if ended is not None and rt.settings.ddm_rucio_host:

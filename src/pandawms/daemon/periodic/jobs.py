@@ -1,7 +1,9 @@
-"""Periodic work on jobs: the watcher, the archiver and the brokerage's retry of waiting jobs."""
+"""Periodic work on jobs: the watcher, the archiver, the brokerage's retry of waiting jobs and the
+return of lost consumers' event ranges."""
 
 from __future__ import annotations
 
+from pandawms.core.events.release import release_lost
 from pandawms.core.jobs.archive import archive_final_jobs
 from pandawms.core.jobs.placement import broker_waiting_jobs
 from pandawms.core.jobs.watcher import fail_stale_jobs
@@ -29,3 +31,10 @@ def brokerage(rt: Runtime) -> str:
     """Place defined jobs that are still waiting for a queue."""
     placed, waiting = broker_waiting_jobs(rt)
     return f"placed {placed} jobs, {waiting} still without a fitting queue"
+
+
+@periodic.task("event_ranges", period=60)
+def event_ranges(rt: Runtime) -> str:
+    """Return the event ranges of lost consumers to their pool (fatal at their attempt limit)."""
+    returned, fatal = release_lost(rt)
+    return f"{returned} event ranges back in their pool, {fatal} fatal"

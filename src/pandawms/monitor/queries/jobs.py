@@ -14,6 +14,7 @@ from sqlalchemy import (
     select,
 )
 
+from pandawms.core.events.store import job_range_counts, ranges_of_job
 from pandawms.core.jobs.read import load_jobs
 from pandawms.core.runtime import Runtime
 from pandawms.db.engine import read_tx
@@ -25,6 +26,9 @@ from pandawms.monitor.codes import ERROR_COLUMNS, explain, summary
 from pandawms.monitor.queries.common import LIST_COLUMNS, PROBE_ROWS, WAITING
 from pandawms.monitor.queries.summary import live_summary
 from pandawms.monitor.queries.why import why_not_running
+
+#: Event ranges a job's page lists (the counts cover them all).
+MAX_RANGES_SHOWN = 2000
 
 
 @dataclass
@@ -231,6 +235,8 @@ def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, A
         history = job_history(conn, panda_id)
         log_row = conn.execute(select(pilot_logs.c.log).where(pilot_logs.c.PandaID == panda_id)).first()
         worker_logs = job_worker_logs(conn, panda_id)
+        range_counts = job_range_counts(conn, panda_id)
+        ranges = ranges_of_job(conn, panda_id, MAX_RANGES_SHOWN) if range_counts else []
     file_rows = job.pop("Files", [])
     params = job.pop("jobParameters", None)
     meta = job.pop("metadata", None)
@@ -246,6 +252,8 @@ def job_detail(rt: Runtime, panda_id: int, with_why: bool = True) -> dict[str, A
         "metadata": meta,
         "pilot_log_tail": (log_row[0] or "")[-8000:] if log_row else None,
         "worker_logs": worker_logs,
+        "event_range_counts": range_counts,
+        "event_ranges": ranges,
     }
     if with_why and job.get("jobStatus") in WAITING:
         out["why"] = why_not_running(rt, panda_id)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     select,
 )
 
+from pandawms.core.events.store import task_event_counts
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks.carousel import list_requests
 from pandawms.db.engine import read_tx
@@ -64,6 +65,7 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
                     last = modified
         known = _task_rows(conn, [task_id]).get(task_id, {})
         history = task_history(conn, task_id)
+        events = task_event_counts(conn, task_id)
     total = sum(by_status.values())
     if not total and not known:
         return None
@@ -85,6 +87,7 @@ def task_detail(rt: Runtime, task_id: int) -> dict[str, Any] | None:
         "taskName": known.get("taskName"),
         "history": history,
         "staging": [r.as_dict() for r in list_requests(rt, task_id=task_id, limit=100)],
+        "events": events,
     }
 
 
