@@ -25,7 +25,7 @@ from pandawms.db.schema_base import IdType, LongText, Timestamp, metadata
 from pandawms.model.jobspec import FILE_ATTRIBUTES, JOB_COLUMNS, Attribute
 
 #: Bumped by every migration; ``pandawms db check`` compares it with the database's row.
-CODE_SCHEMA_VERSION = 2
+CODE_SCHEMA_VERSION = 3
 
 
 def _column_type(attr: Attribute) -> TypeEngine:
