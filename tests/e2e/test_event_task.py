@@ -1,5 +1,5 @@
 """An event-service task end to end on the real server: prun's task parameters with the event
-service's keys, consumers run over HTTP as pilots do, one of them killed mid-way, a merge job,
+service's keys, submitted by panda-client's Client.insertTaskParams, consumers run over HTTP as pilots do, one of them killed mid-way, a merge job,
 the task done; the monitor and the CLI show the ranges.
 
 Two consumers share each job set's ranges. The first consumer of job set A takes two ranges and
@@ -25,8 +25,16 @@ from pandawms.core.queues.catalogue import load_queues
 from pandawms.core.runtime import Runtime
 from tests.conftest import ServerProcess
 from tests.core.tasks.test_tasks import QUEUE, prun_params
+from tests.e2e.clients import client_env, run_client
+from tests.e2e.test_prun import CLAIMS
 
 JSON = {"Accept": "application/json"}
+
+_SUBMIT = r"""
+import json
+from pandaclient import Client
+print("RESULT:" + json.dumps(Client.insertTaskParams(json.loads(%(params)r))))
+"""
 
 
 def _queue(db_url: str, tmp: Path) -> None:
@@ -123,9 +131,13 @@ def test_event_service_task_runs_to_done_with_a_consumer_killed_mid_way(
         nEsConsumers=2,
         esProcessingType="sim",
     )
-    reply = httpx.post(base + "/api/v1/task/submit", json={"task_parameters": params}, timeout=60).json()
-    assert reply["success"], reply
-    task_id = reply["data"]
+    # Submitted by panda-client's own Client.insertTaskParams, the call prun makes (panda-client
+    # 2.2.0's prun has no event-service options; its users set these keys in the parameters).
+    status, (code, message) = run_client(
+        _SUBMIT % {"params": json.dumps(params)}, client_env(base, tmp_path, CLAIMS)
+    )
+    assert status == 0 and code == 0, message
+    task_id = int(message.split("jediTaskID=")[1])
 
     consumers = [_get_job(base, f"wn{i}") for i in range(4)]
     assert all(j["StatusCode"] == 0 and j["eventService"] == "True" for j in consumers), consumers
