@@ -167,3 +167,22 @@ def test_prun_over_a_rucio_dataset(
     assert match, out
     missing = int(match.group(1))
     assert wait_for_status(server.base, missing, "broken", timeout=90) == "broken"
+
+    # --nGBPerJob: files grouped by size instead of by count; the three fit in 1 GiB, one job.
+    out = run_cli(
+        f'prun --exec "echo %IN" --inDS {SCOPE}:{dataset} --outDS user.jdoe.bysize.{tag} '
+        "--nGBPerJob 1 --noBuild",
+        server,
+        home,
+        workdir,
+    )
+    match = re.search(r"succeeded\. new jediTaskID=(\d+)", out)
+    assert match, out
+    sized = _job_ids(server.base, int(match.group(1)), 1)
+    assert len(sized) == 1, sized
+    job = httpx.post(
+        server.base + "/server/panda/getJob",
+        headers=headers,
+        data={"siteName": QUEUE, "computingElement": QUEUE, "prodSourceLabel": "user", "node": "wn1"},
+    ).json()
+    assert job["PandaID"] == sized[0] and sorted(job["inFiles"].split(",")) == data_files

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pandawms.core.runtime import Runtime
 from pandawms.core.tasks import commands as tasks
+from pandawms.core.tasks.generate import group_by_size
 from pandawms.core.tasks.inputs import select_files
-from pandawms.core.tasks.params import InputStream, plan_task
+from pandawms.core.tasks.params import BadTaskParameter, InputStream, plan_task
 from pandawms.ddm import FileInfo
 from pandawms.model.identity import Identity
 
@@ -56,6 +59,29 @@ def test_prun_input_item_becomes_input_streams() -> None:
     assert [s.dataset for s in plan.input_streams] == ["s:data.1", "s:data.2"]
     assert plan.inputs == [] and plan.files_per_job == 3 and plan.max_files == 10
     assert plan.template.endswith('-i "${IN/T}"')
+
+
+def test_n_gb_per_job_groups_files_by_size() -> None:
+    params = {
+        "taskName": "user.jdoe.x/",
+        "jobParameters": [{"type": "constant", "value": "-p echo"}, PRUN_INPUT],
+        "nGBPerJob": 2,
+    }
+    assert plan_task(params, "http://x").gb_per_job == 2
+    with pytest.raises(BadTaskParameter, match="nGBPerJob: cannot be given with nFilesPerJob"):
+        plan_task({**params, "nFilesPerJob": 2}, "http://x")
+    with pytest.raises(BadTaskParameter, match="nGBPerJob: needs an input dataset"):
+        plan_task({**params, "jobParameters": params["jobParameters"][:1], "noInput": True}, "http://x")
+    with pytest.raises(BadTaskParameter, match="nGBPerJob"):
+        plan_task({**params, "nGBPerJob": 0}, "http://x")
+
+    gib = 1024**3
+    files = [
+        {"lfn": n, "fsize": size} for n, size in (("a", gib), ("b", gib), ("c", 3 * gib), ("d", 1), ("e", 0))
+    ]
+    assert [[f["lfn"] for f in g] for g in group_by_size(files, 2 * gib)] == [["a", "b"], ["c"], ["d", "e"]]
+    many = [{"lfn": str(i), "fsize": 1} for i in range(450)]
+    assert [len(g) for g in group_by_size(many, gib)] == [200, 200, 50]
 
 
 def test_without_ddm_an_input_dataset_is_refused_naming_the_settings(sqlite_rt: Runtime) -> None:

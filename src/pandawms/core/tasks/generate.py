@@ -427,7 +427,8 @@ def generate(conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan
                 return 0
             return _make_jobs(conn, rt, task, plan, sets, now, [], lib_row)
         lib_lfn = str(lib_row["lfn"])
-    limit = rt.settings.task_jobs_per_pass * plan.files_per_job
+    per_pass = plan.files_per_job if plan.gb_per_job is None else _FILES_PER_SIZED_JOB
+    limit = rt.settings.task_jobs_per_pass * per_pass
     ready = [
         dict(r)
         for r in conn.execute(
@@ -443,8 +444,33 @@ def generate(conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan
     ]
     if not ready:
         return 0
-    groups = [ready[i : i + plan.files_per_job] for i in range(0, len(ready), plan.files_per_job)]
+    if plan.gb_per_job is not None:
+        groups = group_by_size(ready, plan.gb_per_job * GIB)
+    else:
+        groups = [ready[i : i + plan.files_per_job] for i in range(0, len(ready), plan.files_per_job)]
     return _make_jobs(conn, rt, task, plan, sets, now, groups, None, template, lib_lfn)
+
+
+#: Bytes in the GB of nGBPerJob (JEDI counts it in binary units).
+GIB = 1024**3
+#: Most files one job of an nGBPerJob task reads in (a bound for a pass over many tiny files).
+_FILES_PER_SIZED_JOB = 200
+
+
+def group_by_size(files: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+    """Consecutive files in groups of at most ``limit`` bytes (a larger file is a job alone), each
+    of at most :data:`_FILES_PER_SIZED_JOB` files: prun --nGBPerJob."""
+    groups: list[list[dict[str, Any]]] = []
+    size = 0
+    for f in files:
+        fsize = int(f.get("fsize") or 0)
+        if groups and size + fsize <= limit and len(groups[-1]) < _FILES_PER_SIZED_JOB:
+            groups[-1].append(f)
+            size += fsize
+        else:
+            groups.append([f])
+            size = fsize
+    return groups
 
 
 def _make_jobs(

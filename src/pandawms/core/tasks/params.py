@@ -109,6 +109,9 @@ class TaskPlan:
     inputs: list[tuple[str, int | None, int | None]]
     files_per_job: int
     events_per_job: int | None
+    #: prun --nGBPerJob: input files are grouped up to this many GiB per job (files_per_job
+    #: then only bounds how many files one pass reads).
+    gb_per_job: int | None = None
     site: str | None = None
     excluded_sites: list[str] = field(default_factory=list)
     processing_type: str | None = None
@@ -324,6 +327,19 @@ def _inputs(
     return files, 1, events
 
 
+def _gb_per_job(params: Mapping[str, Any], streams: list[InputStream]) -> int | None:
+    """prun --nGBPerJob: an input size per job instead of a number of files (prun sends it only
+    when given as a number; "MAX", its default, is not sent)."""
+    gb = _int(params, "nGBPerJob", 1, 100000, None)
+    if gb is None:
+        return None
+    if not streams:
+        raise BadTaskParameter("nGBPerJob", "needs an input dataset (--inDS)")
+    if params.get("nFilesPerJob") is not None:
+        raise BadTaskParameter("nGBPerJob", "cannot be given with nFilesPerJob")
+    return gb
+
+
 #: Task parameters that make a task event-service (as prun --eventService and JEDI take them).
 EVENT_SERVICE_KEYS = ("nEventsPerRange", "nEventsPerWorker", "esProcessingType")
 #: Consumer jobs one job set may have.
@@ -411,6 +427,7 @@ def plan_task(params: Any, base_url: str) -> TaskPlan:
         raise BadTaskParameter("taskName", "may contain only letters, digits and . _ - : /")
     template, outputs, archives, streams = build_template(params.get("jobParameters"))
     inputs, files_per_job, events_per_job = _inputs(params, streams)
+    gb_per_job = _gb_per_job(params, streams)
     build = _build_step(params, base_url)
     if build is not None:
         archives.append(build.archive)
@@ -428,6 +445,7 @@ def plan_task(params: Any, base_url: str) -> TaskPlan:
         inputs=inputs,
         files_per_job=files_per_job,
         events_per_job=events_per_job,
+        gb_per_job=gb_per_job,
         site=site,
         excluded_sites=_str_list(params, "excludedSite"),
         processing_type=_str(params, "processingType", None, 64),
