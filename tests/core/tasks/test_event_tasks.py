@@ -3,10 +3,12 @@ loses only its own ranges, a merge job follows, and the task ends done counting 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import threading
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pandawms.api.pilot_codec import job_for_pilot
 from pandawms.core.events import dispatch as events_dispatch
@@ -265,6 +267,58 @@ def test_co_jumbo_jobs_are_released_when_jumbo_jobs_are_switched_off(db_url: str
     released = made[5]
     left = events_dispatch.acquire_ranges(rt, released["PandaID"], 100, JANE)
     assert [r["startEvent"] for r in left] == [25, 30, 35]
+
+
+def test_a_co_jumbo_job_runs_after_waiting_too_long(db_url: str, make_runtime: Any) -> None:
+    rt, _task_id, _first = _co_jumbo_task(db_url, make_runtime)
+    manage_tasks(rt)
+    (jumbo,) = _take(rt)
+    long_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=7)
+    with rt.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.eventService == 5).values(creationTime=long_ago))
+    manage_tasks(rt)
+    (released,) = _take(rt)  # the jumbo job is alive, but the co-jumbo job waited six hours
+    assert released["eventService"] == 5 and jumbo["eventService"] == 4
+
+
+def test_jumbo_co_jumbo_and_plain_consumers_never_share_a_range(db_url: str, make_runtime: Any) -> None:
+    rt = make_runtime(db_url, task_jobs_per_pass=1)
+    _queue(rt)
+    params = _es_params(nEvents=400, nEventsPerJob=200, nEventsPerRange=5, nEsConsumers=1)
+    task_id = tasks.submit_task(rt, params, JANE).data
+    (plain,) = _take(rt)
+    assert task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 2, None).success
+    manage_tasks(rt)
+    jumbo = _take(rt)
+    assert [j["eventService"] for j in jumbo] == [4, 4]
+    assert task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 0, None).success
+    manage_tasks(rt)  # switched off: the waiting co-jumbo job is released; the jumbo jobs go on
+    (co_jumbo,) = _take(rt)
+    assert co_jumbo["eventService"] == 5
+    taken: dict[int, list[str]] = {}
+
+    def consume(job: dict[str, Any]) -> None:
+        mine = taken.setdefault(job["PandaID"], [])
+        while got := events_dispatch.acquire_ranges(rt, job["PandaID"], 3, JANE):
+            mine.extend(r["eventRangeID"].rsplit("-", 1)[0].split("-", 2)[2] for r in got)
+            assert _done(rt, got) == [True] * len(got)
+
+    threads = [threading.Thread(target=consume, args=(j,)) for j in (plain, co_jumbo, *jumbo)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [r for ids in taken.values() for r in ids]
+    assert len(every) == len(set(every)) == 80  # each range once, whoever took it
+    with rt.engine.connect() as conn:
+        assert event_progress(conn, task_id) == {"nEventsFinished": 400, "nEvents": 400}
+    manage_tasks(rt)
+    merges = _take(rt)
+    assert sorted(m["eventService"] for m in merges) == [2, 2]
+    for job in [plain, co_jumbo, *jumbo, *merges]:
+        _finish(rt, job)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "done"
 
 
 def test_jumbo_jobs_per_site_are_limited(db_url: str, make_runtime: Any) -> None:
