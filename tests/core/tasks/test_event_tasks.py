@@ -321,6 +321,23 @@ def test_jumbo_co_jumbo_and_plain_consumers_never_share_a_range(db_url: str, mak
     assert tasks_read.get_status(rt, task_id) == "done"
 
 
+def test_killing_a_task_cancels_its_waiting_co_jumbo_jobs(db_url: str, make_runtime: Any) -> None:
+    rt, task_id, first = _co_jumbo_task(db_url, make_runtime)
+    manage_tasks(rt)
+    (jumbo,) = _take(rt)
+    with rt.engine.connect() as conn:
+        co_jumbo = conn.execute(select(jobs.c.PandaID).where(jobs.c.eventService == 5)).scalar_one()
+    assert tasks.kill_task(rt, task_id, JANE).success
+    manage_tasks(rt)
+    assert _status(rt, co_jumbo) == "cancelled"
+    for job in (first, jumbo):
+        _finish(rt, job, "failed")
+    release.release_lost(rt)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "aborted"
+    assert _take(rt) == []
+
+
 def test_jumbo_jobs_per_site_are_limited(db_url: str, make_runtime: Any) -> None:
     rt = make_runtime(db_url)
     _queue(rt)

@@ -110,7 +110,7 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
     changed = 0
     if wanting and jumbo_enabled(task):
         changed += keep_jumbo_jobs(conn, rt, task, _plan(conn, rt, task_id), now)
-    changed += steer_co_jumbo(conn, task, now)
+    changed += steer_co_jumbo(conn, task, now, release=wanting)
     jumbo_alive = bool(alive_jumbo_by_site(conn, task_id))
     by_jobset: dict[int, list[dict[str, Any]]] = {}
     for f in files:

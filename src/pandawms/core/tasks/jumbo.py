@@ -82,8 +82,10 @@ def keep_jumbo_jobs(
     return make_jumbo_jobs(conn, rt, task, plan, min(missing, waiting), now, alive)
 
 
-def steer_co_jumbo(conn: Connection, task: dict[str, Any], now: dt.datetime) -> int:
-    """Release or close the task's waiting co-jumbo jobs (see the module); how many moved."""
+def steer_co_jumbo(conn: Connection, task: dict[str, Any], now: dt.datetime, release: bool = True) -> int:
+    """Release or close the task's waiting co-jumbo jobs (see the module); how many moved.
+
+    ``release``: the task still wants work (a paused or ending task only closes them)."""
     task_id = int(task["jediTaskID"])
     waiting = [
         dict(r)
@@ -121,7 +123,7 @@ def steer_co_jumbo(conn: Connection, task: dict[str, Any], now: dt.datetime) -> 
         ready, held = open_by_set.get(int(job["jobsetID"] or 0), (0, 0))
         if ready == 0 and held == 0:
             to_close.append(job)
-        elif ready and (not jumbo_working or now - job["creationTime"] >= MAX_WAIT):
+        elif release and ready and (not jumbo_working or now - job["creationTime"] >= MAX_WAIT):
             to_release.append(job)
     for job in (*to_close, *to_release):
         for key in ("jobsetID", "creationTime"):
