@@ -24,6 +24,7 @@ from pandawms.core.tasks import read as tasks_read
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.db.schema import jobs
 from pandawms.model.identity import Identity
+from pandawms.monitor.queries.why import why_not_running
 from tests.core.tasks.test_tasks import JANE, QUEUE, _queue, prun_params
 
 
@@ -228,6 +229,7 @@ def test_co_jumbo_jobs_wait_while_jumbo_jobs_drain_the_ranges(db_url: str, make_
             select(jobs.c.PandaID, jobs.c.jobStatus, jobs.c.jobsetID).where(jobs.c.eventService == 5)
         ).all()
     assert co_jumbo.jobStatus == "waiting" and co_jumbo.jobsetID != first["jobsetID"]
+    assert any("co-jumbo job" in r for r in why_not_running(rt, co_jumbo.PandaID)["reasons"])
     manage_tasks(rt)
     assert _take(rt) == [] and _status(rt, co_jumbo.PandaID) == "waiting"
     # a mix of consumers: the plain consumer and the jumbo job share the ranges, none twice
