@@ -65,7 +65,7 @@ tasks = Table(
     Column("cpuTime", Integer, nullable=True),
     #: "mode:multiplicity:num_sites" while job cloning is enabled.
     Column("jobCloning", String(64), nullable=True),
-    #: Jumbo jobs: stored for the record (they need the event service, which is not served).
+    #: Jumbo jobs (task/enable_jumbo_jobs): useJumbo W on / D switched off; core/tasks/jumbo.py.
     Column("useJumbo", String(1), nullable=True),
     Column("numJumboJobs", Integer, nullable=True),
     Column("numJumboJobsPerSite", Integer, nullable=True),

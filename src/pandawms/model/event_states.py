@@ -8,7 +8,9 @@ job or task.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class RangeStatus(StrEnum):
@@ -54,3 +56,14 @@ CONSUMERS = (EventServiceFlag.CONSUMER, EventServiceFlag.CO_JUMBO)
 
 #: Attempts a range gets before it is fatal, unless the task says otherwise.
 DEFAULT_MAX_ATTEMPT = 3
+
+
+#: The task's ``useJumbo``: jumbo jobs wanted (task/enable_jumbo_jobs), or switched off again.
+#: With "D" the waiting co-jumbo jobs are released, as JEDI does.
+USE_JUMBO_ON = "W"
+USE_JUMBO_OFF = "D"
+
+
+def jumbo_enabled(task: Mapping[str, Any]) -> bool:
+    """Whether the task (a row of ``tasks``) keeps jumbo jobs and makes co-jumbo consumers."""
+    return task.get("useJumbo") == USE_JUMBO_ON and bool(task.get("numJumboJobs"))

@@ -3,10 +3,12 @@ loses only its own ranges, a merge job follows, and the task ends done counting 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import threading
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pandawms.api.pilot_codec import job_for_pilot
 from pandawms.core.events import dispatch as events_dispatch
@@ -22,6 +24,7 @@ from pandawms.core.tasks import read as tasks_read
 from pandawms.core.tasks.progress import manage_tasks
 from pandawms.db.schema import jobs
 from pandawms.model.identity import Identity
+from pandawms.monitor.queries.why import why_not_running
 from tests.core.tasks.test_tasks import JANE, QUEUE, _queue, prun_params
 
 
@@ -196,26 +199,163 @@ def test_jumbo_jobs_take_ranges_from_every_job_set(rt: Runtime) -> None:
     assert tasks_read.get_status(rt, task_id) == "done"
 
 
-def test_consumers_made_after_jumbo_jobs_are_enabled_are_co_jumbo(db_url: str, make_runtime: Any) -> None:
+BOSS = Identity(dn="/DC=org/CN=Boss", method="x509", roles=frozenset({"production"}))
+
+
+def _status(rt: Runtime, panda_id: int) -> str:
+    with rt.engine.connect() as conn:
+        return str(conn.execute(select(jobs.c.jobStatus).where(jobs.c.PandaID == panda_id)).scalar_one())
+
+
+def _co_jumbo_task(db_url: str, make_runtime: Any, total: int = 1) -> tuple[Runtime, int, dict[str, Any]]:
+    """A task of two job sets: the first gets a plain consumer, then jumbo jobs are enabled."""
     rt = make_runtime(db_url, task_jobs_per_pass=1)
-    boss = Identity(dn="/DC=org/CN=Boss", method="x509", roles=frozenset({"production"}))
     _queue(rt)
     task_id = tasks.submit_task(rt, _es_params(nEsConsumers=1), JANE).data
     (first,) = _take(rt)  # one job per pass: the first job set only
     assert first["eventService"] == 1
-    assert task_changes.enable_jumbo_jobs(rt, task_id, boss, 1, None).success
+    assert task_changes.enable_jumbo_jobs(rt, task_id, BOSS, total, None).success
+    return rt, task_id, first
+
+
+def test_co_jumbo_jobs_wait_while_jumbo_jobs_drain_the_ranges(db_url: str, make_runtime: Any) -> None:
+    rt, task_id, first = _co_jumbo_task(db_url, make_runtime)
     manage_tasks(rt)
+    (jumbo,) = _take(rt)  # the co-jumbo consumer of the second job set is held back
+    assert jumbo["eventService"] == 4
+    assert job_for_pilot(jumbo)["eventService"] == "True"
+    with rt.engine.connect() as conn:
+        (co_jumbo,) = conn.execute(
+            select(jobs.c.PandaID, jobs.c.jobStatus, jobs.c.jobsetID).where(jobs.c.eventService == 5)
+        ).all()
+    assert co_jumbo.jobStatus == "waiting" and co_jumbo.jobsetID != first["jobsetID"]
+    assert any("co-jumbo job" in r for r in why_not_running(rt, co_jumbo.PandaID)["reasons"])
+    manage_tasks(rt)
+    assert _take(rt) == [] and _status(rt, co_jumbo.PandaID) == "waiting"
+    # a mix of consumers: the plain consumer and the jumbo job share the ranges, none twice
+    mine = events_dispatch.acquire_ranges(rt, first["PandaID"], 2, JANE)
+    rest = events_dispatch.acquire_ranges(rt, jumbo["PandaID"], 100, JANE)
+    assert [r["startEvent"] for r in mine] == [0, 5]
+    assert [r["startEvent"] for r in rest] == [10, 15, 20, 25, 30, 35]
+    assert events_dispatch.acquire_ranges(rt, first["PandaID"], 100, JANE) == []
+    assert _done(rt, mine + rest) == [True] * 8
+    # every range done: the waiting co-jumbo job is closed, never dispatched; the merges follow
+    manage_tasks(rt)
+    assert _status(rt, co_jumbo.PandaID) == "closed"
+    merges = _take(rt)
+    assert sorted(m["eventService"] for m in merges) == [2, 2]
+    for job in [first, jumbo, *merges]:
+        _finish(rt, job)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "done"
+    with rt.engine.connect() as conn:
+        assert event_progress(conn, task_id) == {"nEventsFinished": 40, "nEvents": 40}
+
+
+def test_co_jumbo_jobs_are_released_when_jumbo_jobs_are_switched_off(db_url: str, make_runtime: Any) -> None:
+    rt, task_id, _first = _co_jumbo_task(db_url, make_runtime)
+    manage_tasks(rt)
+    (jumbo,) = _take(rt)
+    got = events_dispatch.acquire_ranges(rt, jumbo["PandaID"], 5, JANE)  # part of both job sets
+    assert _done(rt, got) == [True] * 5
+    off = task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 0, None)
+    assert off.success and "disabled" in off.message
+    assert tasks_read.get_status(rt, task_id) == "running"
+    _finish(rt, jumbo)
+    manage_tasks(rt)
+    # no new jumbo job: the co-jumbo job now runs, and the first job set (done) has its merge
     made = {j["eventService"]: j for j in _take(rt)}
-    assert sorted(made) == [4, 5]
-    co_jumbo = made[5]
-    assert co_jumbo["jobsetID"] != first["jobsetID"]
-    got = events_dispatch.acquire_ranges(rt, co_jumbo["PandaID"], 10, JANE)
-    assert [r["startEvent"] for r in got] == [20, 25, 30, 35]
-    assert job_for_pilot(co_jumbo)["eventService"] == "True"
-    assert job_for_pilot(made[4])["eventService"] == "True"
-    # the jumbo job takes what is left anywhere in the task: the first job set's ranges
-    rest = events_dispatch.acquire_ranges(rt, made[4]["PandaID"], 10, JANE)
-    assert [r["startEvent"] for r in rest] == [0, 5, 10, 15]
+    assert sorted(made) == [2, 5] and made[2]["jobsetID"] == _first["jobsetID"]
+    released = made[5]
+    left = events_dispatch.acquire_ranges(rt, released["PandaID"], 100, JANE)
+    assert [r["startEvent"] for r in left] == [25, 30, 35]
+
+
+def test_a_co_jumbo_job_runs_after_waiting_too_long(db_url: str, make_runtime: Any) -> None:
+    rt, _task_id, _first = _co_jumbo_task(db_url, make_runtime)
+    manage_tasks(rt)
+    (jumbo,) = _take(rt)
+    long_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=7)
+    with rt.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.eventService == 5).values(creationTime=long_ago))
+    manage_tasks(rt)
+    (released,) = _take(rt)  # the jumbo job is alive, but the co-jumbo job waited six hours
+    assert released["eventService"] == 5 and jumbo["eventService"] == 4
+
+
+def test_jumbo_co_jumbo_and_plain_consumers_never_share_a_range(db_url: str, make_runtime: Any) -> None:
+    rt = make_runtime(db_url, task_jobs_per_pass=1)
+    _queue(rt)
+    params = _es_params(nEvents=400, nEventsPerJob=200, nEventsPerRange=5, nEsConsumers=1)
+    task_id = tasks.submit_task(rt, params, JANE).data
+    (plain,) = _take(rt)
+    assert task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 2, None).success
+    manage_tasks(rt)
+    jumbo = _take(rt)
+    assert [j["eventService"] for j in jumbo] == [4, 4]
+    assert task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 0, None).success
+    manage_tasks(rt)  # switched off: the waiting co-jumbo job is released; the jumbo jobs go on
+    (co_jumbo,) = _take(rt)
+    assert co_jumbo["eventService"] == 5
+    taken: dict[int, list[str]] = {}
+
+    def consume(job: dict[str, Any]) -> None:
+        mine = taken.setdefault(job["PandaID"], [])
+        while got := events_dispatch.acquire_ranges(rt, job["PandaID"], 3, JANE):
+            mine.extend(r["eventRangeID"].rsplit("-", 1)[0].split("-", 2)[2] for r in got)
+            assert _done(rt, got) == [True] * len(got)
+
+    threads = [threading.Thread(target=consume, args=(j,)) for j in (plain, co_jumbo, *jumbo)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [r for ids in taken.values() for r in ids]
+    assert len(every) == len(set(every)) == 80  # each range once, whoever took it
+    with rt.engine.connect() as conn:
+        assert event_progress(conn, task_id) == {"nEventsFinished": 400, "nEvents": 400}
+    manage_tasks(rt)
+    merges = _take(rt)
+    assert sorted(m["eventService"] for m in merges) == [2, 2]
+    for job in [plain, co_jumbo, *jumbo, *merges]:
+        _finish(rt, job)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "done"
+
+
+def test_killing_a_task_cancels_its_waiting_co_jumbo_jobs(db_url: str, make_runtime: Any) -> None:
+    rt, task_id, first = _co_jumbo_task(db_url, make_runtime)
+    manage_tasks(rt)
+    (jumbo,) = _take(rt)
+    with rt.engine.connect() as conn:
+        co_jumbo = conn.execute(select(jobs.c.PandaID).where(jobs.c.eventService == 5)).scalar_one()
+    assert tasks.kill_task(rt, task_id, JANE).success
+    manage_tasks(rt)
+    assert _status(rt, co_jumbo) == "cancelled"
+    for job in (first, jumbo):
+        _finish(rt, job, "failed")
+    release.release_lost(rt)
+    manage_tasks(rt)
+    assert tasks_read.get_status(rt, task_id) == "aborted"
+    assert _take(rt) == []
+
+
+def test_jumbo_jobs_per_site_are_limited(db_url: str, make_runtime: Any) -> None:
+    rt = make_runtime(db_url)
+    _queue(rt)
+    task_id = tasks.submit_task(rt, _es_params(nEsConsumers=1), JANE).data
+    assert len(_take(rt)) == 2
+    refused = task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 100_001, None)
+    assert not refused.success and "jumbo_jobs_total" in refused.message
+    assert task_changes.enable_jumbo_jobs(rt, task_id, BOSS, 5, 2).success
+    manage_tasks(rt)
+    jumbo = _take(rt)
+    assert [j["eventService"] for j in jumbo] == [4, 4]  # five wanted, one queue, two per queue
+    manage_tasks(rt)
+    assert _take(rt) == []
+    _finish(rt, jumbo[0], "failed")
+    manage_tasks(rt)
+    assert [j["eventService"] for j in _take(rt)] == [4]  # a free place on the queue is refilled
 
 
 def test_killing_an_event_service_task_cancels_its_ranges(rt: Runtime) -> None:

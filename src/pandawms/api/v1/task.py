@@ -333,7 +333,7 @@ def task_enable_jumbo_jobs(
     jumbo_jobs_total: int,
     jumbo_jobs_per_site: int | None = None,
 ) -> Result:
-    """Store the jumbo-job setting of a task (no jumbo jobs are made: no event service here)."""
+    """Turn jumbo jobs on (or off with total 0) for an event-service task (core/tasks/jumbo.py)."""
     return _reply(
         task_changes.enable_jumbo_jobs(ctx.rt, task_id, ctx.who, jumbo_jobs_total, jumbo_jobs_per_site)
     )

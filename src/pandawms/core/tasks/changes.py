@@ -27,6 +27,7 @@ from pandawms.core.tasks.transitions import lock_task
 from pandawms.db.engine import read_tx, write_tx
 from pandawms.db.schema import jobs
 from pandawms.db.schema_tasks import task_change_log, task_datasets, task_params, tasks
+from pandawms.model.event_states import USE_JUMBO_OFF, USE_JUMBO_ON
 from pandawms.model.identity import Identity
 from pandawms.model.ownership import may_act
 from pandawms.model.shares import parse_shares
@@ -407,7 +408,9 @@ def _store(rt: Runtime, task_id: int, who: Identity, values: Mapping[str, Any], 
 
 def enable_jumbo_jobs(rt: Runtime, task_id: int, who: Identity, total: int, per_site: int | None) -> Reply:
     """Store the jumbo-job setting: the task manager keeps up to ``total`` jumbo jobs of an
-    event-service task alive (core/tasks/eventservice.py); other tasks only keep the setting."""
+    event-service task alive, at most ``per_site`` on one queue, and holds back its co-jumbo
+    consumers (core/tasks/jumbo.py); other tasks only keep the setting. ``total`` 0 switches
+    jumbo jobs off."""
     per_site = per_site or total
     for name, value in (("jumbo_jobs_total", total), ("jumbo_jobs_per_site", per_site)):
         if not 0 <= value <= 10**5:
@@ -420,7 +423,8 @@ def enable_jumbo_jobs(rt: Runtime, task_id: int, who: Identity, total: int, per_
         if TaskStatus(task["status"]) in FINAL:
             return Reply(False, f"jediTaskID={task_id} is {task['status']}", BAD_STATUS)
         values = {
-            "useJumbo": "W" if total > 0 else None,
+            # "D" (switched off) releases the waiting co-jumbo jobs (core/tasks/jumbo.py)
+            "useJumbo": USE_JUMBO_ON if total > 0 else (USE_JUMBO_OFF if task.get("useJumbo") else None),
             "numJumboJobs": total or None,
             "numJumboJobsPerSite": per_site or None,
         }

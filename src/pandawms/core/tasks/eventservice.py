@@ -11,10 +11,9 @@ job set whose file is running:
   consumer is made, while the job set has had fewer than ``nEsConsumers * maxAttempt``; after
   that the remaining ranges are cancelled and the file fails.
 
-With jumbo jobs enabled (task/enable_jumbo_jobs) the task also keeps up to ``numJumboJobs``
-jumbo jobs alive while any range waits: each takes ranges from every job set of the task
-(core/events/dispatch.py), so a few long jobs on a big resource drain many job sets. While a
-jumbo job runs, a job set whose own consumers ended gets no new consumer.
+With jumbo jobs enabled (task/enable_jumbo_jobs) the task also keeps jumbo jobs alive and holds
+back, releases or closes its co-jumbo consumers (core/tasks/jumbo.py). While a jumbo job is
+alive, a job set whose own consumers ended gets no new consumer.
 """
 
 from __future__ import annotations
@@ -23,16 +22,25 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Connection, func, select, union_all, update
+from sqlalchemy import Connection, select, union_all, update
 
 from pandawms.core.events.store import status_counts
 from pandawms.core.runtime import Runtime
-from pandawms.core.tasks.generate import make_consumer, make_jumbo_jobs, make_merge_job
+from pandawms.core.tasks.generate import make_consumer, make_merge_job
+from pandawms.core.tasks.jumbo import alive_jumbo_by_site, keep_jumbo_jobs, steer_co_jumbo
 from pandawms.core.tasks.params import BadTaskParameter, TaskPlan, plan_task
 from pandawms.db.schema import jobs, jobs_archive
 from pandawms.db.schema_events import event_ranges
 from pandawms.db.schema_tasks import task_files, task_params
-from pandawms.model.event_states import CLAIMABLE, CONSUMERS, FINAL, HELD, EventServiceFlag, RangeStatus
+from pandawms.model.event_states import (
+    CLAIMABLE,
+    CONSUMERS,
+    FINAL,
+    HELD,
+    EventServiceFlag,
+    RangeStatus,
+    jumbo_enabled,
+)
 
 JOB_FINAL = ("finished", "failed", "cancelled", "closed")
 
@@ -99,8 +107,11 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
             )
         ).mappings()
     ]
-    changed = _keep_jumbo_jobs(conn, rt, task, now) if wanting and task.get("numJumboJobs") else 0
-    jumbo_alive = _alive_jumbo(conn, task_id) > 0
+    changed = 0
+    if wanting and jumbo_enabled(task):
+        changed += keep_jumbo_jobs(conn, rt, task, _plan(conn, rt, task_id), now)
+    changed += steer_co_jumbo(conn, task, now, release=wanting)
+    jumbo_alive = bool(alive_jumbo_by_site(conn, task_id))
     by_jobset: dict[int, list[dict[str, Any]]] = {}
     for f in files:
         by_jobset.setdefault(int(f["PandaID"]), []).append(f)
@@ -149,34 +160,3 @@ def follow_pools(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.da
             _end_file(conn, f, "failed", now)
         changed += len(group)
     return changed
-
-
-def _alive_jumbo(conn: Connection, task_id: int) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(jobs)
-            .where(
-                jobs.c.jediTaskID == task_id,
-                jobs.c.eventService == int(EventServiceFlag.JUMBO),
-                jobs.c.jobStatus.not_in(JOB_FINAL),
-            )
-        ).scalar_one()
-    )
-
-
-def _keep_jumbo_jobs(conn: Connection, rt: Runtime, task: dict[str, Any], now: dt.datetime) -> int:
-    """Make jumbo jobs up to the task's ``numJumboJobs`` while ranges wait to be taken."""
-    task_id = int(task["jediTaskID"])
-    waiting = conn.execute(
-        select(func.count())
-        .select_from(event_ranges)
-        .where(event_ranges.c.jediTaskID == task_id, event_ranges.c.status.in_(CLAIMABLE))
-    ).scalar_one()
-    missing = int(task["numJumboJobs"] or 0) - _alive_jumbo(conn, task_id)
-    if not waiting or missing < 1:
-        return 0
-    plan = _plan(conn, rt, task_id)
-    if plan is None or plan.event_service is None:
-        return 0
-    return make_jumbo_jobs(conn, rt, task, plan, min(missing, int(waiting)), now)

@@ -45,8 +45,9 @@ from pandawms.db.schema_events import event_ranges
 from pandawms.db.schema_tasks import task_dataset_rses, task_datasets, task_files, task_params, tasks
 from pandawms.ddm.interface import DDMError, DDMNotConfigured, DIDNotFound
 from pandawms.model.errors import Conflict, PandaError
-from pandawms.model.event_states import EventServiceFlag
+from pandawms.model.event_states import EventServiceFlag, jumbo_enabled
 from pandawms.model.identity import Identity
+from pandawms.model.states import JobStatus
 from pandawms.model.task_states import GENERATING, TaskStatus
 
 log = logging.getLogger("pandawms.tasks")
@@ -573,6 +574,9 @@ def _make_jobs(
     typed = validate_jobs([m[0] for m in made], who, rt)
     for job in typed:
         _apply_defaults(job, who, rt, now)
+        if job.get("eventService") == EventServiceFlag.CO_JUMBO:
+            # held back while the task's jumbo jobs drain the ranges (core/tasks/jumbo.py)
+            job["jobStatus"] = JobStatus.WAITING.value
     panda_ids = _insert(conn, typed)
     if cloning is not None:
         _set_jobsets(conn, panda_ids, cloning[1])
@@ -710,7 +714,7 @@ def _consumer_jobs(
             )
             # consumers of a task with jumbo jobs are co-jumbo, as JEDI makes them
             job["eventService"] = int(
-                EventServiceFlag.CO_JUMBO if task.get("useJumbo") else EventServiceFlag.CONSUMER
+                EventServiceFlag.CO_JUMBO if jumbo_enabled(task) else EventServiceFlag.CONSUMER
             )
             job["processingType"] = es.processing_type or plan.processing_type
             made.append((job, group if index == 0 else [], records))
@@ -790,31 +794,43 @@ def make_consumer(
 
 
 def make_jumbo_jobs(
-    conn: Connection, rt: Runtime, task: dict[str, Any], plan: TaskPlan, count: int, now: dt.datetime
+    conn: Connection,
+    rt: Runtime,
+    task: dict[str, Any],
+    plan: TaskPlan,
+    count: int,
+    now: dt.datetime,
+    alive_by_site: dict[str, int] | None = None,
 ) -> int:
-    """``count`` jumbo jobs for an event-service task (task/enable_jumbo_jobs): each takes ranges
-    from every job set of the task, alongside the job sets' own consumers. How many were made."""
+    """Up to ``count`` jumbo jobs for an event-service task (task/enable_jumbo_jobs): each takes
+    ranges from every job set of the task, alongside the job sets' own consumers. No queue gets
+    more than the task's ``numJumboJobsPerSite`` alive at once (``alive_by_site`` counts the
+    jumbo jobs already alive there). How many were made."""
     es = plan.event_service
     assert es is not None
     task_id = int(task["jediTaskID"])
+    per_site = int(task.get("numJumboJobsPerSite") or 0) or None
+    alive = dict(alive_by_site or {})
     probe = {
         "prodSourceLabel": plan.label,
         "coreCount": plan.core_count,
         "minRamCount": plan.ram_count or 0,
         "maxWalltime": plan.walltime or 0,
     }
-    site, _why = _choose_site(conn, plan, list_queues(rt), probe, task_id)
-    if site is None or count < 1:
-        return 0
+    queue_list = list_queues(rt)
     sets = _datasets(conn, task_id)
     log_ds = sets["log"][0] if sets.get("log") else None
     template = conn.execute(
         select(task_params.c.jobParamsTemplate).where(task_params.c.jediTaskID == task_id)
     ).scalar_one()
-    endpoint = _endpoint(conn, site)
     who = owner(task)
     made = 0
-    for serial in _next_serials(conn, task, count):
+    for _ in range(max(count, 0)):
+        open_queues = [q for q in queue_list if per_site is None or alive.get(q.name, 0) < per_site]
+        site, _why = _choose_site(conn, plan, open_queues, probe, task_id)
+        if site is None or (per_site is not None and alive.get(site, 0) >= per_site):
+            break  # every queue the task may use has its share of jumbo jobs
+        (serial,) = _next_serials(conn, task, 1)
         outputs: list[tuple[str, str, str]] = []
         records: list[tuple[str, str, int]] = []
         if log_ds is not None:
@@ -822,7 +838,9 @@ def make_jumbo_jobs(
             outputs.append((lfn, "log", log_ds["datasetName"]))
             records.append((lfn, "log", int(log_ds["datasetID"])))
         params = job_parameters(template, serial, [], 0)
-        job = _job(task, plan, serial, 0, site, plan.trans_path, plan.label, params, outputs, endpoint)
+        job = _job(
+            task, plan, serial, 0, site, plan.trans_path, plan.label, params, outputs, _endpoint(conn, site)
+        )
         job["eventService"] = int(EventServiceFlag.JUMBO)
         job["processingType"] = es.processing_type or plan.processing_type
         (typed,) = validate_jobs([job], who, rt)
@@ -830,6 +848,7 @@ def make_jumbo_jobs(
         (panda_id,) = _insert(conn, [typed])
         log_statuses(conn, [typed], None, now, reason=f"jumbo job of task {task_id}")
         _record_outputs(conn, task_id, int(panda_id), records, now)
+        alive[site] = alive.get(site, 0) + 1
         made += 1
     return made
 

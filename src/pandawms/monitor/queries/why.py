@@ -113,6 +113,12 @@ def why_not_running(rt: Runtime, panda_id: int, quiet_minutes: int = 10) -> dict
             }
         if job.get("commandToPilot") == "tobekilled":
             reasons.append("the job is being killed (commandToPilot=tobekilled)")
+        if status == "waiting" and job.get("eventService") == 5:
+            reasons.append(
+                "co-jumbo job: held back while the task's jumbo jobs process its event ranges; it runs "
+                "if ranges are left for it and jumbo jobs are off or absent, or after 6 hours, and is "
+                "closed once its ranges are all done"
+            )
         if status in ("pending", "waiting", "throttled", "assigned"):
             reasons.append(
                 f"status {status}: the job is held back before activation; it is not offered to pilots"
