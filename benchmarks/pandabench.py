@@ -599,14 +599,20 @@ async def opened_connections(args: argparse.Namespace) -> dict[str, float | None
     """The server's count of database connections opened (/metrics), and on PostgreSQL the
     database's session count (``pg_stat_database.sessions``, read from the admin database so
     that reading it opens no session in the measured one)."""
-    out: dict[str, float | None] = {"server": None, "pg_sessions": None}
+    out: dict[str, float | None] = {"server": None, "pg_sessions": None, "statements": None, "commits": None}
+    names = {
+        "pandawms_db_connections_opened_total": "server",
+        "pandawms_db_statements_total": "statements",
+        "pandawms_db_commits_total": "commits",
+    }
     conn = Connection(args.host, args.port)
     try:
         status, data = await conn.request("GET", "/metrics", accept_json=False)
         if status == 200:
             for line in data.decode(errors="replace").splitlines():
-                if line.startswith("pandawms_db_connections_opened_total "):
-                    out["server"] = float(line.split()[1])
+                name, _, value = line.partition(" ")
+                if name in names:
+                    out[names[name]] = float(value)
     except (OSError, asyncio.IncompleteReadError, ValueError):
         pass
     finally:
@@ -643,7 +649,8 @@ async def end_window(args: argparse.Namespace) -> dict[str, Any]:
         else None
         for key in after
     }
-    return {"in_window": window, "since_server_start": after["server"]}
+    statements = {key: window.pop(key, None) for key in ("statements", "commits")}
+    return {"in_window": window, "since_server_start": after["server"], "sent_in_window": statements}
 
 
 def refresh_statistics(args: argparse.Namespace) -> None:
@@ -788,8 +795,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "hours_for_1_5M_jobs": round(1_500_000 / per_s / 3600, 2),
             "jobs_per_day": int(per_s * 86400),
         }
+    # Per job (completed for the lifecycle scenarios, dispatched or heartbeats otherwise): the
+    # statements and commits the server sent, and its CPU; steadier than rates on a shared box.
+    units = finished if args.scenario in ("lifecycle", "soak", "harvester") else stats.dispatched
+    if args.scenario == "heartbeat":
+        units = sum(len(v) for k, v in stats.latencies.items() if not k.startswith("(setup)"))
+    sent = connections.pop("sent_in_window", {})
+    per_job = None
+    if units:
+        server_cores = (cpu_split or {}).get("server")
+        per_job = {
+            "units": units,
+            "statements": round(sent["statements"] / units, 2) if sent.get("statements") is not None else None,
+            "commits": round(sent["commits"] / units, 3) if sent.get("commits") is not None else None,
+            "server_cpu_ms": round(server_cores * elapsed / units * 1000, 3) if server_cores else None,
+        }
     return {
         "scenario": args.scenario,
+        "per_job": per_job,
         "url": args.url,
         "loadavg_before": args.loadavg_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -821,6 +844,7 @@ def table(result: dict[str, Any]) -> str:
         f"rss slope {result['rss_kib_per_min_second_half']} KiB/min, load {result['loadavg_before']} -> "
         f"{result['loadavg_after']}, projection {result['projection']}, cores used {result['cpu_cores_used']}, "
         f"api {result['api']}, completed {result['completed']}, db connections opened {result['db_connections_opened']}",
+        f"per job: {result['per_job']}",
         f"{'method':<34} {'count':>8} {'err':>5} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}",
     ]
     for method, m in result["methods"].items():
@@ -842,10 +866,10 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
         if args.start_server == "postgresql":
             admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
-                conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
-                conn.execute(text("CREATE DATABASE pandawms_bench"))
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{args.db_name}"'))
             db_url = (
-                make_url(args.admin_url).set(database="pandawms_bench").render_as_string(hide_password=False)
+                make_url(args.admin_url).set(database=args.db_name).render_as_string(hide_password=False)
             )
         else:
             db_url = f"sqlite:///{tmp}/bench.sqlite"
@@ -899,7 +923,7 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
                 proc.wait(5)
             if admin is not None:
                 with admin.connect() as conn:
-                    conn.execute(text("DROP DATABASE IF EXISTS pandawms_bench WITH (FORCE)"))
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)'))
                 admin.dispose()
 
 
@@ -927,6 +951,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2, help="httpd workers (with --start-server)")
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--db-name", default="pandawms_bench", help="PostgreSQL database the harness creates and drops"
+    )
     parser.add_argument(
         "--db-url",
         default="",
@@ -975,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.loadavg_before = [round(x, 2) for x in os.getloadavg()]
     # Whose database sessions count as "postgres": the started server's (none on SQLite); all for an external one.
-    args.db_name = {"postgresql": "pandawms_bench", "sqlite": "<none>"}.get(args.start_server or "", "")
+    args.db_name = {"postgresql": args.db_name, "sqlite": "<none>"}.get(args.start_server or "", "")
     if args.start_server:
         with started_server(args) as (url, pid):
             args.url = url

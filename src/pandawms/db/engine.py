@@ -138,9 +138,18 @@ class _Opened:
 _OPENED: weakref.WeakKeyDictionary[Engine, _Opened] = weakref.WeakKeyDictionary()
 
 
+#: Statements (cursor executions; an executemany is one) and commits an engine has sent.
+_STATEMENTS: weakref.WeakKeyDictionary[Engine, _Opened] = weakref.WeakKeyDictionary()
+_COMMITS: weakref.WeakKeyDictionary[Engine, _Opened] = weakref.WeakKeyDictionary()
+
+
 def _count_connects(engine: Engine) -> None:
     opened = _OPENED[engine] = _Opened()
     event.listen(engine, "connect", opened.bump)
+    statements = _STATEMENTS[engine] = _Opened()
+    event.listen(engine, "before_cursor_execute", statements.bump)
+    commits = _COMMITS[engine] = _Opened()
+    event.listen(engine, "commit", commits.bump)
 
 
 def connections_opened(engine: Engine) -> int:
@@ -152,6 +161,18 @@ def connections_opened(engine: Engine) -> int:
     """
     opened = _OPENED.get(engine)
     return opened.value if opened is not None else 0
+
+
+def statements_sent(engine: Engine) -> tuple[int, int]:
+    """(statements, commits) ``engine`` has sent so far: the round trips the server makes.
+
+    A statement is one cursor execution (an ``executemany`` counts once, as do SQLAlchemy's
+    multi-row INSERTs); a commit is an explicit COMMIT (autocommit statements have none). Per
+    job of a benchmark run this is the steadiest measure of how chatty a code path is; exposed
+    in ``/metrics`` as ``pandawms_db_statements_total`` and ``pandawms_db_commits_total``.
+    """
+    statements, commits = _STATEMENTS.get(engine), _COMMITS.get(engine)
+    return (statements.value if statements else 0, commits.value if commits else 0)
 
 
 #: A pooled connection unused for longer than this is checked with a ping before it is handed out.
