@@ -16,17 +16,17 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, case, literal, select
 
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.jobs import pilot_binding
 from pandawms.core.jobs.commands import consume_once
-from pandawms.core.jobs.output_report import finalize
+from pandawms.core.jobs.output_report import finalize, prefetch_files
 from pandawms.core.jobs.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.jobs.transitions import deferring, move_job, replace_row
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import autocommit_conn, write_tx
-from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
+from pandawms.db.schema import job_metadata, job_output_reports, job_status_log, jobs, pilot_logs
 from pandawms.db.schema_user import job_debug_output
 from pandawms.model.errors import StatusCode
 from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
@@ -127,33 +127,93 @@ def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
     return target, None
 
 
-_HEARTBEAT_STATEMENTS: dict[tuple[tuple[str, ...], bool, str], Any] = {}
+_HEARTBEAT_STATEMENTS: dict[tuple[tuple[str, ...], bool, str, str], Any] = {}
+
+#: Statuses a ``running`` heartbeat moves to ``running`` in its one statement (the pilot's first
+#: ``running`` after ``starting``, or straight after dispatch); any other status takes the full path.
+_PLAIN_FROM = ("running", "starting", "sent")
+_PLAIN_REASON = "pilot reported running"
 
 
-def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str = "") -> Any:
-    """The plain-heartbeat UPDATE writing ``keys``, built once per set of columns.
+def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str, backend: str) -> Any:
+    """The plain-heartbeat statement writing ``keys``, built once per set of columns.
 
     Building the statement and its cache key took more of a worker's CPU than running it
     (py-spy, benchmarks/README.md); pilots send the same few sets of fields, so a handful of
     prebuilt statements with bound parameters serve every heartbeat. ``binding`` (a
     :attr:`Caller.kind`, or empty for none) adds the dispatch binding to the WHERE clause: a
     heartbeat from another credential matches no row and takes the full path, which refuses it.
+
+    On PostgreSQL it is the full path's ``running`` update as one statement: a running job gets
+    the pilot's columns; a ``starting`` or ``sent`` one is also moved to ``running``
+    (stateChangeTime, and startTime unless the pilot sent it) with its status-log row inserted
+    by the same statement (a data-modifying CTE), exactly as :func:`_apply_update` would. The
+    status before the move comes from a self-join that locks the row first (``FOR UPDATE``),
+    so it is the status the UPDATE changed, not an older snapshot. Elsewhere (SQLite cannot
+    return a joined table's columns) it matches running jobs only, and the pilot's first
+    ``running`` takes the full path.
     """
-    stmt = _HEARTBEAT_STATEMENTS.get((keys, with_attempt, binding))
-    if stmt is None:
+    cache_key = (keys, with_attempt, binding, backend)
+    stmt = _HEARTBEAT_STATEMENTS.get(cache_key)
+    if stmt is not None:
+        return stmt
+    now = bindparam("hb_now", type_=jobs.c.modificationTime.type)
+    fused = backend == "postgresql"
+    prev = (
+        select(jobs.c.PandaID.label("prev_id"), jobs.c.jobStatus.label("prev_status"))
+        .where(jobs.c.PandaID == bindparam("hb_id"))
+        .with_for_update()
+        .subquery("prev")
+    )
+    if fused:
+        conditions = [jobs.c.PandaID == prev.c.prev_id, jobs.c.jobStatus.in_(_PLAIN_FROM)]
+    else:
         conditions = [jobs.c.PandaID == bindparam("hb_id"), jobs.c.jobStatus == "running"]
-        if with_attempt:
-            conditions.append(jobs.c.attemptNr == bindparam("hb_attempt"))
-        if binding:
-            conditions.append(pilot_binding.where_clause(binding))
+    if with_attempt:
+        conditions.append(jobs.c.attemptNr == bindparam("hb_attempt"))
+    if binding:
+        conditions.append(pilot_binding.where_clause(binding))
+    values: dict[str, Any] = {k: bindparam(f"hb_{k}") for k in keys}
+    values["modificationTime"] = now
+    if not fused:
         stmt = (
             jobs.update()
             .where(*conditions)
-            .values({**{k: bindparam(f"hb_{k}") for k in keys}, "modificationTime": bindparam("hb_now")})
+            .values(values)
             .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
         )
-        if len(_HEARTBEAT_STATEMENTS) < 256:
-            _HEARTBEAT_STATEMENTS[(keys, with_attempt, binding)] = stmt
+    else:
+        values.update(
+            jobStatus="running",
+            stateChangeTime=case((jobs.c.jobStatus == "running", jobs.c.stateChangeTime), else_=now),
+        )
+        if "startTime" not in keys:
+            values["startTime"] = case(
+                (jobs.c.jobStatus.in_(("sent", "starting")), now), else_=jobs.c.startTime
+            )
+        logged = ("PandaID", "prodSourceLabel", "computingSite", "modificationHost", "attemptNr")
+        update = (
+            jobs.update()
+            .where(*conditions)
+            .values(values)
+            .returning(
+                *[jobs.c[c] for c in logged], jobs.c.commandToPilot, jobs.c.specialHandling, prev.c.prev_status
+            )
+        )
+        moved = update.cte("moved")
+        log_row = select(
+            moved.c.PandaID,
+            now,
+            literal("running"),
+            moved.c.prev_status,
+            *[moved.c[c] for c in logged[1:]],
+            literal(_PLAIN_REASON),
+        ).where(moved.c.prev_status != "running")
+        columns = ["PandaID", "modificationTime", "jobStatus", "oldStatus", *logged[1:], "reason"]
+        insert = job_status_log.insert().from_select(columns, log_row)
+        stmt = select(moved).add_cte(insert.cte("logged"))
+    if len(_HEARTBEAT_STATEMENTS) < 256:
+        _HEARTBEAT_STATEMENTS[cache_key] = stmt
     return stmt
 
 
@@ -174,7 +234,8 @@ def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
 def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | None:
     keys = tuple(sorted(upd.values))
     caller = upd.caller
-    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, caller.kind if caller else "")
+    backend = conn.dialect.name
+    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, caller.kind if caller else "", backend)
     params = {f"hb_{k}": upd.values[k] for k in keys}
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
     if caller is not None:
@@ -308,16 +369,18 @@ def _apply_update(
         values["endTime"] = now
     if target in ("holding", "transferring") and upd.state == target:
         values["jobDispatcherErrorDiag"] = f"set to {target} by the pilot at {now:%Y-%m-%d %H:%M:%S}"
-    if target == job["jobStatus"]:
+    reason = f"pilot reported {upd.state}"
+    status = target
+    if upd.state in FINAL_REPORTS:
+        # Through holding to the final state in one statement (output_report.finalize).
+        status = finalize(conn, job, upd.state, upd.report, now, values, reason)
+        job.update(values)
+    elif target == job["jobStatus"]:
         values["modificationTime"] = now
         conn.execute(jobs.update().where(jobs.c.PandaID == upd.panda_id).values(**values))
     else:
-        move_job(conn, job, target, now, values, reason=f"pilot reported {upd.state}")
+        move_job(conn, job, target, now, values, reason=reason)
     _store_side_data(conn, upd, now)
-    status = target
-    if upd.state in FINAL_REPORTS:
-        job.update(values, jobStatus=JobStatus.HOLDING.value)
-        status = finalize(conn, job, upd.state, upd.report, now)
     consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
 
@@ -336,6 +399,7 @@ def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) ->
         # the whole batch written at its end (one statement per table), in its transaction.
         rows.update(_locked_rows(conn, rt, [upd.panda_id for upd in updates]))
         with deferring(conn):
+            prefetch_files(conn, {upd.panda_id for upd in updates if upd.state in FINAL_REPORTS} & set(rows))
             yield
 
     done = one_transaction_or_each(

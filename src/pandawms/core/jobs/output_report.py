@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from pandawms.core.jobs.retry import retry_if_possible
-from pandawms.core.jobs.transitions import move_job
+from pandawms.core.jobs.transitions import deferred_writes, move_job_via, update_row
 from pandawms.db.schema import files
 from pandawms.model.errors import DdmError, TaskBufferError
 from pandawms.model.states import JobStatus
@@ -79,16 +80,52 @@ def _checksum(info: FileInfo) -> tuple[str | None, str | None]:
     return None, None
 
 
+def prefetch_files(conn: Connection, panda_ids: Collection[int]) -> None:
+    """Read the files of every job in ``panda_ids`` with one statement for the batch on ``conn``.
+
+    :func:`finalize` then takes a job's files from there instead of reading them itself. Does
+    nothing outside a batch (no :class:`DeferredWrites` on ``conn``).
+    """
+    writes = deferred_writes(conn)
+    if writes is None or not panda_ids:
+        return
+    found: dict[int, list[dict[str, Any]]] = {int(pid): [] for pid in panda_ids}
+    stmt = select(files).where(files.c.PandaID.in_(sorted(found))).order_by(files.c.PandaID, files.c.rowID)
+    for row in conn.execute(stmt).mappings():
+        found[int(row["PandaID"])].append(dict(row))
+    writes.prefetched[_FILES] = found
+
+
+_FILES = "files"
+
+
+def _files_of(conn: Connection, panda_id: int) -> list[dict[str, Any]]:
+    writes = deferred_writes(conn)
+    batch = writes.prefetched.get(_FILES) if writes is not None else None
+    if batch is not None and panda_id in batch:
+        return batch.pop(panda_id)
+    stmt = select(files).where(files.c.PandaID == panda_id).order_by(files.c.rowID)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def finalize(
     conn: Connection,
     job: dict[str, Any],
     reported: str,
     report_text: str | None,
     now: dt.datetime,
+    pilot_values: dict[str, Any],
+    reason: str,
 ) -> str:
-    """Move a ``holding`` job to its final state from the pilot's report; return that state."""
+    """Close a job from the pilot's final report; return its final state.
+
+    The job (as read, in the state the pilot found it) goes through ``holding`` with the
+    pilot's ``pilot_values`` to its final state in one guarded UPDATE
+    (:func:`~pandawms.core.jobs.transitions.move_job_via`); both moves are in the status log.
+    """
     panda_id = job["PandaID"]
-    job_files = [dict(r) for r in conn.execute(select(files).where(files.c.PandaID == panda_id)).mappings()]
+    job_files = _files_of(conn, panda_id)
+    moved = {**job, **pilot_values}  # the job as holding leaves it
     values: dict[str, Any] = {}
     final = JobStatus.FINISHED.value if reported == "finished" else JobStatus.FAILED.value
     try:
@@ -112,6 +149,7 @@ def finalize(
                     ddmErrorDiag=f"expected output {f['lfn']} is missing in pilot JSON"[:500],
                 )
                 break
+    file_updates: list[tuple[int, dict[str, Any]]] = []
     for f in outputs:
         info = report.get(f["lfn"])
         update: dict[str, Any] = {"modificationTime": now}
@@ -128,14 +166,20 @@ def finalize(
             update["status"] = "nooutput"
         else:
             update["status"] = "failed"
-        conn.execute(files.update().where(files.c.rowID == f["rowID"]).values(**update))
-    if final == JobStatus.FAILED.value and job.get("commandToPilot") == "tobekilled":
+        file_updates.append((f["rowID"], update))
+    if final == JobStatus.FAILED.value and moved.get("commandToPilot") == "tobekilled":
         final = JobStatus.CANCELLED.value
-        if not job.get("taskBufferErrorCode"):
+        if not moved.get("taskBufferErrorCode"):
             values["taskBufferErrorCode"] = int(TaskBufferError.KILL)
-    if job.get("endTime") is None:
+    if moved.get("endTime") is None:
         values["endTime"] = now
-    move_job(conn, job, final, now, values, reason=f"pilot reported {reported}")
+    for row_id, update in file_updates:
+        if final == JobStatus.FAILED.value:  # the retry below reads the files back
+            conn.execute(files.update().where(files.c.rowID == row_id).values(**update))
+        else:
+            update_row(conn, files, "rowID", row_id, update)
+    holding = JobStatus.HOLDING.value
+    move_job_via(conn, job, holding, final, now, pilot_values, values, reason, f"pilot reported {reported}")
     if final == JobStatus.FAILED.value:
-        retry_if_possible(conn, panda_id, now, job.get("modificationHost") or "")
+        retry_if_possible(conn, panda_id, now, moved.get("modificationHost") or "")
     return final

@@ -47,16 +47,31 @@ class DeferredWrites:
     def __init__(self) -> None:
         self.status_log: list[dict[str, Any]] = []
         self.replace: dict[Table, dict[int, dict[str, Any]]] = {}
+        #: Rows to update by primary key, per (table, key column, columns written): one
+        #: ``executemany`` each at the end (psycopg sends it as one pipeline).
+        self.updates: dict[tuple[Table, str, tuple[str, ...]], dict[Any, dict[str, Any]]] = {}
+        #: Rows read once for the whole batch (say, the files of every job with a final report),
+        #: per PandaID; whoever uses a job's rows takes them out, so a second use reads again.
+        self.prefetched: dict[str, dict[int, list[dict[str, Any]]]] = {}
 
     def flush(self, conn: Connection) -> None:
         """Write what was collected (called once, before the commit)."""
+        for (table, key, columns), by_key in self.updates.items():
+            stmt = (
+                table.update()
+                .where(table.c[key] == bindparam("u_key"))
+                .values({c: bindparam(f"u_{c}") for c in columns})
+            )
+            conn.execute(stmt, [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)])
         for table, rows in self.replace.items():
             conn.execute(table.delete().where(table.c.PandaID.in_(sorted(rows))))
             conn.execute(table.insert(), [rows[pid] for pid in sorted(rows)])
         if self.status_log:
             conn.execute(job_status_log.insert(), self.status_log)
+        self.updates.clear()
         self.replace.clear()
         self.status_log.clear()
+        self.prefetched.clear()
 
 
 #: Where :func:`deferring` keeps the batch's collector while its transaction runs.
@@ -93,6 +108,20 @@ def replace_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
         return
     conn.execute(table.delete().where(table.c.PandaID == row["PandaID"]))
     conn.execute(table.insert().values(**row))
+
+
+def update_row(conn: Connection, table: Table, key: str, key_value: Any, values: dict[str, Any]) -> None:
+    """``UPDATE table SET values WHERE key = key_value`` now, or with its likes at the end of the batch.
+
+    Deferred only where nothing later in the batch reads the row back; a later update of the
+    same row with the same columns replaces the earlier one, as running both would.
+    """
+    writes = deferred_writes(conn)
+    if writes is None:
+        conn.execute(table.update().where(table.c[key] == key_value).values(**values))
+        return
+    columns = tuple(sorted(values))
+    writes.updates.setdefault((table, key, columns), {})[key_value] = values
 
 
 def log_statuses(
@@ -173,6 +202,48 @@ def move_jobs(
         )
         moved += count
     return moved
+
+
+def move_job_via(
+    conn: Connection,
+    job: Mapping[str, Any],
+    via: str,
+    new_status: str,
+    now: dt.datetime,
+    via_values: Mapping[str, Any],
+    values: Mapping[str, Any],
+    via_reason: str,
+    reason: str,
+) -> None:
+    """Move ``job`` to ``via`` and on to ``new_status`` in one guarded UPDATE.
+
+    Both moves are checked and both are in the status log (``via`` written with
+    ``via_values``, then ``new_status`` with ``values`` on top), exactly as two
+    :func:`move_job` calls would leave the job, with one round trip less: a pilot's final
+    report passes ``holding`` on its way to ``finished`` or ``failed`` within one transaction.
+    """
+    panda_id = job["PandaID"]
+    old = job["jobStatus"]
+    if old == via:
+        move_job(conn, job, new_status, now, {**via_values, **values}, reason)
+        return
+    check_move(old, via, panda_id)
+    check_move(via, new_status, panda_id)
+    update = {
+        **via_values,
+        **values,
+        "jobStatus": new_status,
+        "stateChangeTime": now,
+        "modificationTime": now,
+    }
+    count = conn.execute(
+        jobs.update().where(jobs.c.PandaID == panda_id, jobs.c.jobStatus == old).values(**update)
+    ).rowcount
+    if count != 1:
+        raise ConcurrentChange([panda_id])
+    first = {**job, **via_values}
+    log_statuses(conn, [first], via, now, via_reason)
+    log_statuses(conn, [{**first, "jobStatus": via, **values}], new_status, now, reason)
 
 
 def move_job(
