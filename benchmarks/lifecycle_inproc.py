@@ -51,7 +51,12 @@ def _job(index: int) -> dict[str, Any]:
         "jobParameters": "--events 100",
         "VO": "atlas",
         "Files": [
-            {"lfn": f"inproc-{index}.log.tgz", "type": "log", "dataset": "bench.log", "destinationDBlock": "bench.log"}
+            {
+                "lfn": f"inproc-{index}.log.tgz",
+                "type": "log",
+                "dataset": "bench.log",
+                "destinationDBlock": "bench.log",
+            }
         ],
     }
 
@@ -81,7 +86,9 @@ async def _pilot(rt: Runtime, index: int, done: list[int], stop: asyncio.Event) 
                 values["maxRSS"] = 100000
             report = None
             if state == "finished":
-                report = json.dumps({f"inproc-{_index_of(job)}.log.tgz": {"guid": "g", "fsize": 100, "adler32": "01020304"}})
+                report = json.dumps(
+                    {f"inproc-{_index_of(job)}.log.tgz": {"guid": "g", "fsize": 100, "adler32": "01020304"}}
+                )
             upd = PilotUpdate(pid, state, 0, values, report=report, caller=caller)
             result = await heartbeat.update_job_grouped(rt, upd)
             assert result.status_code == 0, result
@@ -93,7 +100,9 @@ def _index_of(job: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--db-name", default="pandawms_inproc")
@@ -132,8 +141,24 @@ def _run(args: argparse.Namespace, url: str, tmp: str) -> dict[str, Any]:
     settings = load_settings(None, {"db_url": url, "data_dir": tmp})
     rt = Runtime.from_settings(settings)
     init_schema(rt.engine)
+    submit_kinds: Counter[str] = Counter()
+
+    def count_submit(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        submit_kinds[_kind(statement)] += 1
+
+    event.listen(rt.engine, "before_cursor_execute", count_submit)
+    submit_cpu = 0.0
+    submit_profiler = cProfile.Profile() if args.profile else None
     for start in range(0, args.jobs, 500):
-        submit.submit_jobs(rt, [_job(i) for i in range(start, min(args.jobs, start + 500))], SUBMITTER)
+        made = [_job(i) for i in range(start, min(args.jobs, start + 500))]
+        cpu_before = time.process_time()
+        if submit_profiler:
+            submit_profiler.enable()
+        submit.submit_jobs(rt, made, SUBMITTER)
+        if submit_profiler:
+            submit_profiler.disable()
+        submit_cpu += time.process_time() - cpu_before
+    event.remove(rt.engine, "before_cursor_execute", count_submit)
     if args.db == "postgresql":
         with rt.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE jobs"))
@@ -171,15 +196,26 @@ def _run(args: argparse.Namespace, url: str, tmp: str) -> dict[str, Any]:
         "statements_per_job": round(sum(kinds.values()) / n, 2),
         "commits_per_job": round(commits["COMMIT"] / n, 3),
         "statements_by_kind_per_job": {k: round(v / n, 3) for k, v in kinds.most_common()},
+        "submit": {
+            "cpu_ms_per_job": round(submit_cpu / args.jobs * 1000, 3),
+            "statements_per_job": round(sum(submit_kinds.values()) / args.jobs, 3),
+        },
     }
+    if submit_profiler:
+        result["submit"]["profile_own_time_ms_per_job"] = _top(submit_profiler, args.top, args.jobs)
     if profiler:
-        stats = pstats.Stats(profiler)
-        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[: args.top]  # type: ignore[attr-defined]
-        result["profile_own_time_ms_per_job"] = [
-            (f"{fn[2]} ({fn[0].rsplit('/', 1)[-1]}:{fn[1]})", round(tt / n * 1000, 4))
-            for fn, (_cc, _nc, tt, _ct, _callers) in rows
-        ]
+        result["profile_own_time_ms_per_job"] = _top(profiler, args.top, n)
     return result
+
+
+def _top(profiler: cProfile.Profile, top: int, n: int) -> list[tuple[str, float]]:
+    """The ``top`` functions by own time, in ms per job."""
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    return [
+        (f"{fn[2]} ({fn[0].rsplit('/', 1)[-1]}:{fn[1]})", round(tt / n * 1000, 4))
+        for fn, (_cc, _nc, tt, _ct, _callers) in rows
+    ]
 
 
 if __name__ == "__main__":

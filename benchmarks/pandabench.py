@@ -806,7 +806,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         server_cores = (cpu_split or {}).get("server")
         per_job = {
             "units": units,
-            "statements": round(sent["statements"] / units, 2) if sent.get("statements") is not None else None,
+            "statements": round(sent["statements"] / units, 2)
+            if sent.get("statements") is not None
+            else None,
             "commits": round(sent["commits"] / units, 3) if sent.get("commits") is not None else None,
             "server_cpu_ms": round(server_cores * elapsed / units * 1000, 3) if server_cores else None,
         }
@@ -868,9 +870,7 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)'))
                 conn.execute(text(f'CREATE DATABASE "{args.db_name}"'))
-            db_url = (
-                make_url(args.admin_url).set(database=args.db_name).render_as_string(hide_password=False)
-            )
+            db_url = make_url(args.admin_url).set(database=args.db_name).render_as_string(hide_password=False)
         else:
             db_url = f"sqlite:///{tmp}/bench.sqlite"
         args.db_url = db_url

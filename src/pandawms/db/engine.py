@@ -163,6 +163,13 @@ def connections_opened(engine: Engine) -> int:
     return opened.value if opened is not None else 0
 
 
+def note_statement(engine: Engine) -> None:
+    """Count a statement sent past SQLAlchemy's cursor (a COPY, :mod:`pandawms.db.bulk`)."""
+    statements = _STATEMENTS.get(engine)
+    if statements is not None:
+        statements.bump()
+
+
 def statements_sent(engine: Engine) -> tuple[int, int]:
     """(statements, commits) ``engine`` has sent so far: the round trips the server makes.
 

@@ -197,7 +197,10 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
             .where(*conditions)
             .values(values)
             .returning(
-                *[jobs.c[c] for c in logged], jobs.c.commandToPilot, jobs.c.specialHandling, prev.c.prev_status
+                *[jobs.c[c] for c in logged],
+                jobs.c.commandToPilot,
+                jobs.c.specialHandling,
+                prev.c.prev_status,
             )
         )
         moved = update.cte("moved")

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam
 
+from pandawms.db.bulk import insert_rows
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.model.errors import Conflict
 from pandawms.model.states import check_move
@@ -62,7 +63,9 @@ class DeferredWrites:
                 .where(table.c[key] == bindparam("u_key"))
                 .values({c: bindparam(f"u_{c}") for c in columns})
             )
-            conn.execute(stmt, [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)])
+            conn.execute(
+                stmt, [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)]
+            )
         for table, rows in self.replace.items():
             conn.execute(table.delete().where(table.c.PandaID.in_(sorted(rows))))
             conn.execute(table.insert(), [rows[pid] for pid in sorted(rows)])
@@ -130,8 +133,12 @@ def log_statuses(
     new_status: str | None,
     now: dt.datetime,
     reason: str | None = None,
+    bulk: bool = False,
 ) -> None:
-    """Append status-log rows; ``new_status`` None means each entry's own jobStatus (creation)."""
+    """Append status-log rows; ``new_status`` None means each entry's own jobStatus (creation).
+
+    ``bulk``: many rows (a submission), written at once with :func:`pandawms.db.bulk.insert_rows`.
+    """
     rows = [
         {
             "PandaID": job["PandaID"],
@@ -151,6 +158,8 @@ def log_statuses(
     writes = deferred_writes(conn)
     if writes is not None:
         writes.status_log.extend(rows)
+    elif bulk:
+        insert_rows(conn, job_status_log, rows, list(rows[0]))
     else:
         conn.execute(job_status_log.insert(), rows)
 
