@@ -127,16 +127,23 @@ def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
     return target, None
 
 
-_HEARTBEAT_STATEMENTS: dict[tuple[tuple[str, ...], bool, str, str], Any] = {}
+_HEARTBEAT_STATEMENTS: dict[tuple[str, tuple[str, ...], bool, str, str], Any] = {}
 
-#: Statuses a ``running`` heartbeat moves to ``running`` in its one statement (the pilot's first
-#: ``running`` after ``starting``, or straight after dispatch); any other status takes the full path.
-_PLAIN_FROM = ("running", "starting", "sent")
-_PLAIN_REASON = "pilot reported running"
+#: For each state a one-statement update serves: the statuses it applies to (any other status
+#: takes the full path) and the status the job then has, from each of them. A ``running``
+#: heartbeat moves a ``starting`` or ``sent`` job to ``running``; ``starting`` moves a ``sent``
+#: job to ``starting`` and only writes the columns of a job already ``starting`` or ``running``,
+#: as :func:`_decide` says.
+_PLAIN_MOVES: dict[str, dict[str, str]] = {
+    "running": {"running": "running", "starting": "running", "sent": "running"},
+    "starting": {"sent": "starting", "starting": "starting", "running": "running"},
+}
 
 
-def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str, backend: str) -> Any:
-    """The plain-heartbeat statement writing ``keys``, built once per set of columns.
+def _heartbeat_statement(
+    keys: tuple[str, ...], with_attempt: bool, binding: str, backend: str, state: str = "running"
+) -> Any:
+    """The one-statement update for ``state`` writing ``keys``, built once per set of columns.
 
     Building the statement and its cache key took more of a worker's CPU than running it
     (py-spy, benchmarks/README.md); pilots send the same few sets of fields, so a handful of
@@ -144,21 +151,21 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
     :attr:`Caller.kind`, or empty for none) adds the dispatch binding to the WHERE clause: a
     heartbeat from another credential matches no row and takes the full path, which refuses it.
 
-    On PostgreSQL it is the full path's ``running`` update as one statement: a running job gets
-    the pilot's columns; a ``starting`` or ``sent`` one is also moved to ``running``
-    (stateChangeTime, and startTime unless the pilot sent it) with its status-log row inserted
-    by the same statement (a data-modifying CTE), exactly as :func:`_apply_update` would. The
-    status before the move comes from a self-join that locks the row first (``FOR UPDATE``),
-    so it is the status the UPDATE changed, not an older snapshot. Elsewhere (SQLite cannot
-    return a joined table's columns) it matches running jobs only, and the pilot's first
-    ``running`` takes the full path.
+    On PostgreSQL it is the full path's update as one statement (:data:`_PLAIN_MOVES`): the
+    pilot's columns, and for a job that changes status the move (stateChangeTime, startTime
+    when it starts running unless the pilot sent it) with its status-log row inserted by the
+    same statement (a data-modifying CTE), exactly as :func:`_apply_update` would. The status
+    before the move comes from a self-join that locks the row first (``FOR UPDATE``), so it is
+    the status the UPDATE changed, not an older snapshot. Elsewhere (SQLite cannot return a
+    joined table's columns) only a ``running`` heartbeat of a running job is served here.
     """
-    cache_key = (keys, with_attempt, binding, backend)
+    cache_key = (state, keys, with_attempt, binding, backend)
     stmt = _HEARTBEAT_STATEMENTS.get(cache_key)
     if stmt is not None:
         return stmt
     now = bindparam("hb_now", type_=jobs.c.modificationTime.type)
     fused = backend == "postgresql"
+    moves = _PLAIN_MOVES[state]
     prev = (
         select(jobs.c.PandaID.label("prev_id"), jobs.c.jobStatus.label("prev_status"))
         .where(jobs.c.PandaID == bindparam("hb_id"))
@@ -166,7 +173,7 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
         .subquery("prev")
     )
     if fused:
-        conditions = [jobs.c.PandaID == prev.c.prev_id, jobs.c.jobStatus.in_(_PLAIN_FROM)]
+        conditions = [jobs.c.PandaID == prev.c.prev_id, jobs.c.jobStatus.in_(sorted(moves))]
     else:
         conditions = [jobs.c.PandaID == bindparam("hb_id"), jobs.c.jobStatus == "running"]
     if with_attempt:
@@ -183,14 +190,16 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
             .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
         )
     else:
+        changing = sorted(old for old, new in moves.items() if old != new)
         values.update(
-            jobStatus="running",
-            stateChangeTime=case((jobs.c.jobStatus == "running", jobs.c.stateChangeTime), else_=now),
+            jobStatus=case(
+                *[(jobs.c.jobStatus == old, moves[old]) for old in changing], else_=jobs.c.jobStatus
+            ),
+            stateChangeTime=case((jobs.c.jobStatus.in_(changing), now), else_=jobs.c.stateChangeTime),
         )
-        if "startTime" not in keys:
-            values["startTime"] = case(
-                (jobs.c.jobStatus.in_(("sent", "starting")), now), else_=jobs.c.startTime
-            )
+        starts = sorted(old for old in changing if moves[old] == "running")
+        if starts and "startTime" not in keys:
+            values["startTime"] = case((jobs.c.jobStatus.in_(starts), now), else_=jobs.c.startTime)
         logged = ("PandaID", "prodSourceLabel", "computingSite", "modificationHost", "attemptNr")
         update = (
             jobs.update()
@@ -198,6 +207,7 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
             .values(values)
             .returning(
                 *[jobs.c[c] for c in logged],
+                jobs.c.jobStatus,
                 jobs.c.commandToPilot,
                 jobs.c.specialHandling,
                 prev.c.prev_status,
@@ -207,11 +217,11 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
         log_row = select(
             moved.c.PandaID,
             now,
-            literal("running"),
+            moved.c.jobStatus,
             moved.c.prev_status,
             *[moved.c[c] for c in logged[1:]],
-            literal(_PLAIN_REASON),
-        ).where(moved.c.prev_status != "running")
+            literal(f"pilot reported {state}"),
+        ).where(moved.c.prev_status != moved.c.jobStatus)
         columns = ["PandaID", "modificationTime", "jobStatus", "oldStatus", *logged[1:], "reason"]
         insert = job_status_log.insert().from_select(columns, log_row)
         stmt = select(moved).add_cte(insert.cte("logged"))
@@ -221,12 +231,13 @@ def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str
 
 
 def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
-    """A ``running`` heartbeat with nothing but columns: one UPDATE ... RETURNING can serve it.
+    """An update with nothing but columns that one UPDATE ... RETURNING can serve.
 
-    Needs UPDATE ... RETURNING (PostgreSQL, SQLite; MariaDB lacks it).
+    ``running`` on PostgreSQL and SQLite (MariaDB lacks UPDATE ... RETURNING), ``starting`` on
+    PostgreSQL (see :func:`_heartbeat_statement`).
     """
     return (
-        upd.state == "running"
+        (upd.state == "running" or (upd.state == "starting" and rt.backend == "postgresql"))
         and not upd.metadata
         and not upd.pilot_log
         and not upd.stdout
@@ -238,7 +249,8 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     keys = tuple(sorted(upd.values))
     caller = upd.caller
     backend = conn.dialect.name
-    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, caller.kind if caller else "", backend)
+    binding = caller.kind if caller else ""
+    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, binding, backend, upd.state)
     params = {f"hb_{k}": upd.values[k] for k in keys}
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
     if caller is not None:
@@ -247,7 +259,7 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     if row is None:
         return None
     consume_once(conn, upd.panda_id, row["commandToPilot"])
-    return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
+    return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), row.get("jobStatus", "running"))
 
 
 def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
@@ -438,16 +450,17 @@ _FULL_RUNNER: GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult] = GroupRunn
 async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
     """:func:`update_job` from the event loop, through the worker's group commit.
 
-    A plain heartbeat joins a batch of one-statement heartbeats; anything else, or a heartbeat
-    that statement does not match, joins a batch of full updates. Row locks keep two full
-    batches apart on the client-server databases, so two run at once there; SQLite's single
+    A plain heartbeat (or, on PostgreSQL, a ``starting`` update) joins a batch of
+    one-statement updates; anything else, or an update that statement does not match, joins a
+    batch of full updates. Row locks, taken in PandaID order, keep two batches of either kind
+    apart on the client-server databases, so two of each run at once there; SQLite's single
     writer gains nothing from a second.
     """
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
+    parallel = 1 if rt.backend == "sqlite" else 2
     if _is_plain(rt, upd):
-        plain = await _PLAIN_RUNNER.submit(id(rt), (rt, upd))
+        plain = await _PLAIN_RUNNER.submit(id(rt), (rt, upd), parallel)
         if plain is not None:
             return plain
-    parallel = 1 if rt.backend == "sqlite" else 2
     return await _FULL_RUNNER.submit(id(rt), (rt, upd), parallel)
