@@ -616,14 +616,20 @@ async def opened_connections(args: argparse.Namespace) -> dict[str, float | None
     """The server's count of database connections opened (/metrics), and on PostgreSQL the
     database's session count (``pg_stat_database.sessions``, read from the admin database so
     that reading it opens no session in the measured one)."""
-    out: dict[str, float | None] = {"server": None, "pg_sessions": None}
+    out: dict[str, float | None] = {"server": None, "pg_sessions": None, "statements": None, "commits": None}
+    names = {
+        "pandawms_db_connections_opened_total": "server",
+        "pandawms_db_statements_total": "statements",
+        "pandawms_db_commits_total": "commits",
+    }
     conn = Connection(args.host, args.port)
     try:
         status, data = await conn.request("GET", "/metrics", accept_json=False)
         if status == 200:
             for line in data.decode(errors="replace").splitlines():
-                if line.startswith("pandawms_db_connections_opened_total "):
-                    out["server"] = float(line.split()[1])
+                name, _, value = line.partition(" ")
+                if name in names:
+                    out[names[name]] = float(value)
     except (OSError, asyncio.IncompleteReadError, ValueError):
         pass
     finally:
@@ -660,7 +666,8 @@ async def end_window(args: argparse.Namespace) -> dict[str, Any]:
         else None
         for key in after
     }
-    return {"in_window": window, "since_server_start": after["server"]}
+    statements = {key: window.pop(key, None) for key in ("statements", "commits")}
+    return {"in_window": window, "since_server_start": after["server"], "sent_in_window": statements}
 
 
 def refresh_statistics(args: argparse.Namespace) -> None:
@@ -806,8 +813,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "hours_for_1_5M_jobs": round(1_500_000 / per_s / 3600, 2),
             "jobs_per_day": int(per_s * 86400),
         }
+    # Per job (completed for the lifecycle scenarios, dispatched or heartbeats otherwise): the
+    # statements and commits the server sent, and its CPU; steadier than rates on a shared box.
+    units = finished if args.scenario in ("lifecycle", "soak", "harvester") else stats.dispatched
+    if args.scenario == "heartbeat":
+        units = sum(len(v) for k, v in stats.latencies.items() if not k.startswith("(setup)"))
+    sent = connections.pop("sent_in_window", {})
+    per_job = None
+    if units:
+        server_cores = (cpu_split or {}).get("server")
+        per_job = {
+            "units": units,
+            "statements": round(sent["statements"] / units, 2)
+            if sent.get("statements") is not None
+            else None,
+            "commits": round(sent["commits"] / units, 3) if sent.get("commits") is not None else None,
+            "server_cpu_ms": round(server_cores * elapsed / units * 1000, 3) if server_cores else None,
+        }
     return {
         "scenario": args.scenario,
+        "per_job": per_job,
         "url": args.url,
         "loadavg_before": args.loadavg_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -840,6 +865,7 @@ def table(result: dict[str, Any]) -> str:
         f"rss slope {result['rss_kib_per_min_second_half']} KiB/min, load {result['loadavg_before']} -> "
         f"{result['loadavg_after']}, projection {result['projection']}, cores used {result['cpu_cores_used']}, "
         f"api {result['api']}, completed {result['completed']}, db connections opened {result['db_connections_opened']}",
+        f"per job: {result['per_job']}",
         f"{'method':<34} {'count':>8} {'err':>5} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}",
     ]
     for method, m in result["methods"].items():

@@ -2,10 +2,11 @@
 
 One worker with two request threads on PostgreSQL; three users submit 2,000-job batches back
 to back. Submissions run in their own lane, so the request threads stay free and a pilot's
-heartbeats go on being answered throughout, many per submission (when submissions held every
-request thread, a heartbeat got through only when a submission ended). No speed is asserted:
-only how many heartbeats were answered while the submissions ran, compared with the number of
-submissions.
+heartbeats go on being answered throughout (when submissions held every request thread, a
+heartbeat got through only when a submission ended). No speed is asserted: heartbeats were
+answered while the submissions ran, at least one per submission, and none waited as long as a
+round of submissions. (A count of several heartbeats per submission was asserted until
+submissions wrote their rows with COPY and took a third of the time.)
 """
 
 from __future__ import annotations
@@ -54,8 +55,12 @@ def test_heartbeats_are_answered_while_big_batches_are_submitted(
         user.start()
     answered = 0
     failures: list[str] = []
+    started = time.monotonic()
+    longest = 0.0
     while any(u.is_alive() for u in users):
+        sent = time.monotonic()
         reply = _heartbeat(server.base, panda_id, timeout=300)
+        longest = max(longest, time.monotonic() - sent)
         if reply.status_code == 200 and reply.json()["StatusCode"] == 0:
             if any(u.is_alive() for u in users):
                 answered += 1
@@ -64,9 +69,13 @@ def test_heartbeats_are_answered_while_big_batches_are_submitted(
         time.sleep(0.02)
     for user in users:
         user.join()
-    print(f"heartbeats answered during submissions: {answered}")
+    elapsed = time.monotonic() - started
+    print(f"heartbeats answered during submissions: {answered} in {elapsed:.2f} s, longest {longest:.3f} s")
     assert not failures, failures[:3]
     assert submitted == [BATCH] * (SUBMITTERS * ROUNDS)
-    assert answered >= 4 * SUBMITTERS * ROUNDS, (
+    # Heartbeats kept coming while the submissions ran (how many depends on how long those
+    # take), and none waited as long as a round of submissions: none queued behind one.
+    assert answered >= SUBMITTERS * ROUNDS, (
         f"only {answered} heartbeats answered during {SUBMITTERS * ROUNDS} submissions"
     )
+    assert longest < elapsed / ROUNDS, f"a heartbeat waited {longest:.2f} s of {elapsed:.2f} s"

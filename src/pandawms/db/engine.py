@@ -124,8 +124,8 @@ def _mariadb_statement_timeout(engine: Engine, statement_timeout_ms: int) -> Non
             cur.execute(f"SET SESSION max_statement_time = {statement_timeout_ms / 1000:.3f}")
 
 
-class _Opened:
-    """How many database connections an engine's pool has opened (``connect`` events)."""
+class _Tally:
+    """A count an engine's event listener bumps (connections opened, statements, commits)."""
 
     def __init__(self) -> None:
         self._ticks = itertools.count(1)
@@ -135,12 +135,24 @@ class _Opened:
         self.value = next(self._ticks)  # next() of a count is atomic: no lock on the hot path
 
 
-_OPENED: weakref.WeakKeyDictionary[Engine, _Opened] = weakref.WeakKeyDictionary()
+class _Counts:
+    """An engine's tallies: connections its pool opened, statements (cursor executions; an
+    executemany is one) and commits it sent."""
+
+    def __init__(self) -> None:
+        self.opened = _Tally()
+        self.statements = _Tally()
+        self.commits = _Tally()
+
+
+_COUNTS: weakref.WeakKeyDictionary[Engine, _Counts] = weakref.WeakKeyDictionary()
 
 
 def _count_connects(engine: Engine) -> None:
-    opened = _OPENED[engine] = _Opened()
-    event.listen(engine, "connect", opened.bump)
+    counts = _COUNTS[engine] = _Counts()
+    event.listen(engine, "connect", counts.opened.bump)
+    event.listen(engine, "before_cursor_execute", counts.statements.bump)
+    event.listen(engine, "commit", counts.commits.bump)
 
 
 def connections_opened(engine: Engine) -> int:
@@ -150,8 +162,27 @@ def connections_opened(engine: Engine) -> int:
     in steady use; a count that keeps rising means connections are being opened and closed per
     request (overflow churn). Exposed in ``/metrics`` as ``pandawms_db_connections_opened_total``.
     """
-    opened = _OPENED.get(engine)
-    return opened.value if opened is not None else 0
+    counts = _COUNTS.get(engine)
+    return counts.opened.value if counts is not None else 0
+
+
+def note_statement(engine: Engine) -> None:
+    """Count a statement sent past SQLAlchemy's cursor (a COPY, :mod:`pandawms.db.bulk`)."""
+    counts = _COUNTS.get(engine)
+    if counts is not None:
+        counts.statements.bump()
+
+
+def statements_sent(engine: Engine) -> tuple[int, int]:
+    """(statements, commits) ``engine`` has sent so far: the round trips the server makes.
+
+    A statement is one cursor execution (an ``executemany`` counts once, as do SQLAlchemy's
+    multi-row INSERTs); a commit is an explicit COMMIT (autocommit statements have none). Per
+    job of a benchmark run this is the steadiest measure of how chatty a code path is; exposed
+    in ``/metrics`` as ``pandawms_db_statements_total`` and ``pandawms_db_commits_total``.
+    """
+    counts = _COUNTS.get(engine)
+    return (counts.statements.value, counts.commits.value) if counts is not None else (0, 0)
 
 
 #: A pooled connection unused for longer than this is checked with a ping before it is handed out.

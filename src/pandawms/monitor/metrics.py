@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pandawms.core.runtime import Runtime
-from pandawms.db.engine import connections_opened
+from pandawms.db.engine import connections_opened, statements_sent
 
 log = logging.getLogger("pandawms.monitor")
 
@@ -254,6 +254,9 @@ class Registry:
             pass
         try:
             store.set("db_connections_opened", float(connections_opened(self.engine)))
+            statements, commits = statements_sent(self.engine)
+            store.set("db_statements", float(statements))
+            store.set("db_commits", float(commits))
         except TypeError:  # not an Engine (weak references need one)
             pass
 
@@ -366,6 +369,13 @@ def request_lines(registry: Registry) -> list[str]:
         " summed over its processes (flat in steady use: every request reuses a pooled connection).",
         "# TYPE pandawms_db_connections_opened_total counter",
         f"pandawms_db_connections_opened_total {_num(counters.get('db_connections_opened', 0.0))}",
+        "# HELP pandawms_db_statements_total SQL statements sent to the database (one per execute or"
+        " executemany), summed over the server's processes.",
+        "# TYPE pandawms_db_statements_total counter",
+        f"pandawms_db_statements_total {_num(counters.get('db_statements', 0.0))}",
+        "# HELP pandawms_db_commits_total Transactions committed, summed over the server's processes.",
+        "# TYPE pandawms_db_commits_total counter",
+        f"pandawms_db_commits_total {_num(counters.get('db_commits', 0.0))}",
         "# HELP pandawms_metrics_processes Server processes whose request counters are included.",
         "# TYPE pandawms_metrics_processes gauge",
         f"pandawms_metrics_processes {processes}",

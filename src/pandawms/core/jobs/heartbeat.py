@@ -16,18 +16,18 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, case, literal, select
 
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.jobs import cloning, pilot_binding
 from pandawms.core.jobs.commands import consume_once
 from pandawms.core.jobs.ddm_outbox import SERVER_HELD
-from pandawms.core.jobs.output_report import finalize
+from pandawms.core.jobs.output_report import finalize, prefetch_files
 from pandawms.core.jobs.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.jobs.transitions import deferring, move_job, replace_row
 from pandawms.core.runtime import Runtime, utcnow
 from pandawms.db.engine import autocommit_conn, write_tx
-from pandawms.db.schema import job_metadata, job_output_reports, jobs, pilot_logs
+from pandawms.db.schema import job_metadata, job_output_reports, job_status_log, jobs, pilot_logs
 from pandawms.db.schema_user import job_debug_output
 from pandawms.model.errors import StatusCode
 from pandawms.model.states import PILOT_REPORTABLE, TERMINAL, JobStatus, is_allowed
@@ -134,43 +134,117 @@ def _decide(job: dict[str, Any], state: str) -> tuple[str | None, str | None]:
     return target, None
 
 
-_HEARTBEAT_STATEMENTS: dict[tuple[tuple[str, ...], bool, str], Any] = {}
+_HEARTBEAT_STATEMENTS: dict[tuple[str, tuple[str, ...], bool, str, str], Any] = {}
+
+#: For each state a one-statement update serves: the statuses it applies to (any other status
+#: takes the full path) and the status the job then has, from each of them. A ``running``
+#: heartbeat moves a ``starting`` or ``sent`` job to ``running``; ``starting`` moves a ``sent``
+#: job to ``starting`` and only writes the columns of a job already ``starting`` or ``running``,
+#: as :func:`_decide` says.
+_PLAIN_MOVES: dict[str, dict[str, str]] = {
+    "running": {"running": "running", "starting": "running", "sent": "running"},
+    "starting": {"sent": "starting", "starting": "starting", "running": "running"},
+}
 
 
-def _heartbeat_statement(keys: tuple[str, ...], with_attempt: bool, binding: str = "") -> Any:
-    """The plain-heartbeat UPDATE writing ``keys``, built once per set of columns.
+def _heartbeat_statement(
+    keys: tuple[str, ...], with_attempt: bool, binding: str, backend: str, state: str = "running"
+) -> Any:
+    """The one-statement update for ``state`` writing ``keys``, built once per set of columns.
 
     Building the statement and its cache key took more of a worker's CPU than running it
     (py-spy, benchmarks/README.md); pilots send the same few sets of fields, so a handful of
     prebuilt statements with bound parameters serve every heartbeat. ``binding`` (a
     :attr:`Caller.kind`, or empty for none) adds the dispatch binding to the WHERE clause: a
     heartbeat from another credential matches no row and takes the full path, which refuses it.
+
+    On PostgreSQL it is the full path's update as one statement (:data:`_PLAIN_MOVES`): the
+    pilot's columns, and for a job that changes status the move (stateChangeTime, startTime
+    when it starts running unless the pilot sent it) with its status-log row inserted by the
+    same statement (a data-modifying CTE), exactly as :func:`_apply_update` would. The status
+    before the move comes from a self-join that locks the row first (``FOR UPDATE``), so it is
+    the status the UPDATE changed, not an older snapshot. Elsewhere (SQLite cannot return a
+    joined table's columns) only a ``running`` heartbeat of a running job is served here.
     """
-    stmt = _HEARTBEAT_STATEMENTS.get((keys, with_attempt, binding))
-    if stmt is None:
+    cache_key = (state, keys, with_attempt, binding, backend)
+    stmt = _HEARTBEAT_STATEMENTS.get(cache_key)
+    if stmt is not None:
+        return stmt
+    now = bindparam("hb_now", type_=jobs.c.modificationTime.type)
+    fused = backend == "postgresql"
+    moves = _PLAIN_MOVES[state]
+    prev = (
+        select(jobs.c.PandaID.label("prev_id"), jobs.c.jobStatus.label("prev_status"))
+        .where(jobs.c.PandaID == bindparam("hb_id"))
+        .with_for_update()
+        .subquery("prev")
+    )
+    if fused:
+        conditions = [jobs.c.PandaID == prev.c.prev_id, jobs.c.jobStatus.in_(sorted(moves))]
+    else:
         conditions = [jobs.c.PandaID == bindparam("hb_id"), jobs.c.jobStatus == "running"]
-        if with_attempt:
-            conditions.append(jobs.c.attemptNr == bindparam("hb_attempt"))
-        if binding:
-            conditions.append(pilot_binding.where_clause(binding))
+    if with_attempt:
+        conditions.append(jobs.c.attemptNr == bindparam("hb_attempt"))
+    if binding:
+        conditions.append(pilot_binding.where_clause(binding))
+    values: dict[str, Any] = {k: bindparam(f"hb_{k}") for k in keys}
+    values["modificationTime"] = now
+    if not fused:
         stmt = (
             jobs.update()
             .where(*conditions)
-            .values({**{k: bindparam(f"hb_{k}") for k in keys}, "modificationTime": bindparam("hb_now")})
+            .values(values)
             .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
         )
-        if len(_HEARTBEAT_STATEMENTS) < 256:
-            _HEARTBEAT_STATEMENTS[(keys, with_attempt, binding)] = stmt
+    else:
+        changing = sorted(old for old, new in moves.items() if old != new)
+        values.update(
+            jobStatus=case(
+                *[(jobs.c.jobStatus == old, moves[old]) for old in changing], else_=jobs.c.jobStatus
+            ),
+            stateChangeTime=case((jobs.c.jobStatus.in_(changing), now), else_=jobs.c.stateChangeTime),
+        )
+        starts = sorted(old for old in changing if moves[old] == "running")
+        if starts and "startTime" not in keys:
+            values["startTime"] = case((jobs.c.jobStatus.in_(starts), now), else_=jobs.c.startTime)
+        logged = ("PandaID", "prodSourceLabel", "computingSite", "modificationHost", "attemptNr")
+        update = (
+            jobs.update()
+            .where(*conditions)
+            .values(values)
+            .returning(
+                *[jobs.c[c] for c in logged],
+                jobs.c.jobStatus,
+                jobs.c.commandToPilot,
+                jobs.c.specialHandling,
+                prev.c.prev_status,
+            )
+        )
+        moved = update.cte("moved")
+        log_row = select(
+            moved.c.PandaID,
+            now,
+            moved.c.jobStatus,
+            moved.c.prev_status,
+            *[moved.c[c] for c in logged[1:]],
+            literal(f"pilot reported {state}"),
+        ).where(moved.c.prev_status != moved.c.jobStatus)
+        columns = ["PandaID", "modificationTime", "jobStatus", "oldStatus", *logged[1:], "reason"]
+        insert = job_status_log.insert().from_select(columns, log_row)
+        stmt = select(moved).add_cte(insert.cte("logged"))
+    if len(_HEARTBEAT_STATEMENTS) < 256:
+        _HEARTBEAT_STATEMENTS[cache_key] = stmt
     return stmt
 
 
 def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
-    """A ``running`` heartbeat with nothing but columns: one UPDATE ... RETURNING can serve it.
+    """An update with nothing but columns that one UPDATE ... RETURNING can serve.
 
-    Needs UPDATE ... RETURNING (PostgreSQL, SQLite; MariaDB lacks it).
+    ``running`` on PostgreSQL and SQLite (MariaDB lacks UPDATE ... RETURNING), ``starting`` on
+    PostgreSQL (see :func:`_heartbeat_statement`).
     """
     return (
-        upd.state == "running"
+        (upd.state == "running" or (upd.state == "starting" and rt.backend == "postgresql"))
         and not upd.metadata
         and not upd.pilot_log
         and not upd.stdout
@@ -181,7 +255,9 @@ def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
 def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | None:
     keys = tuple(sorted(upd.values))
     caller = upd.caller
-    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, caller.kind if caller else "")
+    backend = conn.dialect.name
+    binding = caller.kind if caller else ""
+    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, binding, backend, upd.state)
     params = {f"hb_{k}": upd.values[k] for k in keys}
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
     if caller is not None:
@@ -190,7 +266,7 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     if row is None:
         return None
     consume_once(conn, upd.panda_id, row["commandToPilot"])
-    return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), "running")
+    return UpdateResult(StatusCode.SUCCESS, _command_for(dict(row)), row.get("jobStatus", "running"))
 
 
 def _plain_heartbeat(rt: Runtime, upd: PilotUpdate, now: Any) -> UpdateResult | None:
@@ -320,21 +396,31 @@ def _apply_update(
         values["endTime"] = now
     if target in ("holding", "transferring") and upd.state == target:
         values["jobDispatcherErrorDiag"] = f"set to {target} by the pilot at {now:%Y-%m-%d %H:%M:%S}"
-    if target == job["jobStatus"]:
-        values["modificationTime"] = now
-        conn.execute(jobs.update().where(jobs.c.PandaID == upd.panda_id).values(**values))
-    else:
-        move_job(conn, job, target, now, values, reason=f"pilot reported {upd.state}")
-    _store_side_data(conn, upd, now)
+    reason = f"pilot reported {upd.state}"
     status = target
     if upd.state in FINAL_REPORTS:
-        job.update(values, jobStatus=JobStatus.HOLDING.value)
+        # Through holding to the final state in one statement (output_report.finalize).
         status = finalize(
-            conn, job, upd.state, upd.report, now, rt.retry_rules, register=bool(rt.settings.ddm_rucio_host)
+            conn,
+            job,
+            upd.state,
+            upd.report,
+            now,
+            values,
+            reason,
+            rt.retry_rules,
+            register=bool(rt.settings.ddm_rucio_host),
         )
+        job.update(values)
         # A clone whose outputs wait for registration (holding) keeps its semaphore until then.
         if clone_mode is not None and status != JobStatus.HOLDING.value:
             cloning.after_final(conn, job, status, now)
+    elif target == job["jobStatus"]:
+        values["modificationTime"] = now
+        conn.execute(jobs.update().where(jobs.c.PandaID == upd.panda_id).values(**values))
+    else:
+        move_job(conn, job, target, now, values, reason=reason)
+    _store_side_data(conn, upd, now)
     consume_once(conn, upd.panda_id, job.get("commandToPilot"))
     return UpdateResult(StatusCode.SUCCESS, _command_for(job), status)
 
@@ -378,6 +464,7 @@ def _full_batch(_key: Hashable, items: Sequence[tuple[Runtime, PilotUpdate]]) ->
         # the whole batch written at its end (one statement per table), in its transaction.
         rows.update(_locked_rows(conn, rt, [upd.panda_id for upd in updates]))
         with deferring(conn):
+            prefetch_files(conn, {upd.panda_id for upd in updates if upd.state in FINAL_REPORTS} & set(rows))
             yield
 
     done = one_transaction_or_each(
@@ -413,17 +500,20 @@ def _new_full_runner() -> GroupRunner[tuple[Runtime, PilotUpdate], UpdateResult]
 async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
     """:func:`update_job` from the event loop, through the worker's group commit.
 
-    A plain heartbeat joins a batch of one-statement heartbeats; anything else, or a heartbeat
-    that statement does not match, joins a batch of full updates. Row locks keep two full
-    batches apart on the client-server databases, so two run at once there; SQLite's single
+    A plain heartbeat (or, on PostgreSQL, a ``starting`` update) joins a batch of
+    one-statement updates; anything else, or an update that statement does not match, joins a
+    batch of full updates. Row locks, taken in PandaID order, keep two batches of either kind
+    apart on the client-server databases, so two of each run at once there; SQLite's single
     writer gains nothing from a second.
     """
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
+    parallel = 1 if rt.backend == "sqlite" else 2
     if _is_plain(rt, upd):
-        plain = await rt.kept("heartbeat.plain_group_commit", _new_plain_runner).submit("plain", (rt, upd))
+        plain = await rt.kept("heartbeat.plain_group_commit", _new_plain_runner).submit(
+            "plain", (rt, upd), parallel
+        )
         if plain is not None:
             return plain
-    parallel = 1 if rt.backend == "sqlite" else 2
     runner = rt.kept("heartbeat.full_group_commit", _new_full_runner)
     return await runner.submit("full", (rt, upd), parallel)

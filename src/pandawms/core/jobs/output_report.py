@@ -18,15 +18,15 @@ import datetime as dt
 import json
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from pandawms.core.jobs import ddm_outbox
 from pandawms.core.jobs.retry import retry_if_possible
-from pandawms.core.jobs.transitions import move_job
-from pandawms.db.schema import files, jobs
+from pandawms.core.jobs.transitions import deferred_writes, move_job, move_job_via, update_row
+from pandawms.db.schema import files
 from pandawms.model.errors import DdmError, TaskBufferError
 from pandawms.model.retry_rules import RetryRule
 from pandawms.model.states import JobStatus
@@ -147,17 +147,50 @@ def _registration(outputs: list[dict[str, Any]], report: dict[str, FileInfo]) ->
     return entries
 
 
+def prefetch_files(conn: Connection, panda_ids: Collection[int]) -> None:
+    """Read the files of every job in ``panda_ids`` with one statement for the batch on ``conn``.
+
+    :func:`finalize` then takes a job's files from there instead of reading them itself. Does
+    nothing outside a batch (no :class:`DeferredWrites` on ``conn``).
+    """
+    writes = deferred_writes(conn)
+    if writes is None or not panda_ids:
+        return
+    found: dict[int, list[dict[str, Any]]] = {int(pid): [] for pid in panda_ids}
+    stmt = select(files).where(files.c.PandaID.in_(sorted(found))).order_by(files.c.PandaID, files.c.rowID)
+    for row in conn.execute(stmt).mappings():
+        found[int(row["PandaID"])].append(dict(row))
+    writes.prefetched[_FILES] = found
+
+
+_FILES = "files"
+
+
+def _files_of(conn: Connection, panda_id: int) -> list[dict[str, Any]]:
+    writes = deferred_writes(conn)
+    batch = writes.prefetched.get(_FILES) if writes is not None else None
+    if batch is not None and panda_id in batch:
+        return batch.pop(panda_id)
+    stmt = select(files).where(files.c.PandaID == panda_id).order_by(files.c.rowID)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def finalize(
     conn: Connection,
     job: dict[str, Any],
     reported: str,
     report_text: str | None,
     now: dt.datetime,
+    pilot_values: dict[str, Any],
+    reason: str,
     rules: Sequence[RetryRule],
     register: bool = False,
 ) -> str:
-    """Move a ``holding`` job to its final state from the pilot's report; return that state.
+    """Close a job from the pilot's final report; return its final state (or ``holding``).
 
+    The job (as read, in the state the pilot found it) goes through ``holding`` with the
+    pilot's ``pilot_values`` to its final state in one guarded UPDATE
+    (:func:`~pandawms.core.jobs.transitions.move_job_via`); both moves are in the status log.
     A failed job is retried when one of ``rules`` (the runtime's retry rules) says so.
     ``register``: the server has a data management system; a finished task job's outputs are
     then queued for registration and the job stays ``holding`` until they are registered.
@@ -166,7 +199,8 @@ def finalize(
     if register and job.get("jediTaskID") and ddm_outbox.has_registration(conn, panda_id):
         # A repeated final report: the registration is under way already.
         return JobStatus.HOLDING.value
-    job_files = [dict(r) for r in conn.execute(select(files).where(files.c.PandaID == panda_id)).mappings()]
+    job_files = _files_of(conn, panda_id)
+    moved = {**job, **pilot_values}  # the job as holding leaves it
     values: dict[str, Any] = {}
     final = JobStatus.FINISHED.value if reported == "finished" else JobStatus.FAILED.value
     try:
@@ -190,6 +224,7 @@ def finalize(
                     ddmErrorDiag=f"expected output {f['lfn']} is missing in pilot JSON"[:500],
                 )
                 break
+    file_updates: list[tuple[int, dict[str, Any]]] = []
     for f in outputs:
         info = report.get(f["lfn"])
         update: dict[str, Any] = {"modificationTime": now}
@@ -206,31 +241,38 @@ def finalize(
             update["status"] = "nooutput"
         else:
             update["status"] = "failed"
-        conn.execute(files.update().where(files.c.rowID == f["rowID"]).values(**update))
-    if register and final == JobStatus.FINISHED.value and job.get("jediTaskID"):
+        file_updates.append((f["rowID"], update))
+    if register and final == JobStatus.FINISHED.value and moved.get("jediTaskID"):
         entries = _registration(outputs, report)
         if entries:
+            for row_id, update in file_updates:
+                update_row(conn, files, "rowID", row_id, update)
             ddm_outbox.enqueue(
                 conn,
                 ddm_outbox.REGISTER,
                 {"files": entries},
                 now,
                 panda_id=panda_id,
-                task_id=int(job["jediTaskID"]),
+                task_id=int(moved["jediTaskID"]),
             )
-            values.update(jobSubStatus=ddm_outbox.REGISTERING, modificationTime=now)
-            if job.get("endTime") is None:
+            values["jobSubStatus"] = ddm_outbox.REGISTERING
+            if moved.get("endTime") is None:
                 values["endTime"] = now
-            conn.execute(jobs.update().where(jobs.c.PandaID == panda_id).values(**values))
-            job.update(values)
+            move_job(conn, job, JobStatus.HOLDING.value, now, {**pilot_values, **values}, reason=reason)
             return JobStatus.HOLDING.value
-    if final == JobStatus.FAILED.value and job.get("commandToPilot") == "tobekilled":
+    if final == JobStatus.FAILED.value and moved.get("commandToPilot") == "tobekilled":
         final = JobStatus.CANCELLED.value
-        if not job.get("taskBufferErrorCode"):
+        if not moved.get("taskBufferErrorCode"):
             values["taskBufferErrorCode"] = int(TaskBufferError.KILL)
-    if job.get("endTime") is None:
+    if moved.get("endTime") is None:
         values["endTime"] = now
-    move_job(conn, job, final, now, values, reason=f"pilot reported {reported}")
+    for row_id, update in file_updates:
+        if final == JobStatus.FAILED.value:  # the retry below reads the files back
+            conn.execute(files.update().where(files.c.rowID == row_id).values(**update))
+        else:
+            update_row(conn, files, "rowID", row_id, update)
+    holding = JobStatus.HOLDING.value
+    move_job_via(conn, job, holding, final, now, pilot_values, values, reason, f"pilot reported {reported}")
     if final == JobStatus.FAILED.value:
-        retry_if_possible(conn, panda_id, now, job.get("modificationHost") or "", rules=rules)
+        retry_if_possible(conn, panda_id, now, moved.get("modificationHost") or "", rules=rules)
     return final

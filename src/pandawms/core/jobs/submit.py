@@ -17,6 +17,7 @@ from pandawms.core.jobs.transitions import log_statuses
 from pandawms.core.queues.brokerage import NO_QUEUE, broker
 from pandawms.core.queues.catalogue import list_queues
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.db.bulk import insert_rows
 from pandawms.db.engine import write_tx
 from pandawms.db.schema import files, job_metadata, job_params, jobs
 from pandawms.db.schema_tasks import tasks
@@ -299,7 +300,7 @@ def _insert(conn: Connection, typed: list[dict[str, Any]]) -> list[int]:
     if panda_ids is not None:
         for panda_id, row in zip(panda_ids, rows, strict=True):
             row["PandaID"] = panda_id
-        conn.execute(insert(jobs), rows)
+        insert_rows(conn, jobs, rows, ["PandaID", *names])
     else:
         result = conn.execute(insert(jobs).returning(jobs.c.PandaID, sort_by_parameter_order=True), rows)
         panda_ids = [int(r[0]) for r in result]
@@ -311,13 +312,11 @@ def _insert(conn: Connection, typed: list[dict[str, Any]]) -> list[int]:
             file_rows.append(f)
     if file_rows:
         used = _set_columns(file_rows, [c.name for c in files.columns if c.name != "rowID"])
-        conn.execute(insert(files), [{k: f.get(k) for k in used} for f in file_rows])
-    conn.execute(
-        insert(job_params), [{"PandaID": j["PandaID"], "jobParameters": j["jobParameters"]} for j in typed]
-    )
+        insert_rows(conn, files, [{k: f.get(k) for k in used} for f in file_rows], used)
+    params = [{"PandaID": j["PandaID"], "jobParameters": j["jobParameters"]} for j in typed]
+    insert_rows(conn, job_params, params, ["PandaID", "jobParameters"])
     metas = [{"PandaID": j["PandaID"], "metaData": j["metadata"]} for j in typed if j["metadata"]]
-    if metas:
-        conn.execute(insert(job_metadata), metas)
+    insert_rows(conn, job_metadata, metas, ["PandaID", "metaData"])
     return panda_ids
 
 
@@ -368,7 +367,7 @@ def submit_jobs(rt: Runtime, raw_jobs: Sequence[Mapping[str, Any]], who: Identit
         _place(rt, conn, typed)
         _insert(conn, typed)
         _assign_jobsets(conn, typed)
-        log_statuses(conn, typed, None, now, reason="submitted")
+        log_statuses(conn, typed, None, now, reason="submitted", bulk=True)
     answers: list[list[Any]] = []
     for job in typed:
         if job["prodSourceLabel"] in RETRY_RAISED_LABELS:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam
 
+from pandawms.db.bulk import insert_rows
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.model.errors import Conflict
 from pandawms.model.states import check_move
@@ -47,16 +48,33 @@ class DeferredWrites:
     def __init__(self) -> None:
         self.status_log: list[dict[str, Any]] = []
         self.replace: dict[Table, dict[int, dict[str, Any]]] = {}
+        #: Rows to update by primary key, per (table, key column, columns written): one
+        #: ``executemany`` each at the end (psycopg sends it as one pipeline).
+        self.updates: dict[tuple[Table, str, tuple[str, ...]], dict[Any, dict[str, Any]]] = {}
+        #: Rows read once for the whole batch (say, the files of every job with a final report),
+        #: per PandaID; whoever uses a job's rows takes them out, so a second use reads again.
+        self.prefetched: dict[str, dict[int, list[dict[str, Any]]]] = {}
 
     def flush(self, conn: Connection) -> None:
         """Write what was collected (called once, before the commit)."""
+        for (table, key, columns), by_key in self.updates.items():
+            stmt = (
+                table.update()
+                .where(table.c[key] == bindparam("u_key"))
+                .values({c: bindparam(f"u_{c}") for c in columns})
+            )
+            conn.execute(
+                stmt, [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)]
+            )
         for table, rows in self.replace.items():
             conn.execute(table.delete().where(table.c.PandaID.in_(sorted(rows))))
             conn.execute(table.insert(), [rows[pid] for pid in sorted(rows)])
         if self.status_log:
             conn.execute(job_status_log.insert(), self.status_log)
+        self.updates.clear()
         self.replace.clear()
         self.status_log.clear()
+        self.prefetched.clear()
 
 
 #: Where :func:`deferring` keeps the batch's collector while its transaction runs.
@@ -95,14 +113,32 @@ def replace_row(conn: Connection, table: Table, row: dict[str, Any]) -> None:
     conn.execute(table.insert().values(**row))
 
 
+def update_row(conn: Connection, table: Table, key: str, key_value: Any, values: dict[str, Any]) -> None:
+    """``UPDATE table SET values WHERE key = key_value`` now, or with its likes at the end of the batch.
+
+    Deferred only where nothing later in the batch reads the row back; a later update of the
+    same row with the same columns replaces the earlier one, as running both would.
+    """
+    writes = deferred_writes(conn)
+    if writes is None:
+        conn.execute(table.update().where(table.c[key] == key_value).values(**values))
+        return
+    columns = tuple(sorted(values))
+    writes.updates.setdefault((table, key, columns), {})[key_value] = values
+
+
 def log_statuses(
     conn: Connection,
     entries: Iterable[Mapping[str, Any]],
     new_status: str | None,
     now: dt.datetime,
     reason: str | None = None,
+    bulk: bool = False,
 ) -> None:
-    """Append status-log rows; ``new_status`` None means each entry's own jobStatus (creation)."""
+    """Append status-log rows; ``new_status`` None means each entry's own jobStatus (creation).
+
+    ``bulk``: many rows (a submission), written at once with :func:`pandawms.db.bulk.insert_rows`.
+    """
     rows = [
         {
             "PandaID": job["PandaID"],
@@ -122,6 +158,8 @@ def log_statuses(
     writes = deferred_writes(conn)
     if writes is not None:
         writes.status_log.extend(rows)
+    elif bulk:
+        insert_rows(conn, job_status_log, rows, list(rows[0]))
     else:
         conn.execute(job_status_log.insert(), rows)
 
@@ -150,20 +188,12 @@ def move_jobs(
     for old, group in by_old.items():
         ids = [job["PandaID"] for job in group]
         update = {**(values or {}), "jobStatus": new_status, "stateChangeTime": now, "modificationTime": now}
-        count = conn.execute(
-            jobs.update().where(and_(jobs.c.PandaID.in_(ids), jobs.c.jobStatus == old)).values(**update)
-        ).rowcount
+        if all(i in extra for i in ids) and (len(ids) == 1 or conn.dialect.supports_sane_multi_rowcount):
+            count = _move_each(conn, ids, old, update, extra)
+        else:
+            count = _move_together(conn, ids, old, update, extra)
         if count != len(ids):
             raise ConcurrentChange(ids)
-        rows = [{"b_id": i, **{f"b_{k}": v for k, v in extra[i].items()}} for i in ids if i in extra]
-        if rows:
-            keys = [k[2:] for k in rows[0] if k != "b_id"]
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.PandaID == bindparam("b_id"))
-                .values(**{k: bindparam(f"b_{k}") for k in keys}),
-                rows,
-            )
         log_statuses(
             conn,
             [{**job, **(values or {}), **extra.get(job["PandaID"], {})} for job in group],
@@ -173,6 +203,101 @@ def move_jobs(
         )
         moved += count
     return moved
+
+
+def _move_together(
+    conn: Connection, ids: list[int], old: str, update: dict[str, Any], extra: Mapping[int, Mapping[str, Any]]
+) -> int:
+    """One guarded UPDATE for the whole group, then the per-job columns (one executemany)."""
+    count = int(
+        conn.execute(
+            jobs.update().where(and_(jobs.c.PandaID.in_(ids), jobs.c.jobStatus == old)).values(**update)
+        ).rowcount
+    )
+    if count == len(ids):
+        rows = [{"b_id": i, **{f"b_{k}": v for k, v in extra[i].items()}} for i in ids if i in extra]
+        if rows:
+            keys = [k[2:] for k in rows[0] if k != "b_id"]
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.PandaID == bindparam("b_id"))
+                .values(**{k: bindparam(f"b_{k}") for k in keys}),
+                rows,
+            )
+    return count
+
+
+_MOVE_EACH: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def _move_each(
+    conn: Connection, ids: list[int], old: str, update: dict[str, Any], extra: Mapping[int, Mapping[str, Any]]
+) -> int:
+    """The move and every job's own columns in one guarded UPDATE per job, sent as one executemany.
+
+    Dispatch writes each pilot's node, CE and scheduler ID with the move: writing them in the
+    same UPDATE saves the database a second version of every row and the server a round trip.
+    (A ``CASE "PandaID" WHEN ...`` per column in one statement was tried before: 3.4 times slower
+    to build than the executemany.) Returns the number of rows moved, summed over the jobs.
+    """
+    shared = tuple(sorted(update))
+    own = tuple(sorted(extra[ids[0]]))
+    stmt = _MOVE_EACH.get((shared, own))
+    if stmt is None:
+        stmt = (
+            jobs.update()
+            .where(jobs.c.PandaID == bindparam("m_id"), jobs.c.jobStatus == bindparam("m_old"))
+            .values({k: bindparam(f"m_{k}") for k in (*shared, *own)})
+        )
+        if len(_MOVE_EACH) < 64:
+            _MOVE_EACH[(shared, own)] = stmt
+    common = {f"m_{k}": v for k, v in update.items()}
+    rows = [
+        {**common, "m_id": i, "m_old": old, **{f"m_{k}": v for k, v in extra[i].items()}} for i in sorted(ids)
+    ]
+    return int(conn.execute(stmt, rows).rowcount)
+
+
+def move_job_via(
+    conn: Connection,
+    job: Mapping[str, Any],
+    via: str,
+    new_status: str,
+    now: dt.datetime,
+    via_values: Mapping[str, Any],
+    values: Mapping[str, Any],
+    via_reason: str,
+    reason: str,
+) -> None:
+    """Move ``job`` to ``via`` and on to ``new_status`` in one guarded UPDATE.
+
+    Both moves are checked and both are in the status log (``via`` written with
+    ``via_values``, then ``new_status`` with ``values`` on top), exactly as two
+    :func:`move_job` calls would leave the job, with one round trip less: a pilot's final
+    report passes ``holding`` on its way to ``finished`` or ``failed`` within one transaction.
+    """
+    panda_id = job["PandaID"]
+    old = job["jobStatus"]
+    if old == via:
+        move_job(conn, job, new_status, now, {**via_values, **values}, reason)
+        return
+    check_move(old, via, panda_id)
+    check_move(via, new_status, panda_id)
+    update = {
+        **via_values,
+        **values,
+        "jobStatus": new_status,
+        "stateChangeTime": now,
+        "modificationTime": now,
+    }
+    count = conn.execute(
+        jobs.update().where(jobs.c.PandaID == panda_id, jobs.c.jobStatus == old).values(**update)
+    ).rowcount
+    if count != 1:
+        raise ConcurrentChange([panda_id])
+    first = {**job, **via_values}
+    log_statuses(conn, [first], via, now, via_reason)
+    log_statuses(conn, [{**first, "jobStatus": via, **values}], new_status, now, reason)
 
 
 def move_job(
