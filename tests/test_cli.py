@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from pandawms.config import ConfigError, load_settings
 from pandawms.db.engine import make_engine
+from pandawms.db.schema import CODE_SCHEMA_VERSION as CODE
 from pandawms.db.schema import SCHEMA_COMPONENT, schema_version
 
 
@@ -28,18 +29,18 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_db_check_init_upgrade(db_url: str, make_runtime) -> None:  # noqa: ANN001
     rt = make_runtime(db_url)  # schema exists and is current
     ok = _run("db", "check", "--db-url", db_url)
-    assert ok.returncode == 0 and ok.stdout.strip() == "DB schema check: OK, database 2, code 2"
+    assert ok.returncode == 0 and ok.stdout.strip() == f"DB schema check: OK, database {CODE}, code {CODE}"
     with rt.engine.begin() as conn:
         conn.execute(
             update(schema_version).where(schema_version.c.component == SCHEMA_COMPONENT).values(version=0)
         )
     old = _run("db", "check", "--db-url", db_url)
     assert old.returncode == 1
-    assert "FAILED, database 0 is older than code 2" in old.stdout
+    assert f"FAILED, database 0 is older than code {CODE}" in old.stdout
     assert _run("db", "check", "--db-url", db_url, env={"PANDA_SCHEMA_CHECK": "warn"}).returncode == 0
     upgraded = _run("db", "upgrade", "--db-url", db_url)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from version 0 to 2" in upgraded.stdout
+    assert f"upgraded from version 0 to {CODE}" in upgraded.stdout
     assert _run("db", "check", "--db-url", db_url).returncode == 0
 
 
@@ -47,7 +48,7 @@ def test_empty_database_check_and_init(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.sqlite'}"
     empty = _run("db", "check", "--db-url", url)
     assert empty.returncode == 1 and "no pandawms schema" in empty.stdout
-    assert _run("db", "init", "--db-url", url).stdout.strip() == "created schema version 2"
+    assert _run("db", "init", "--db-url", url).stdout.strip() == f"created schema version {CODE}"
     assert "already initialised" in _run("db", "init", "--db-url", url).stdout
 
 

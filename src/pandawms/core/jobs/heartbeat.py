@@ -16,7 +16,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, literal, select
+from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select
 
 from pandawms.core.batching import GroupRunner, one_transaction_or_each
 from pandawms.core.jobs import cloning, pilot_binding
@@ -180,7 +180,19 @@ def _heartbeat_statement(
         .subquery("prev")
     )
     if fused:
-        conditions = [jobs.c.PandaID == prev.c.prev_id, jobs.c.jobStatus.in_(sorted(moves))]
+        changing = sorted(old for old, new in moves.items() if old != new)
+        special = jobs.c.specialHandling
+        conditions = [
+            jobs.c.PandaID == prev.c.prev_id,
+            jobs.c.jobStatus.in_(sorted(moves)),
+            # A clone's move to running may take or lose its job set's semaphore
+            # (core/jobs/cloning.py): the full path does that, so clones do not move here.
+            or_(
+                jobs.c.jobStatus.notin_(changing),
+                special.is_(None),
+                and_(special.not_like("sc:%"), special.not_like("%,sc:%")),
+            ),
+        ]
     else:
         conditions = [jobs.c.PandaID == bindparam("hb_id"), jobs.c.jobStatus == "running"]
     if with_attempt:
@@ -197,7 +209,6 @@ def _heartbeat_statement(
             .returning(jobs.c.commandToPilot, jobs.c.specialHandling)
         )
     else:
-        changing = sorted(old for old, new in moves.items() if old != new)
         values.update(
             jobStatus=case(
                 *[(jobs.c.jobStatus == old, moves[old]) for old in changing], else_=jobs.c.jobStatus
