@@ -164,7 +164,8 @@ def _heartbeat_statement(
     same statement (a data-modifying CTE), exactly as :func:`_apply_update` would. The status
     before the move comes from a self-join that locks the row first (``FOR UPDATE``), so it is
     the status the UPDATE changed, not an older snapshot. Elsewhere (SQLite cannot return a
-    joined table's columns) only a ``running`` heartbeat of a running job is served here.
+    joined table's columns) only a ``running`` heartbeat of a running job is served here;
+    ``backend="simple"`` asks for that small form on PostgreSQL too (tried first there).
     """
     cache_key = (state, keys, with_attempt, binding, backend)
     stmt = _HEARTBEAT_STATEMENTS.get(cache_key)
@@ -268,12 +269,21 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     caller = upd.caller
     backend = conn.dialect.name
     binding = caller.kind if caller else ""
-    stmt = _heartbeat_statement(keys, upd.attempt_nr is not None, binding, backend, upd.state)
+    with_attempt = upd.attempt_nr is not None
     params = {f"hb_{k}": upd.values[k] for k in keys}
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
     if caller is not None:
         params["bind_owner"] = caller.owner[:250]
-    row = conn.execute(stmt, params).mappings().first()
+    row = None
+    if upd.state == "running" and backend == "postgresql":
+        # Most heartbeats find the job running and leave it so: the small UPDATE serves them
+        # (the fused statement's lock, CASEs and log CTE cost a quarter of the heartbeat rate);
+        # only a job not running yet (its first running report) needs the fused move below.
+        simple = _heartbeat_statement(keys, with_attempt, binding, "simple", upd.state)
+        row = conn.execute(simple, params).mappings().first()
+    if row is None:
+        stmt = _heartbeat_statement(keys, with_attempt, binding, backend, upd.state)
+        row = conn.execute(stmt, params).mappings().first()
     if row is None:
         return None
     consume_once(conn, upd.panda_id, row["commandToPilot"])
@@ -513,17 +523,17 @@ async def update_job_grouped(rt: Runtime, upd: PilotUpdate) -> UpdateResult:
 
     A plain heartbeat (or, on PostgreSQL, a ``starting`` update) joins a batch of
     one-statement updates; anything else, or an update that statement does not match, joins a
-    batch of full updates. Row locks, taken in PandaID order, keep two batches of either kind
-    apart on the client-server databases, so two of each run at once there; SQLite's single
-    writer gains nothing from a second.
+    batch of full updates. Row locks, taken in PandaID order, keep two batches apart on the
+    client-server databases, so two full batches run at once there (plain ones, each a few
+    milliseconds, one at a time); SQLite's single writer gains nothing from a second.
     """
     if upd.state not in PILOT_REPORTABLE:
         return UpdateResult(StatusCode.INVALID, "NULL")
     parallel = 1 if rt.backend == "sqlite" else 2
     if _is_plain(rt, upd):
-        plain = await rt.kept("heartbeat.plain_group_commit", _new_plain_runner).submit(
-            "plain", (rt, upd), parallel
-        )
+        # One plain batch at a time: two at once cost more CPU per heartbeat than they gained
+        # on two cores (benchmarks/README.md).
+        plain = await rt.kept("heartbeat.plain_group_commit", _new_plain_runner).submit("plain", (rt, upd))
         if plain is not None:
             return plain
     runner = rt.kept("heartbeat.full_group_commit", _new_full_runner)
