@@ -113,15 +113,56 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listening_sockets(port: int) -> set[str]:
+    """``socket:[inode]`` of every socket listening on TCP ``port`` (from /proc/net)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on ``port``."""
+    sockets = _listening_sockets(port)
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            if os.readlink(fd) in sockets:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _listener_elsewhere(port: int) -> bool:
+    return bool(_listening_sockets(port))
+
+
 class ServerProcess:
     """The real ``pandawms serve`` process on a loopback port."""
 
     def __init__(self, url: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
         self.db_url = url
-        self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # A free port can be taken by another test process's server between the check and our
+        # bind: then the answer to is_alive would be that server's. Only a port our process
+        # listens on counts; another one is tried when it is someone else's.
+        for _ in range(5):
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            if self._start(url, data_dir, env):
+                return
+        raise RuntimeError(f"no free port stayed free for the server:\n{self.log()}")
+
+    def _start(self, url: str, data_dir: Path, env: dict[str, str] | None) -> bool:
+        """Start the server on :attr:`port`; False when another process holds that port."""
         cmd = [
             sys.executable,
             "-m",
@@ -140,10 +181,16 @@ class ServerProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if _listener_elsewhere(self.port):
+                    return False
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(self.base + "/api/v1/system/is_alive", timeout=1).status_code == 200:
-                    return
+                    if _listens(self.proc.pid, self.port):
+                        return True
+                    self.proc.kill()
+                    self.proc.wait()
+                    return False
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
