@@ -474,6 +474,21 @@ def group_by_size(files: list[dict[str, Any]], limit: int) -> list[list[dict[str
     return groups
 
 
+def _add_log(
+    log_ds: dict[str, Any] | None,
+    task_id: int,
+    serial: int,
+    outputs: list[tuple[str, str, str]],
+    records: list[tuple[str, str, int]],
+) -> None:
+    """A job's log file: named from the task's log template, written to its log dataset."""
+    if log_ds is None:
+        return
+    lfn = output_lfn(log_ds["template"], task_id, serial)
+    outputs.append((lfn, "log", log_ds["datasetName"]))
+    records.append((lfn, "log", int(log_ds["datasetID"])))
+
+
 def _make_jobs(
     conn: Connection,
     rt: Runtime,
@@ -542,10 +557,7 @@ def _make_jobs(
                 lfn = output_lfn(ds["template"], task_id, serial)
                 outputs.append((lfn, "output", ds["datasetName"]))
                 records.append((lfn, "output", int(ds["datasetID"])))
-            if log_ds is not None:
-                lfn = output_lfn(log_ds["template"], task_id, serial)
-                outputs.append((lfn, "log", log_ds["datasetName"]))
-                records.append((lfn, "log", int(log_ds["datasetID"])))
+            _add_log(log_ds, task_id, serial, outputs, records)
             attempt = max(int(f["attemptNr"]) for f in group)
             inputs = [(str(f["lfn"]), f["startEvent"], f["endEvent"]) for f in group]
             params = job_parameters(template, serial, inputs, attempt, lib_lfn)
@@ -693,10 +705,7 @@ def _consumer_jobs(
             serial = next(serials)
             outputs: list[tuple[str, str, str]] = []
             records: list[tuple[str, str, int]] = []
-            if log_ds is not None:
-                lfn = output_lfn(log_ds["template"], task_id, serial)
-                outputs.append((lfn, "log", log_ds["datasetName"]))
-                records.append((lfn, "log", int(log_ds["datasetID"])))
+            _add_log(log_ds, task_id, serial, outputs, records)
             inputs = [(str(f["lfn"]), f["startEvent"], f["endEvent"]) for f in group]
             params = job_parameters(template, serial, inputs, attempt, lib_lfn)
             job = _job(
@@ -833,10 +842,7 @@ def make_jumbo_jobs(
         (serial,) = _next_serials(conn, task, 1)
         outputs: list[tuple[str, str, str]] = []
         records: list[tuple[str, str, int]] = []
-        if log_ds is not None:
-            lfn = output_lfn(log_ds["template"], task_id, serial)
-            outputs.append((lfn, "log", log_ds["datasetName"]))
-            records.append((lfn, "log", int(log_ds["datasetID"])))
+        _add_log(log_ds, task_id, serial, outputs, records)
         params = job_parameters(template, serial, [], 0)
         job = _job(
             task, plan, serial, 0, site, plan.trans_path, plan.label, params, outputs, _endpoint(conn, site)
