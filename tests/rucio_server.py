@@ -181,6 +181,19 @@ class RucioServer:
         )
         return path
 
+    def server_env(self, folder: Path) -> dict[str, str]:
+        """The settings of a pandawms server using this Rucio (the password in a 0600 file in
+        ``folder``), as an operator's env file would give them."""
+        secret = folder / "rucio.password"
+        secret.write_text(self.password)
+        secret.chmod(0o600)
+        return {
+            "PANDA_DDM_RUCIO_HOST": self.url,
+            "PANDA_DDM_RUCIO_ACCOUNT": self.account,
+            "PANDA_DDM_RUCIO_USERNAME": self.username,
+            "PANDA_DDM_RUCIO_PASSWORD_FILE": str(secret),
+        }
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log or not self.log.exists():
             return ""

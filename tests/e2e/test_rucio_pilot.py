@@ -99,15 +99,9 @@ def rucio_data_server(
     tmp_path: Path,
 ) -> ServerProcess:
     pytest.importorskip("rucio.client", reason="rucio-clients is not installed (pip install -e '.[test]')")
-    secret = tmp_path / "rucio.password"
-    secret.write_text(rucio_server.password)
-    secret.chmod(0o600)
     env = {
         "PANDA_DAEMON_PERIODS": "task_manager=2,ddm_outbox=2,ddm_rules=2",
-        "PANDA_DDM_RUCIO_HOST": rucio_server.url,
-        "PANDA_DDM_RUCIO_ACCOUNT": rucio_server.account,
-        "PANDA_DDM_RUCIO_USERNAME": rucio_server.username,
-        "PANDA_DDM_RUCIO_PASSWORD_FILE": str(secret),
+        **rucio_server.server_env(tmp_path),
         "PANDA_WN_SCRIPT_BASE_URL": realpilot.TRF_BASE_311,
     }
     server = start_server(f"sqlite:///{tmp_path / 'rucio311.sqlite'}", env)
