@@ -91,11 +91,43 @@ class Stats:
     #: PandaIDs handed out, and how many were handed out a second time (never allowed).
     handed_out: set[int] = field(default_factory=set)
     duplicates: int = 0
+    #: The counts when the measuring window opened (:meth:`mark`).
+    window_start: Any = field(default=None, repr=False)
 
     def add(self, method: str, seconds: float, ok: bool) -> None:
         self.latencies[method].append(seconds)
         if not ok:
             self.errors[method] += 1
+
+    def mark(self) -> None:
+        """The start of the measuring window: what was recorded before is warm-up."""
+        self.window_start = (
+            self.dispatched,
+            self.completed,
+            {k: len(v) for k, v in self.latencies.items()},
+            dict(self.errors),
+        )
+
+    def since_mark(self) -> Stats:
+        """What was recorded since :meth:`mark` (all of it when never marked); submissions and
+        duplicate hand-outs are always the whole run's."""
+        mark = self.window_start
+        if mark is None:
+            return self
+        dispatched, completed, lengths, errors = mark
+        out = Stats(
+            dispatched=self.dispatched - dispatched,
+            completed=self.completed - completed,
+            submitted=self.submitted,
+            handed_out=self.handed_out,
+            duplicates=self.duplicates,
+        )
+        for method, values in self.latencies.items():
+            if len(values) > lengths.get(method, 0):
+                out.latencies[method] = values[lengths.get(method, 0) :]
+        for method, count in self.errors.items():
+            out.errors[method] = count - errors.get(method, 0)
+        return out
 
     def got_jobs(self, jobs: list[dict[str, Any]]) -> None:
         """Count jobs a dispatch answer handed out; a PandaID seen before is a duplicate."""
@@ -692,6 +724,30 @@ def refresh_statistics(args: argparse.Namespace) -> None:
         engine.dispose()
 
 
+async def warm_up(
+    args: argparse.Namespace,
+    pids: list[int],
+    stats: Stats,
+    phases: dict[str, float],
+    started: float,
+    clients: list[asyncio.Task[Any]],
+) -> float:
+    """Let the clients run ``--warm-up`` seconds, then open the measuring window.
+
+    Rates, latencies, statements, CPU and connections are counted from then on: a worker's pool
+    opens its connections as the load first reaches it, once, and that start-up is not the
+    steady state the window measures. Returns the window's start.
+    """
+    if args.warm_up > 0:
+        await asyncio.wait(clients, timeout=args.warm_up)
+        if all(task.done() for task in clients):
+            raise SystemExit("the run ended within --warm-up: give more --jobs, or --warm-up 0")
+        phases["warm_up"] = time.monotonic() - started
+    stats.mark()
+    await begin_window(args, pids)
+    return time.monotonic()
+
+
 async def submit_all(args: argparse.Namespace, stats: Stats, deadline: float, start: int = 0) -> None:
     todo = list(range(start, args.jobs, args.batch))[::-1]
     await asyncio.gather(*(submitter(args, stats, todo, deadline) for _ in range(args.submitters)))
@@ -713,14 +769,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await submit_all(args, stats, deadline)
         phases["submit"] = time.monotonic() - t0
         refresh_statistics(args)
-        if args.scenario != "heartbeat":
+        if args.scenario == "read":
             await begin_window(args, pids)
         t1 = time.monotonic()
         measure = Stats()
         if args.scenario == "dispatch":
-            await asyncio.gather(
-                *(pilot(args, measure, i, deadline, more, False) for i in range(args.pilots))
-            )
+            pilots = [
+                asyncio.create_task(pilot(args, measure, i, deadline, more, False))
+                for i in range(args.pilots)
+            ]
+            t1 = await warm_up(args, pids, measure, phases, t1, pilots)
+            await asyncio.gather(*pilots)
+            measure = measure.since_mark()
         elif args.scenario == "heartbeat":
             await asyncio.gather(
                 *(pilot(args, Stats(), i, deadline, more, False) for i in range(args.pilots))
@@ -751,7 +811,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         refresh_statistics(args)
         t0 = time.monotonic()
         more.set()
-        await begin_window(args, pids)
         if args.scenario == "soak":
             args.jobs = max(args.jobs, 10**8)  # bounded by --duration, not by a job count
         submit_task = asyncio.create_task(submit_all(args, stats, deadline, start=args.batch))
@@ -760,9 +819,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             clients = [pilot(args, stats, i, deadline, more, True) for i in range(args.pilots)]
         pilots = [asyncio.create_task(client) for client in clients]
+        t0 = await warm_up(args, pids, stats, phases, t0, pilots)
         await submit_task
         more.clear()
         await asyncio.gather(*pilots)
+        stats = stats.since_mark()
         phases["measure"] = time.monotonic() - t0
     connections = await end_window(args)
     stop_rss.set()
@@ -1016,6 +1077,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300, help="hard limit, seconds")
     parser.add_argument(
         "--measure", type=float, default=30, help="measuring window for heartbeat/read, seconds"
+    )
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        default=3,
+        help="dispatch, lifecycle, soak, harvester: seconds of load before the measuring window opens",
     )
     parser.add_argument("--site", default="BENCH_SITE")
     parser.add_argument("--server-pid", action="append", default=[], help="server PID(s) for RSS sampling")

@@ -20,6 +20,11 @@ from pandawms.db.versioning import init_schema
 from tests.dbs import BACKENDS
 
 ALL_BACKENDS = ["sqlite", "postgresql", "mariadb"]
+
+#: The servers the tests start (dozens at once, some of three nodes, against one PostgreSQL with
+#: 100 sessions) open their connections on first use; tests/e2e/test_pool_preopen.py starts one
+#: with the default, each worker's pool opened before it serves.
+os.environ.setdefault("PANDA_DB_POOL_PREOPEN", "0")
 _initialised: set[str] = set()
 
 

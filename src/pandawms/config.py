@@ -94,6 +94,11 @@ class Settings:
     #: overflow connection is closed again when returned).
     db_pool_size: int = 10
     db_max_overflow: int = 5
+    #: 1: each httpd worker opens its database threads' connections (``request_threads`` of them)
+    #: before it serves, as the real server's connection pool does, so a load that rises later
+    #: never waits on opening a session and a steady run opens none (benchmarks/README.md);
+    #: 0: they are opened on first use (many small servers sharing one database, tests).
+    db_pool_preopen: int = 1
     #: Seconds a request waits for a pooled connection before the server answers 503 with
     #: Retry-After: back-pressure instead of an ever longer queue when the database is slow.
     db_pool_timeout: int = 10
@@ -420,6 +425,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "ddm_retry_base": (1, 86400),
     "ddm_retry_max": (1, 86400 * 7),
     "allow_open_remote": (0, 1),
+    "db_pool_preopen": (0, 1),
 }
 
 

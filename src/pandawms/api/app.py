@@ -29,6 +29,7 @@ from pandawms.api import authz, crosssite, errors, legacy, v1
 from pandawms.api.auth import Authenticator
 from pandawms.api.context import RequestContext
 from pandawms.api.encoding import dumps_plain, dumps_v1, urlencode_reply
+from pandawms.api.headers import RequestHeaders
 from pandawms.api.multipart import parse_multipart
 from pandawms.api.oidc import UNKNOWN_KID_WAIT, KeysPending, TokenRejected
 from pandawms.api.openapi import document
@@ -237,7 +238,7 @@ class PandaApp:
             return
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:12]
-        headers = Headers(scope=scope)
+        headers = RequestHeaders(scope)
         if self.stats is not None:
             self.stats.begin()
         body = b""

@@ -166,6 +166,23 @@ def connections_opened(engine: Engine) -> int:
     return counts.opened.value if counts is not None else 0
 
 
+def open_pool(engine: Engine, count: int) -> int:
+    """Open ``count`` of the pool's connections now (at most its size); returns how many it holds.
+
+    They are checked out together, so the pool must open that many, and all returned: a pool
+    keeps up to its size of idle connections, so those are the ones requests will use.
+    """
+    size = getattr(engine.pool, "size", lambda: 0)()
+    held = []
+    try:
+        for _ in range(max(min(count, size), 0)):
+            held.append(engine.raw_connection())
+    finally:
+        for conn in held:
+            conn.close()
+    return len(held)
+
+
 def note_statement(engine: Engine) -> None:
     """Count a statement sent past SQLAlchemy's cursor (a COPY, :mod:`pandawms.db.bulk`)."""
     counts = _COUNTS.get(engine)

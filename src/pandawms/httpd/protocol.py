@@ -48,6 +48,53 @@ def _plain_reply(status: bytes, text: bytes, *extra: bytes) -> bytes:
 _TIMEOUT_408 = _plain_reply(b"408 Request Timeout", b"ERROR : request timeout\n")
 
 
+class _JoinedWrites:
+    """A connection's transport as one request's cycle sees it: the response head waits for the
+    first piece of the body, so a whole response leaves in one write.
+
+    uvicorn writes the status line and headers, then the body: two ``send(2)`` calls and two TCP
+    segments for every small answer (a heartbeat's is some 60 bytes). Those two writes were a
+    tenth of a worker's Python time under a heartbeat load (py-spy, benchmarks/README.md). The
+    head of a HEAD request, and anything written before the response starts (``100 Continue``),
+    goes out at once; a close sends a waiting head first.
+    """
+
+    __slots__ = ("_transport", "_cycle", "_head", "_head_seen")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+            return
+        cycle = self._cycle
+        if not self._head_seen and cycle.response_started and cycle.scope.get("method") != "HEAD":
+            self._head_seen = True
+            self._head = bytes(data)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        """Send a head still waiting (a response that ended without a body write)."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 @dataclass
 class ConnectionTable:
     """Every open connection of one worker (its HTTP and HTTPS servers), oldest idle first."""
@@ -181,12 +228,18 @@ class TLSIdentityProtocol(_Base):
         if self.body_timeout > 0:
             self._body_timer = self.loop.call_later(self.body_timeout, self._timed_out, "body")
         super().on_headers_complete()
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_started and cycle.transport is self.transport:
+            cycle.transport = _JoinedWrites(self.transport, cycle)
 
     def on_message_complete(self) -> None:
         self._cancel("_body_timer")
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and isinstance(cycle.transport, _JoinedWrites):
+            cycle.transport.flush()
         super().on_response_complete()
         if self.transport.is_closing() or getattr(self, "pipeline", None):
             return

@@ -17,6 +17,7 @@ from anyio import to_thread
 from pandawms.api.app import PandaApp, create_app
 from pandawms.config import Settings
 from pandawms.core.runtime import Runtime
+from pandawms.db.engine import open_pool
 from pandawms.db.hangguard import install_hang_guard
 from pandawms.httpd.limits import connection_cap
 from pandawms.httpd.protocol import limited_protocol
@@ -98,10 +99,14 @@ async def _warm_up(rt: Runtime, app: PandaApp) -> None:
 
     The ban list and whether the database has SKIP LOCKED are read here, in a thread; a
     database that does not answer now only leaves them to be read later in the background.
+    With ``db_pool_preopen`` the connections of the worker's database threads are opened here
+    too (client-server databases; SQLite opens a file).
     """
 
     def read() -> None:
         try:
+            if rt.settings.db_pool_preopen and rt.backend != "sqlite":
+                open_pool(rt.engine, rt.settings.request_threads)
             rt.skip_locked  # noqa: B018 - the property connects once and remembers
             if app.auth.bans is not None:
                 app.auth.bans.load()

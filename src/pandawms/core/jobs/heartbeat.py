@@ -12,9 +12,9 @@ In strict mode an update is accepted only from the credential the job was dispat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select
 
@@ -26,6 +26,7 @@ from pandawms.core.jobs.output_report import finalize, prefetch_files
 from pandawms.core.jobs.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.jobs.transitions import deferring, move_job, replace_row
 from pandawms.core.runtime import Runtime, utcnow
+from pandawms.db.direct import DirectStatement, compile_direct
 from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, job_status_log, jobs, pilot_logs
 from pandawms.db.schema_user import job_debug_output
@@ -249,6 +250,22 @@ def _heartbeat_statement(
     return stmt
 
 
+def _direct_heartbeat(
+    conn: Connection, keys: tuple[str, ...], with_attempt: bool, binding: str
+) -> DirectStatement | None:
+    """The small ``running`` UPDATE of :func:`_heartbeat_statement` ready to run on the driver's
+    cursor (:mod:`pandawms.db.direct`), returning (commandToPilot, specialHandling); None when
+    it cannot run there."""
+    cache_key = ("direct", keys, with_attempt, binding, conn.dialect.name)
+    if cache_key not in _HEARTBEAT_STATEMENTS:
+        stmt = _heartbeat_statement(keys, with_attempt, binding, "simple", "running")
+        direct = compile_direct(stmt, conn.dialect)
+        if len(_HEARTBEAT_STATEMENTS) >= 256:
+            return direct
+        _HEARTBEAT_STATEMENTS[cache_key] = direct
+    return cast("DirectStatement | None", _HEARTBEAT_STATEMENTS[cache_key])
+
+
 def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
     """An update with nothing but columns that one UPDATE ... RETURNING can serve.
 
@@ -274,13 +291,18 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
     params.update(hb_id=upd.panda_id, hb_attempt=upd.attempt_nr, hb_now=now)
     if caller is not None:
         params["bind_owner"] = caller.owner[:250]
-    row = None
+    row: Mapping[Any, Any] | None = None
     if upd.state == "running" and backend == "postgresql":
         # Most heartbeats find the job running and leave it so: the small UPDATE serves them
         # (the fused statement's lock, CASEs and log CTE cost a quarter of the heartbeat rate);
         # only a job not running yet (its first running report) needs the fused move below.
-        simple = _heartbeat_statement(keys, with_attempt, binding, "simple", upd.state)
-        row = conn.execute(simple, params).mappings().first()
+        direct = _direct_heartbeat(conn, keys, with_attempt, binding)
+        if direct is not None:
+            found = direct.first(conn, params)
+            row = {"commandToPilot": found[0], "specialHandling": found[1]} if found is not None else None
+        else:
+            simple = _heartbeat_statement(keys, with_attempt, binding, "simple", upd.state)
+            row = conn.execute(simple, params).mappings().first()
     if row is None:
         stmt = _heartbeat_statement(keys, with_attempt, binding, backend, upd.state)
         row = conn.execute(stmt, params).mappings().first()

@@ -1,0 +1,82 @@
+"""A statement compiled once and run straight on the driver's cursor.
+
+For the one statement the server runs thousands of times a second (a pilot's heartbeat), most
+of the client's cost was SQLAlchemy's per-execution work around it, not the round trip: looking
+the compiled form up, building the parameters, the execution context and the result object.
+Measured on PostgreSQL, one heartbeat UPDATE ... RETURNING took 217-273 us through
+``Connection.execute`` and 133-158 us on the cursor (benchmarks/README.md). Here the statement is
+compiled once per dialect; each run hands the SQL text and the parameters to the DBAPI cursor
+of the connection's current transaction.
+
+What SQLAlchemy would do around a statement still happens: the engine's ``before_cursor_execute``
+and ``after_cursor_execute`` listeners run (the statement counter, the hang guard of
+:mod:`pandawms.db.hangguard`), and a driver error is raised as SQLAlchemy's wrapped exception
+(``OperationalError``, ``IntegrityError``, ...), the connection invalidated when the error says
+it is gone, so callers handle it as any other database error. Only statements whose parameters
+need no SQLAlchemy conversion and no list expansion qualify (:func:`compile_direct` says None
+otherwise, and the caller keeps ``Connection.execute``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+
+
+class DirectStatement:
+    """SQL text and its fixed parameters, for one dialect; see the module's docstring."""
+
+    __slots__ = ("sql", "fixed")
+
+    def __init__(self, sql: str, fixed: dict[str, Any]) -> None:
+        self.sql = sql
+        self.fixed = fixed
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """Run with ``params`` in ``conn``'s transaction; the first row, or None."""
+        values = {**self.fixed, **params}
+        fairy: Any = conn.connection
+        dbapi_conn = fairy.driver_connection
+        dispatch: Any = conn.dispatch
+        cursor = dbapi_conn.cursor()
+        try:
+            dispatch.before_cursor_execute(conn, cursor, self.sql, values, None, False)
+            try:
+                cursor.execute(self.sql, values)
+                row = cursor.fetchone()
+            finally:
+                dispatch.after_cursor_execute(conn, cursor, self.sql, values, None, False)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            gone = bool(conn.dialect.is_disconnect(exc, dbapi_conn, cursor))
+            if gone:
+                conn.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(
+                self.sql,
+                values,
+                exc,
+                conn.dialect.loaded_dbapi.Error,
+                connection_invalidated=gone,
+                dialect=conn.dialect,
+            ) from exc
+        finally:
+            cursor.close()
+        return tuple(row) if row is not None else None
+
+
+def compile_direct(stmt: ClauseElement, dialect: Dialect) -> DirectStatement | None:
+    """``stmt`` compiled for ``dialect``, or None when it cannot run straight on the cursor:
+    a parameter SQLAlchemy converts before the driver sees it, a list expanded at execution,
+    or a positional parameter style."""
+    compiled: Any = stmt.compile(dialect=dialect)
+    sql = str(compiled)
+    if getattr(compiled, "_bind_processors", None) or compiled.positiontup or "POSTCOMPILE" in sql:
+        return None
+    if dialect.paramstyle != "pyformat":
+        return None
+    fixed = {name: value for name, value in compiled.params.items() if value is not None}
+    return DirectStatement(sql, fixed)
