@@ -37,6 +37,18 @@ SCENARIOS: dict[str, list[str]] = {
         "--duration",
         "120",
     ],
+    "lifecycle": [
+        "--scenario",
+        "lifecycle",
+        "--heartbeats",
+        "0",
+        "--jobs",
+        "15000",
+        "--pilots",
+        "100",
+        "--duration",
+        "120",
+    ],
 }
 
 
@@ -46,6 +58,9 @@ def _headline(result: dict[str, Any], scenario: str) -> tuple[float, float]:
     if scenario == "dispatch":
         name = next((m for m in methods if "getJob" in m or "acquire_jobs" in m), None)
         rate = float(result.get("dispatched_per_s") or 0.0)
+    elif scenario == "lifecycle":
+        name = next((m for m in methods if m.endswith("finished")), None)
+        rate = float((result.get("projection") or {}).get("jobs_completed_per_s") or 0.0)
     else:
         name = next((m for m in methods if m.endswith("running")), None)
         rate = float(methods.get(name, {}).get("per_s", 0.0)) if name else 0.0

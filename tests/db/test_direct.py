@@ -47,7 +47,10 @@ def test_rows_and_counters_as_through_sqlalchemy(pg_rt: Runtime) -> None:
     assert direct is not None
     before = statements_sent(pg_rt.engine)[0]
     with pg_rt.engine.begin() as conn:
-        assert direct.first(conn, {"hb_id": 1, "hb_name": "renamed"}) == ("renamed", None)
+        assert direct.first(conn, {"hb_id": 1, "hb_name": "renamed"}) == {
+            "jobName": "renamed",
+            "commandToPilot": None,
+        }
         assert direct.first(conn, {"hb_id": 2, "hb_name": "not running"}) is None
     assert statements_sent(pg_rt.engine)[0] - before == 2
     with pg_rt.engine.connect() as conn:
@@ -77,7 +80,10 @@ def test_a_dropped_connection_is_invalidated(pg_rt: Runtime) -> None:
             direct.first(conn, {"hb_id": 1, "hb_name": "gone"})
         assert caught.value.connection_invalidated
     with pg_rt.engine.begin() as conn:  # the pool hands out a working connection again
-        assert direct.first(conn, {"hb_id": 1, "hb_name": "back"}) == ("back", None)
+        assert direct.first(conn, {"hb_id": 1, "hb_name": "back"}) == {
+            "jobName": "back",
+            "commandToPilot": None,
+        }
 
 
 def test_the_hang_guard_sees_direct_statements(pg_rt: Runtime) -> None:

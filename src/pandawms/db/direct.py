@@ -19,7 +19,7 @@ otherwise, and the caller keeps ``Connection.execute``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -31,26 +31,43 @@ from sqlalchemy.sql import ClauseElement
 class DirectStatement:
     """SQL text and its fixed parameters, for one dialect; see the module's docstring."""
 
-    __slots__ = ("sql", "fixed")
+    __slots__ = ("sql", "fixed", "names")
 
     def __init__(self, sql: str, fixed: dict[str, Any]) -> None:
         self.sql = sql
         self.fixed = fixed
+        #: The result's column names, learnt from the first execution.
+        self.names: tuple[str, ...] | None = None
 
-    def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """Run with ``params`` in ``conn``'s transaction; the first row, or None."""
-        values = {**self.fixed, **params}
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Run with ``params`` in ``conn``'s transaction; the first row by column name, or None."""
+        row = self._run(conn, {**self.fixed, **params}, False)
+        return dict(zip(self.names or (), row, strict=True)) if row is not None else None
+
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per parameter set of ``rows`` in ``conn``'s transaction, as one
+        ``executemany`` (psycopg sends the sets in one pipeline); no result."""
+        if rows:
+            self._run(conn, [{**self.fixed, **row} for row in rows], True)
+
+    def _run(self, conn: Connection, values: Any, many: bool) -> Any:
         fairy: Any = conn.connection
         dbapi_conn = fairy.driver_connection
         dispatch: Any = conn.dispatch
         cursor = dbapi_conn.cursor()
+        row = None
         try:
-            dispatch.before_cursor_execute(conn, cursor, self.sql, values, None, False)
+            dispatch.before_cursor_execute(conn, cursor, self.sql, values, None, many)
             try:
-                cursor.execute(self.sql, values)
-                row = cursor.fetchone()
+                if many:
+                    cursor.executemany(self.sql, values)
+                else:
+                    cursor.execute(self.sql, values)
+                    row = cursor.fetchone()
+                    if row is not None and self.names is None:
+                        self.names = tuple(column.name for column in cursor.description)
             finally:
-                dispatch.after_cursor_execute(conn, cursor, self.sql, values, None, False)
+                dispatch.after_cursor_execute(conn, cursor, self.sql, values, None, many)
         except conn.dialect.loaded_dbapi.Error as exc:
             gone = bool(conn.dialect.is_disconnect(exc, dbapi_conn, cursor))
             if gone:
@@ -62,10 +79,11 @@ class DirectStatement:
                 conn.dialect.loaded_dbapi.Error,
                 connection_invalidated=gone,
                 dialect=conn.dialect,
+                ismulti=many,
             ) from exc
         finally:
             cursor.close()
-        return tuple(row) if row is not None else None
+        return row
 
 
 def compile_direct(stmt: ClauseElement, dialect: Dialect) -> DirectStatement | None:

@@ -12,7 +12,7 @@ In strict mode an update is accepted only from the credential the job was dispat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -148,6 +148,12 @@ _PLAIN_MOVES: dict[str, dict[str, str]] = {
 }
 
 
+def _one_of(column: Any, values: Iterable[str]) -> Any:
+    """``column IN (...)`` with one bound parameter per value, fixed when compiled: unlike a
+    plain ``in_`` list (expanded at every execution) it can run on the driver's cursor."""
+    return column.in_([literal(value) for value in sorted(values)])
+
+
 def _heartbeat_statement(
     keys: tuple[str, ...], with_attempt: bool, binding: str, backend: str, state: str = "running"
 ) -> Any:
@@ -186,11 +192,11 @@ def _heartbeat_statement(
         special = jobs.c.specialHandling
         conditions = [
             jobs.c.PandaID == prev.c.prev_id,
-            jobs.c.jobStatus.in_(sorted(moves)),
+            _one_of(jobs.c.jobStatus, moves),
             # A clone's move to running may take or lose its job set's semaphore
             # (core/jobs/cloning.py): the full path does that, so clones do not move here.
             or_(
-                jobs.c.jobStatus.notin_(changing),
+                ~_one_of(jobs.c.jobStatus, changing),
                 special.is_(None),
                 and_(special.not_like("sc:%"), special.not_like("%,sc:%")),
             ),
@@ -215,11 +221,11 @@ def _heartbeat_statement(
             jobStatus=case(
                 *[(jobs.c.jobStatus == old, moves[old]) for old in changing], else_=jobs.c.jobStatus
             ),
-            stateChangeTime=case((jobs.c.jobStatus.in_(changing), now), else_=jobs.c.stateChangeTime),
+            stateChangeTime=case((_one_of(jobs.c.jobStatus, changing), now), else_=jobs.c.stateChangeTime),
         )
         starts = sorted(old for old in changing if moves[old] == "running")
         if starts and "startTime" not in keys:
-            values["startTime"] = case((jobs.c.jobStatus.in_(starts), now), else_=jobs.c.startTime)
+            values["startTime"] = case((_one_of(jobs.c.jobStatus, starts), now), else_=jobs.c.startTime)
         logged = ("PandaID", "prodSourceLabel", "computingSite", "modificationHost", "attemptNr")
         update = (
             jobs.update()
@@ -250,20 +256,31 @@ def _heartbeat_statement(
     return stmt
 
 
-def _direct_heartbeat(
-    conn: Connection, keys: tuple[str, ...], with_attempt: bool, binding: str
-) -> DirectStatement | None:
-    """The small ``running`` UPDATE of :func:`_heartbeat_statement` ready to run on the driver's
-    cursor (:mod:`pandawms.db.direct`), returning (commandToPilot, specialHandling); None when
-    it cannot run there."""
-    cache_key = ("direct", keys, with_attempt, binding, conn.dialect.name)
-    if cache_key not in _HEARTBEAT_STATEMENTS:
-        stmt = _heartbeat_statement(keys, with_attempt, binding, "simple", "running")
-        direct = compile_direct(stmt, conn.dialect)
-        if len(_HEARTBEAT_STATEMENTS) >= 256:
-            return direct
-        _HEARTBEAT_STATEMENTS[cache_key] = direct
-    return cast("DirectStatement | None", _HEARTBEAT_STATEMENTS[cache_key])
+def _execute_heartbeat(
+    conn: Connection, shape: tuple[str, tuple[str, ...], bool, str, str], params: dict[str, Any]
+) -> Mapping[Any, Any] | None:
+    """Run the statement of :func:`_heartbeat_statement` for ``shape`` (state, keys, with_attempt,
+    binding, backend); the row it returned, or None.
+
+    On PostgreSQL it runs on the driver's cursor (:mod:`pandawms.db.direct`): a heartbeat is one
+    statement, and SQLAlchemy's work around each execution cost more of the worker's CPU than
+    the round trip. Elsewhere, or for a shape that cannot run there, through SQLAlchemy.
+    """
+    state, keys, with_attempt, binding, backend = shape
+    if conn.dialect.name == "postgresql":
+        cache_key = ("direct:" + state, keys, with_attempt, binding, backend)
+        if cache_key not in _HEARTBEAT_STATEMENTS:
+            stmt = _heartbeat_statement(keys, with_attempt, binding, backend, state)
+            made = compile_direct(stmt, conn.dialect)
+            if len(_HEARTBEAT_STATEMENTS) < 256:
+                _HEARTBEAT_STATEMENTS[cache_key] = made
+        else:
+            made = _HEARTBEAT_STATEMENTS[cache_key]
+        direct = cast("DirectStatement | None", made)
+        if direct is not None:
+            return direct.first(conn, params)
+    stmt = _heartbeat_statement(keys, with_attempt, binding, backend, state)
+    return conn.execute(stmt, params).mappings().first()
 
 
 def _is_plain(rt: Runtime, upd: PilotUpdate) -> bool:
@@ -296,16 +313,9 @@ def _run_plain(conn: Connection, upd: PilotUpdate, now: Any) -> UpdateResult | N
         # Most heartbeats find the job running and leave it so: the small UPDATE serves them
         # (the fused statement's lock, CASEs and log CTE cost a quarter of the heartbeat rate);
         # only a job not running yet (its first running report) needs the fused move below.
-        direct = _direct_heartbeat(conn, keys, with_attempt, binding)
-        if direct is not None:
-            found = direct.first(conn, params)
-            row = {"commandToPilot": found[0], "specialHandling": found[1]} if found is not None else None
-        else:
-            simple = _heartbeat_statement(keys, with_attempt, binding, "simple", upd.state)
-            row = conn.execute(simple, params).mappings().first()
+        row = _execute_heartbeat(conn, (upd.state, keys, with_attempt, binding, "simple"), params)
     if row is None:
-        stmt = _heartbeat_statement(keys, with_attempt, binding, backend, upd.state)
-        row = conn.execute(stmt, params).mappings().first()
+        row = _execute_heartbeat(conn, (upd.state, keys, with_attempt, binding, backend), params)
     if row is None:
         return None
     consume_once(conn, upd.panda_id, row["commandToPilot"])

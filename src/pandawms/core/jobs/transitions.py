@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, bindparam
 
 from pandawms.db.bulk import insert_rows
+from pandawms.db.direct import compile_direct
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.model.errors import Conflict
 from pandawms.model.states import check_move
@@ -63,18 +64,31 @@ class DeferredWrites:
                 .where(table.c[key] == bindparam("u_key"))
                 .values({c: bindparam(f"u_{c}") for c in columns})
             )
-            conn.execute(
-                stmt, [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)]
-            )
-        for table, rows in self.replace.items():
-            conn.execute(table.delete().where(table.c.PandaID.in_(sorted(rows))))
-            conn.execute(table.insert(), [rows[pid] for pid in sorted(rows)])
+            rows = [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)]
+            direct = compile_direct(stmt, conn.dialect) if conn.dialect.name == "postgresql" else None
+            if direct is not None:
+                direct.many(conn, rows)  # no SQLAlchemy work per row: a batch has hundreds of files
+            else:
+                conn.execute(stmt, rows)
+        for table, replaced in self.replace.items():
+            conn.execute(table.delete().where(table.c.PandaID.in_(sorted(replaced))))
+            _insert_all(conn, table, [replaced[pid] for pid in sorted(replaced)])
         if self.status_log:
-            conn.execute(job_status_log.insert(), self.status_log)
+            _insert_all(conn, job_status_log, self.status_log)
         self.updates.clear()
         self.replace.clear()
         self.status_log.clear()
         self.prefetched.clear()
+
+
+def _insert_all(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``: with COPY on PostgreSQL when they all have the same columns (one
+    statement, no SQLAlchemy work per row), as an executemany INSERT otherwise."""
+    names = tuple(rows[0])
+    if all(len(row) == len(names) and all(name in row for name in names) for row in rows):
+        insert_rows(conn, table, rows, names)
+    else:
+        conn.execute(table.insert(), rows)
 
 
 #: Where :func:`deferring` keeps the batch's collector while its transaction runs.
