@@ -37,6 +37,18 @@ SCENARIOS: dict[str, list[str]] = {
         "--duration",
         "120",
     ],
+    "rate1000": [
+        "--scenario",
+        "dispatch",
+        "--jobs",
+        "20000",
+        "--pilots",
+        "200",
+        "--rate",
+        "1000",
+        "--duration",
+        "120",
+    ],
     "lifecycle": [
         "--scenario",
         "lifecycle",
@@ -55,7 +67,7 @@ SCENARIOS: dict[str, list[str]] = {
 def _headline(result: dict[str, Any], scenario: str) -> tuple[float, float]:
     """The scenario's rate and its p99 in ms."""
     methods = result.get("methods", {})
-    if scenario == "dispatch":
+    if scenario in ("dispatch", "rate1000"):
         name = next((m for m in methods if "getJob" in m or "acquire_jobs" in m), None)
         rate = float(result.get("dispatched_per_s") or 0.0)
     elif scenario == "lifecycle":

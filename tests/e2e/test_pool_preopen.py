@@ -26,6 +26,10 @@ WORKERS, POOL = 2, 3
 
 
 def _opened(base: str) -> float:
+    """The server's count, summed over the workers; a worker publishes it with each request it
+    serves, so every worker is made to serve some first (a new connection each time)."""
+    for _ in range(40):
+        assert httpx.get(base + "/api/v1/system/is_alive").status_code == 200
     for line in httpx.get(base + "/metrics").text.splitlines():
         if line.startswith("pandawms_db_connections_opened_total "):
             return float(line.split()[1])

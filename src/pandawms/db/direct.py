@@ -44,11 +44,12 @@ class DirectStatement:
         row = self._run(conn, {**self.fixed, **params}, False)
         return dict(zip(self.names or (), row, strict=True)) if row is not None else None
 
-    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Run once per parameter set of ``rows`` in ``conn``'s transaction, as one
-        ``executemany`` (psycopg sends the sets in one pipeline); no result."""
-        if rows:
-            self._run(conn, [{**self.fixed, **row} for row in rows], True)
+        ``executemany`` (psycopg sends the sets in one pipeline); the rows affected, summed."""
+        if not rows:
+            return 0
+        return int(self._run(conn, [{**self.fixed, **row} for row in rows], True))
 
     def _run(self, conn: Connection, values: Any, many: bool) -> Any:
         fairy: Any = conn.connection
@@ -61,6 +62,7 @@ class DirectStatement:
             try:
                 if many:
                     cursor.executemany(self.sql, values)
+                    row = cursor.rowcount
                 else:
                     cursor.execute(self.sql, values)
                     row = cursor.fetchone()

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, bindparam
 
 from pandawms.db.bulk import insert_rows
-from pandawms.db.direct import compile_direct
+from pandawms.db.direct import DirectStatement, compile_direct
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.model.errors import Conflict
 from pandawms.model.states import check_move
@@ -81,11 +81,18 @@ class DeferredWrites:
         self.prefetched.clear()
 
 
+#: Fewest rows written with COPY: it takes two round trips (a multi-row INSERT one), which only
+#: pays off once SQLAlchemy's work per row is the larger cost.
+COPY_FROM_ROWS = 20
+
+
 def _insert_all(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows``: with COPY on PostgreSQL when they all have the same columns (one
-    statement, no SQLAlchemy work per row), as an executemany INSERT otherwise."""
+    """Insert ``rows``: with COPY on PostgreSQL when they are many and all have the same columns
+    (one statement, no SQLAlchemy work per row), as an executemany INSERT otherwise."""
     names = tuple(rows[0])
-    if all(len(row) == len(names) and all(name in row for name in names) for row in rows):
+    if len(rows) >= COPY_FROM_ROWS and all(
+        len(row) == len(names) and all(name in row for name in names) for row in rows
+    ):
         insert_rows(conn, table, rows, names)
     else:
         conn.execute(table.insert(), rows)
@@ -175,7 +182,17 @@ def log_statuses(
     elif bulk:
         insert_rows(conn, job_status_log, rows, list(rows[0]))
     else:
-        conn.execute(job_status_log.insert(), rows)
+        names = tuple(rows[0])
+        direct = _direct(
+            conn,
+            ("status_log",),
+            names,
+            lambda: job_status_log.insert().values({name: bindparam(f"l_{name}") for name in names}),
+        )
+        if direct is not None:
+            direct.many(conn, [{f"l_{name}": row[name] for name in names} for row in rows])
+        else:
+            conn.execute(job_status_log.insert(), rows)
 
 
 def move_jobs(
@@ -269,7 +286,27 @@ def _move_each(
     rows = [
         {**common, "m_id": i, "m_old": old, **{f"m_{k}": v for k, v in extra[i].items()}} for i in sorted(ids)
     ]
+    direct = _direct(conn, ("move", *shared), own, lambda: stmt)
+    if direct is not None:
+        return direct.many(conn, rows)
     return int(conn.execute(stmt, rows).rowcount)
+
+
+def _direct(
+    conn: Connection, shape: tuple[str, ...], own: tuple[str, ...], make: Callable[[], Any]
+) -> DirectStatement | None:
+    """``stmt`` ready for the driver's cursor on PostgreSQL (:mod:`pandawms.db.direct`): a
+    dispatch moves and logs a few jobs per transaction, and SQLAlchemy's work per execution cost
+    more CPU than the round trips. Compiled once per shape (kept with the statements)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    key = (("direct", *shape), own)
+    if key not in _MOVE_EACH:
+        made = compile_direct(make(), conn.dialect)
+        if len(_MOVE_EACH) >= 64:
+            return made
+        _MOVE_EACH[key] = made
+    return cast("DirectStatement | None", _MOVE_EACH[key])
 
 
 def move_job_via(
