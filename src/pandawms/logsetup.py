@@ -53,6 +53,7 @@ class BufferedFileHandler(ReopenableFileHandler):
         self.max_lines = max_lines
         self._pending: list[str] = []
         self._pid = 0
+        self._closed = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -79,7 +80,7 @@ class BufferedFileHandler(ReopenableFileHandler):
 
     def _write_periodically(self) -> None:
         pid = os.getpid()
-        while self._pid == pid:
+        while self._pid == pid and not self._closed:
             time.sleep(self.interval)
             self.acquire()
             try:
@@ -109,6 +110,7 @@ class BufferedFileHandler(ReopenableFileHandler):
         self.acquire()
         try:
             self._write_pending()
+            self._closed = True  # its writer thread ends
         finally:
             self.release()
         super().close()

@@ -210,7 +210,6 @@ class PandaApp:
         self._retry_after = [(b"retry-after", str(rt.settings.busy_retry_after).encode())]
         self._big_parses: CapacityLimiter | None = None
         self._lane: CapacityLimiter | None = None
-        self._lane_threads: CapacityLimiter | None = None
 
     def _answer(self, exc: BaseException, request_id: str, what: str) -> errors.Answer:
         """What to tell the client about ``exc`` (see :mod:`pandawms.api.errors`), logged."""
@@ -565,10 +564,15 @@ class PandaApp:
     async def _submission(
         self, handler: Callable[..., Any], ctx: RequestContext, kwargs: dict[str, Any]
     ) -> Any:
-        """Run a submission (a v1 method declared ``submission=True``) in the submission lane."""
+        """Run a submission (a v1 method declared ``submission=True``) in the submission lane.
+
+        At most ``submit_lanes`` submissions run at once, each in one of the worker's database
+        places (:func:`pandawms.core.dbthreads.run_db`) like any other database work: in threads
+        of their own they made the pool open an overflow connection whenever every place was
+        busy (3 new sessions in a 10-minute soak, benchmarks/README.md).
+        """
         if self._lane is None:
             self._lane = CapacityLimiter(self.rt.settings.submit_lanes)
-            self._lane_threads = CapacityLimiter(self.rt.settings.submit_lanes)
         try:
             with anyio.fail_after(_SUBMIT_WAIT_S):
                 await self._lane.acquire()
@@ -577,7 +581,7 @@ class PandaApp:
                 f"server busy with other submissions; retry after {self.rt.settings.busy_retry_after} s"
             ) from None
         try:
-            return await to_thread.run_sync(lambda: handler(ctx, **kwargs), limiter=self._lane_threads)
+            return await run_db(self.rt, lambda: handler(ctx, **kwargs))
         finally:
             self._lane.release()
 
