@@ -295,9 +295,10 @@ def _move_each(
 def _direct(
     conn: Connection, shape: tuple[str, ...], own: tuple[str, ...], make: Callable[[], Any]
 ) -> DirectStatement | None:
-    """``stmt`` ready for the driver's cursor on PostgreSQL (:mod:`pandawms.db.direct`): a
-    dispatch moves and logs a few jobs per transaction, and SQLAlchemy's work per execution cost
-    more CPU than the round trips. Compiled once per shape (kept with the statements)."""
+    """The statement ``make`` builds, ready for the driver's cursor on PostgreSQL
+    (:mod:`pandawms.db.direct`): a dispatch moves and logs a few jobs per transaction, and
+    SQLAlchemy's work per execution cost more CPU than the round trips. Built and compiled once
+    per shape (kept with the statements); None elsewhere or when it cannot run there."""
     if conn.dialect.name != "postgresql":
         return None
     key = (("direct", *shape), own)
