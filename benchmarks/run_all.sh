@@ -1,6 +1,7 @@
 #!/bin/sh
-# Every measurement in benchmarks/README.md, one after the other, each bounded (about 50 minutes
-# in all, 25 without the growth steps). Results go to benchmarks/results/<name>.json with the load average before each step in
+# Every measurement in benchmarks/README.md, one after the other, each bounded (21 minutes on a
+# quiet machine in the last pass, of which 10 are the soak; up to 15 minutes a step on a loaded
+# one). Results go to benchmarks/results/<name>.json with the load average before each step in
 # benchmarks/results/uptime.log. Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth)
 # and haproxy for the scale-out step.
 #
@@ -8,7 +9,8 @@
 #   benchmarks/run_all.sh dispatch   # only the steps whose name contains "dispatch"
 #   benchmarks/run_all.sh --peer     # also pandawms against the real PanDA server (opt-in: it
 #                                    # installs panda-server from PyPI and Debian's Apache once,
-#                                    # ~25 minutes more on a quiet machine; benchmarks/peer/run.sh)
+#                                    # 16 minutes more on a quiet machine once installed,
+#                                    # ~25 the first time; benchmarks/peer/run.sh)
 #   benchmarks/run_all.sh --peer peer  # only that comparison
 set -eu
 cd "$(dirname "$0")/.."
