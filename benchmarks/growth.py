@@ -24,6 +24,7 @@ Bounded: --samples calls per measurement, and loading stops at --max-load-second
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
@@ -34,9 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
+from benchmarks.pgdb import scratch_database
 from pandawms.config import load_settings
 from pandawms.core.jobs.dispatch import DispatchRequest, acquire_jobs
 from pandawms.core.jobs.heartbeat import PilotUpdate, update_job
@@ -248,14 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.live.split(","))
     tmp = tempfile.TemporaryDirectory(prefix="pandawms-growth-")
-    name = "pandawms_bench_growth"
-    admin = None
+    scratch = contextlib.ExitStack()
     if args.db == "postgresql":
-        admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(text(f"CREATE DATABASE {name}"))
-        url = make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
+        url = scratch.enter_context(scratch_database(args.admin_url, "pandawms_bench_growth"))
         loader = load_pg
     else:
         url = f"sqlite:///{Path(tmp.name) / 'growth.sqlite'}"
@@ -294,10 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 plans[f"live={loaded},archive={archived}"] = explain(rt.engine)
     finally:
         rt.engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            admin.dispose()
+        scratch.close()
         tmp.cleanup()
     print(table(results))
     for label, plan in plans.items():

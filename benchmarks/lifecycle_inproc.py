@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import pstats
@@ -25,8 +26,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event, text
 
+from benchmarks.pgdb import scratch_database
 from pandawms.config import load_settings
 from pandawms.core.jobs import dispatch, heartbeat, submit
 from pandawms.core.jobs.heartbeat import PilotUpdate
@@ -113,23 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="inproc-") as tmp:
-        admin = None
+    with tempfile.TemporaryDirectory(prefix="inproc-") as tmp, contextlib.ExitStack() as stack:
         if args.db == "postgresql":
-            admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)'))
-                conn.execute(text(f'CREATE DATABASE "{args.db_name}"'))
-            url = args.admin_url.rsplit("/", 1)[0] + "/" + args.db_name
+            url = stack.enter_context(scratch_database(args.admin_url, args.db_name))
         else:
             url = f"sqlite:///{tmp}/inproc.sqlite"
-        try:
-            result = _run(args, url, tmp)
-        finally:
-            if admin is not None:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)'))
-                admin.dispose()
+        result = _run(args, url, tmp)
     print(json.dumps(result, indent=1))
     if args.json_out:
         with open(args.json_out, "w") as out:

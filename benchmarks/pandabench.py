@@ -940,19 +940,11 @@ def table(result: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
     """``pandawms httpd`` on a fresh database and a free loopback port; yields (url, pid)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from benchmarks.pgdb import scratch_database  # SQLAlchemy only when a server is started here
 
-    with tempfile.TemporaryDirectory(prefix="pandabench-") as tmp:
-        admin = None
+    with tempfile.TemporaryDirectory(prefix="pandabench-") as tmp, contextlib.ExitStack() as scratch:
         if args.start_server == "postgresql":
-            admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{args.bench_db}" WITH (FORCE)'))
-                conn.execute(text(f'CREATE DATABASE "{args.bench_db}"'))
-            db_url = (
-                make_url(args.admin_url).set(database=args.bench_db).render_as_string(hide_password=False)
-            )
+            db_url = scratch.enter_context(scratch_database(args.admin_url, args.bench_db))
         else:
             db_url = f"sqlite:///{tmp}/bench.sqlite"
         args.db_url = db_url
@@ -1003,10 +995,6 @@ def started_server(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-            if admin is not None:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{args.bench_db}" WITH (FORCE)'))
-                admin.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,41 +78,34 @@ class BufferedFileHandler(ReopenableFileHandler):
         self.stream.write("".join(lines))
         self.stream.flush()
 
+    def _write_waiting(self) -> None:
+        """:meth:`_write_pending` under the handler's lock (from any thread)."""
+        self.acquire()
+        try:
+            self._write_pending()
+        finally:
+            self.release()
+
     def _write_periodically(self) -> None:
         pid = os.getpid()
         while self._pid == pid and not self._closed:
             time.sleep(self.interval)
-            self.acquire()
             try:
-                self._write_pending()
+                self._write_waiting()
             except OSError:
                 pass  # a full disk: the lines are dropped, the server keeps serving
-            finally:
-                self.release()
 
     def flush(self) -> None:
-        self.acquire()
-        try:
-            self._write_pending()
-            super().flush()
-        finally:
-            self.release()
+        self._write_waiting()
+        super().flush()
 
     def reopen(self) -> None:
-        self.acquire()
-        try:
-            self._write_pending()
-        finally:
-            self.release()
+        self._write_waiting()
         super().reopen()
 
     def close(self) -> None:
-        self.acquire()
-        try:
-            self._write_pending()
-            self._closed = True  # its writer thread ends
-        finally:
-            self.release()
+        self._write_waiting()
+        self._closed = True  # its writer thread ends
         super().close()
 
 

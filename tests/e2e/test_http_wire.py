@@ -1,7 +1,8 @@
 """HTTP/1.1 on the wire, byte by byte, against a real server: whole answers in order.
 
-A response's head waits for its body so both leave in one write (pandawms/httpd/protocol.py);
-these check what that must not break: HEAD answers (no body to wait for), ``Expect:
+A response's head waits for its body so both leave in one write (pandawms/httpd/protocol.py;
+the last two tests count the writes a transport is asked for); the others check what that must
+not break: HEAD answers (no body to wait for), ``Expect:
 100-continue`` (the interim answer goes out before any body), pipelined requests, and
 ``Connection: close``.
 """
@@ -9,7 +10,9 @@ these check what that must not break: HEAD answers (no body to wait for), ``Expe
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
+from pandawms.httpd.protocol import _JoinedWrites
 from tests.conftest import ServerProcess
 
 
@@ -97,3 +100,51 @@ def test_connection_close_ends_after_the_whole_answer(sqlite_server: ServerProce
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b'"success"' in body
+
+
+class _Recorder:
+    """What a transport was asked to write, one entry per ``write`` call."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _cycle(method: str) -> SimpleNamespace:
+    return SimpleNamespace(response_started=False, scope={"method": method})
+
+
+def test_head_and_body_leave_in_one_write() -> None:
+    transport, cycle = _Recorder(), _cycle("POST")
+    joined = _JoinedWrites(transport, cycle)  # type: ignore[arg-type]
+    joined.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: at once
+    cycle.response_started = True
+    joined.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert len(transport.writes) == 1
+    joined.write(b"ok")
+    assert transport.writes == [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    ]
+    joined.write(b"more")  # later body pieces pass straight through
+    assert transport.writes[-1] == b"more"
+
+
+def test_a_head_without_body_is_not_kept() -> None:
+    transport, cycle = _Recorder(), _cycle("HEAD")
+    joined = _JoinedWrites(transport, cycle)  # type: ignore[arg-type]
+    cycle.response_started = True
+    joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"]
+    transport2, cycle2 = _Recorder(), _cycle("GET")
+    joined2 = _JoinedWrites(transport2, cycle2)  # type: ignore[arg-type]
+    cycle2.response_started = True
+    joined2.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    joined2.close()  # an answer that ended before its body: the head goes first
+    assert transport2.writes == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n"] and transport2.closed

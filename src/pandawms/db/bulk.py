@@ -4,9 +4,10 @@ A submission writes hundreds of job, file, parameter and status-log rows. Throug
 executemany each row's parameters are built and converted in Python, column by column: about
 half of the server's CPU for a 500-job submission (py-spy, benchmarks/README.md). PostgreSQL's
 ``COPY ... FROM STDIN`` takes the rows as one stream that psycopg encodes in C. It runs on the
-caller's connection, inside its transaction, and an error is raised as the same SQLAlchemy
-exception class an INSERT would raise (a refused value is a ``DataError``), so callers and
-the API see no difference. SQLite and MariaDB keep the executemany.
+caller's connection, inside its transaction, through :func:`pandawms.db.direct.driver_cursor`:
+counted and guarded like any statement, and an error is raised as the same SQLAlchemy exception
+class an INSERT would raise (a refused value is a ``DataError``, a dropped connection is
+invalidated), so callers and the API see no difference. SQLite and MariaDB keep the executemany.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert
-from sqlalchemy import exc as sa_exc
 
-from pandawms.db.engine import note_statement
+from pandawms.db.direct import driver_cursor
 
 
 def insert_rows(
@@ -33,18 +33,13 @@ def insert_rows(
     if conn.dialect.name != "postgresql":
         conn.execute(insert(table), [{name: row[name] for name in names} for row in rows])
         return
-    from psycopg import Error as PsycopgError
     from psycopg import sql
 
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
-    raw = conn.connection.driver_connection
-    note_statement(conn.engine)
-    try:
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            for row in rows:
-                copy.write_row([row[name] for name in names])
-    except PsycopgError as exc:
-        text = statement.as_string(raw)
-        raise sa_exc.DBAPIError.instance(text, None, exc, PsycopgError) from exc
+    fairy: Any = conn.connection
+    text = statement.as_string(fairy.driver_connection)
+    with driver_cursor(conn, text, None) as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in names])

@@ -183,13 +183,6 @@ def open_pool(engine: Engine, count: int) -> int:
     return len(held)
 
 
-def note_statement(engine: Engine) -> None:
-    """Count a statement sent past SQLAlchemy's cursor (a COPY, :mod:`pandawms.db.bulk`)."""
-    counts = _COUNTS.get(engine)
-    if counts is not None:
-        counts.statements.bump()
-
-
 def statements_sent(engine: Engine) -> tuple[int, int]:
     """(statements, commits) ``engine`` has sent so far: the round trips the server makes.
 

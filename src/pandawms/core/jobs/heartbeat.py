@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, literal, or_, select
 
@@ -26,7 +26,7 @@ from pandawms.core.jobs.output_report import finalize, prefetch_files
 from pandawms.core.jobs.pilot_binding import Caller, NotDispatchedToYou
 from pandawms.core.jobs.transitions import deferring, move_job, replace_row
 from pandawms.core.runtime import Runtime, utcnow
-from pandawms.db.direct import DirectStatement, compile_direct
+from pandawms.db.direct import direct_once
 from pandawms.db.engine import autocommit_conn, write_tx
 from pandawms.db.schema import job_metadata, job_output_reports, job_status_log, jobs, pilot_logs
 from pandawms.db.schema_user import job_debug_output
@@ -267,18 +267,15 @@ def _execute_heartbeat(
     the round trip. Elsewhere, or for a shape that cannot run there, through SQLAlchemy.
     """
     state, keys, with_attempt, binding, backend = shape
-    if conn.dialect.name == "postgresql":
-        cache_key = ("direct:" + state, keys, with_attempt, binding, backend)
-        if cache_key not in _HEARTBEAT_STATEMENTS:
-            stmt = _heartbeat_statement(keys, with_attempt, binding, backend, state)
-            made = compile_direct(stmt, conn.dialect)
-            if len(_HEARTBEAT_STATEMENTS) < 256:
-                _HEARTBEAT_STATEMENTS[cache_key] = made
-        else:
-            made = _HEARTBEAT_STATEMENTS[cache_key]
-        direct = cast("DirectStatement | None", made)
-        if direct is not None:
-            return direct.first(conn, params)
+    direct = direct_once(
+        _HEARTBEAT_STATEMENTS,
+        ("direct:" + state, keys, with_attempt, binding, backend),
+        conn,
+        lambda: _heartbeat_statement(keys, with_attempt, binding, backend, state),
+        256,
+    )
+    if direct is not None:
+        return direct.first(conn, params)
     stmt = _heartbeat_statement(keys, with_attempt, binding, backend, state)
     return conn.execute(stmt, params).mappings().first()
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam
 
 from pandawms.db.bulk import insert_rows
-from pandawms.db.direct import DirectStatement, compile_direct
+from pandawms.db.direct import direct_once
 from pandawms.db.schema import job_status_log, jobs
 from pandawms.model.errors import Conflict
 from pandawms.model.states import check_move
@@ -59,17 +59,20 @@ class DeferredWrites:
     def flush(self, conn: Connection) -> None:
         """Write what was collected (called once, before the commit)."""
         for (table, key, columns), by_key in self.updates.items():
-            stmt = (
-                table.update()
-                .where(table.c[key] == bindparam("u_key"))
-                .values({c: bindparam(f"u_{c}") for c in columns})
-            )
+
+            def make(table: Table = table, key: str = key, columns: tuple[str, ...] = columns) -> Any:
+                return (
+                    table.update()
+                    .where(table.c[key] == bindparam("u_key"))
+                    .values({c: bindparam(f"u_{c}") for c in columns})
+                )
+
             rows = [{"u_key": k, **{f"u_{c}": by_key[k][c] for c in columns}} for k in sorted(by_key)]
-            direct = compile_direct(stmt, conn.dialect) if conn.dialect.name == "postgresql" else None
+            direct = direct_once(_MOVE_EACH, (("direct", "update", table.name, key), columns), conn, make, 64)
             if direct is not None:
                 direct.many(conn, rows)  # no SQLAlchemy work per row: a batch has hundreds of files
             else:
-                conn.execute(stmt, rows)
+                conn.execute(make(), rows)
         for table, replaced in self.replace.items():
             conn.execute(table.delete().where(table.c.PandaID.in_(sorted(replaced))))
             _insert_all(conn, table, [replaced[pid] for pid in sorted(replaced)])
@@ -183,11 +186,12 @@ def log_statuses(
         insert_rows(conn, job_status_log, rows, list(rows[0]))
     else:
         names = tuple(rows[0])
-        direct = _direct(
+        direct = direct_once(
+            _MOVE_EACH,
+            (("direct", "status_log"), names),
             conn,
-            ("status_log",),
-            names,
             lambda: job_status_log.insert().values({name: bindparam(f"l_{name}") for name in names}),
+            64,
         )
         if direct is not None:
             direct.many(conn, [{f"l_{name}": row[name] for name in names} for row in rows])
@@ -286,28 +290,10 @@ def _move_each(
     rows = [
         {**common, "m_id": i, "m_old": old, **{f"m_{k}": v for k, v in extra[i].items()}} for i in sorted(ids)
     ]
-    direct = _direct(conn, ("move", *shared), own, lambda: stmt)
+    direct = direct_once(_MOVE_EACH, (("direct", "move", *shared), own), conn, lambda: stmt, 64)
     if direct is not None:
         return direct.many(conn, rows)
     return int(conn.execute(stmt, rows).rowcount)
-
-
-def _direct(
-    conn: Connection, shape: tuple[str, ...], own: tuple[str, ...], make: Callable[[], Any]
-) -> DirectStatement | None:
-    """The statement ``make`` builds, ready for the driver's cursor on PostgreSQL
-    (:mod:`pandawms.db.direct`): a dispatch moves and logs a few jobs per transaction, and
-    SQLAlchemy's work per execution cost more CPU than the round trips. Built and compiled once
-    per shape (kept with the statements); None elsewhere or when it cannot run there."""
-    if conn.dialect.name != "postgresql":
-        return None
-    key = (("direct", *shape), own)
-    if key not in _MOVE_EACH:
-        made = compile_direct(make(), conn.dialect)
-        if len(_MOVE_EACH) >= 64:
-            return made
-        _MOVE_EACH[key] = made
-    return cast("DirectStatement | None", _MOVE_EACH[key])
 
 
 def move_job_via(
